@@ -164,8 +164,9 @@ def _pool(s: Tensor, gamma: Union[float, Tensor], dim: int, valid: Optional[Tens
     d = torch.where(usable, s - ref, zero)  # <= 0 where usable; finite everywhere (no NaN in backward)
     # -inf logits: exp(gamma * -inf) = 0 for gamma > 0, so they (and padding) get zero weight.
     z = torch.where(usable, gamma * d, torch.full((), -math.inf, dtype=s.dtype, device=s.device))
-    p = torch.softmax(z, dim=dim)  # NaN only where a class has no usable position; masked out below
-    p = torch.where(torch.isnan(p), zero, p)
+    # NaN only in a class with no usable position (max -inf, +inf or NaN): replaced by `top` below, and the
+    # where() on z keeps that NaN out of the gradient
+    p = torch.softmax(z, dim=dim)
     pooled = ref + (p * d).sum(dim, keepdim=True)
     # all-(-inf), +inf or NaN maximum: the maximum is the answer (and NaN propagates)
     return torch.where(finite_top, pooled, top)
