@@ -140,11 +140,15 @@ class ClipDataset(Dataset):
         record = self.manifest[v]
         try:
             frames = load_clip(record, s, self.clip_len, self.stride, self.decode_size)
-        except VideoError as err:
+        except (VideoError, ValueError) as err:
+            # (v, s) were checked against the manifest above, so a ValueError here means the file holds fewer
+            # frames than the manifest says (changed since it was probed, or a wrong num_frames column)
+            hint = "" if isinstance(err, VideoError) else (f" (the manifest says {record.num_frames} frames; fix "
+                                                           "num_frames or re-read the manifest to re-probe)")
             where = f"video {v} ({record.source})" if record.source else f"video {v}"
+            message = f"{where}: {err}{hint}"
             if self.strict:
-                raise VideoError(f"{where}: {err}") from err
-            message = f"{where}: {err}"
+                raise VideoError(message) from err
             if v not in self._warned:
                 self._warned.add(v)
                 warnings.warn(f"skipping a clip of {message} (strict=False; later failures of this video are "
