@@ -2,7 +2,6 @@ import json
 import os
 import shutil
 import threading
-import time
 import warnings
 
 import numpy as np
@@ -13,6 +12,7 @@ from lightning_temporal.data.manifest import (ManifestError, VideoManifest, Vide
                                               read_csv_manifest, read_hmdb51_split, read_kinetics_csv,
                                               read_ucf101_split)
 from lightning_temporal.data.video import VideoInfo
+from tests.videos import encode_image, synthetic_frame
 
 
 class FakeProbe:
@@ -140,23 +140,11 @@ def test_default_probe_on_real_video(real_videos, tmp_path):
     assert (m[0].num_frames, m[0].height, m[0].width) == (120, 144, 176)
 
 
-def _png_bytes():
-    import struct
-    import zlib
-
-    raw = b"".join(b"\x00" + bytes([128] * 24) for _ in range(8))
-
-    def chunk(tag, data):
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 8, 8, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
 def _broken_files(d, real):
     with open(real, "rb") as f:
         data = f.read()
-    files = {"truncated.mp4": data[: len(data) // 2], "garbage.mp4": bytes(range(256)) * 40, "empty.mp4": b""}
+    files = {"truncated.mp4": data[: len(data) // 2], "garbage.mp4": bytes(range(256)) * 40, "empty.mp4": b"",
+             "image.mp4": encode_image(synthetic_frame(0), "png")}
     for name, content in files.items():
         with open(d / name, "wb") as f:
             f.write(content)
@@ -172,10 +160,10 @@ def test_undecodable_videos_name_their_row(real_videos, tmp_path):
             read_csv_manifest(csv, progress=False)
     rows = "".join(f"{n},b\n" for n in names)
     csv = _write(tmp_path / "m.csv", f"path,label\ngood.mp4,a\n{rows}")
-    with pytest.warns(UserWarning, match="3 of 4 manifest rows left out"):
+    with pytest.warns(UserWarning, match="4 of 5 manifest rows left out"):
         m = read_csv_manifest(csv, progress=False, on_bad_video="skip")
     assert m.paths == [str(tmp_path / "good.mp4")] and m.num_frames.tolist() == [120]
-    assert [src for src, _, _ in m.dropped] == [f"{csv}, row {i}" for i in (3, 4, 5)]
+    assert [src for src, _, _ in m.dropped] == [f"{csv}, row {i}" for i in (3, 4, 5, 6)]
     assert m.class_names == ["a", "b"]  # classes come from every row, dropped or not
 
 
@@ -203,16 +191,29 @@ BAD_ROWS = [  # (csv text, classes, exception, message pattern)
      r"row 2: frame_scores file .*nope\.npy not found"),
     ("path,labels\na.mp4,x\n", None, ManifestError, r"row 1: header \['path', 'labels'\] is not valid"),
     ("", None, ManifestError, r"empty file"),
+    ("path,label\n\n", None, ManifestError, r"bad\.csv: lists no videos"),
+    ("path,label\nmissing.mp4,x\n", "skip", ManifestError,
+     r"bad\.csv: every one of its 1 videos was left out, first .*row 2: video .*missing\.mp4 not found"),
 ]
 
 
 @pytest.mark.parametrize("text,classes,exc,pattern", BAD_ROWS)
 def test_bad_rows_name_file_and_row(videos, text, classes, exc, pattern):
     csv = _write(videos / "bad.csv", text)
-    with pytest.raises(exc, match=pattern) as info:
-        read_csv_manifest(csv, classes=classes, probe_fn=FakeProbe())
+    on_bad = "skip" if classes == "skip" else "raise"
+    with pytest.raises(exc, match=pattern) as info, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the "left out" warning of the skip case
+        read_csv_manifest(csv, classes=None if on_bad == "skip" else classes, probe_fn=FakeProbe(),
+                          on_bad_video=on_bad)
     assert isinstance(info.value, ValueError)  # ManifestError subclasses ValueError, missing files both
     assert csv in str(info.value)
+
+
+def test_byte_order_mark_is_accepted(videos):
+    csv = str(videos / "bom.csv")
+    with open(csv, "w", encoding="utf-8-sig") as f:
+        f.write("path,label,num_frames\na.mp4,x,40\n")
+    assert read_csv_manifest(csv).num_frames.tolist() == [40]
 
 
 def test_missing_manifest(tmp_path):

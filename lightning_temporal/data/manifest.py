@@ -369,10 +369,12 @@ def probe_frame_counts(paths: Sequence[str], *, cache_path: Optional[str] = None
 
 
 # --------------------------------------------------------------------------------------------- manifest builder
-def _build(rows: List[_Row], *, classes, cache_path: str, probe: bool, probe_fn, num_workers, progress,
-           on_bad_video: str, csv_dir: Optional[str]) -> VideoManifest:
+def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool, probe_fn, num_workers,
+           progress, on_bad_video: str, csv_dir: Optional[str]) -> VideoManifest:
     if on_bad_video not in ("raise", "skip"):
         raise ValueError(f"on_bad_video={on_bad_video!r}; allowed: 'raise' or 'skip'")
+    if not rows:
+        raise ManifestError(f"{file}: lists no videos; add rows (or check the split / train arguments)")
     labels, class_names = _resolve_labels(rows, _load_class_list(classes))
     dropped: List[Tuple[str, str, str]] = []
 
@@ -423,6 +425,9 @@ def _build(rows: List[_Row], *, classes, cache_path: str, probe: bool, probe_fn,
             raise ManifestError(f"{r.source}: event_end = {e} is beyond the video's {n} frames; event bounds "
                                 "are frame indices in [0, num_frames]")
         records.append(VideoRecord(r.path, labels[i], n, s, e, fs, h, w, r.source))
+    if dropped and not records:
+        raise ManifestError(f"{file}: every one of its {len(rows)} videos was left out, first {dropped[0][0]}: "
+                            f"{dropped[0][2]}")
     if dropped:
         listed = "; ".join(f"{src}: {msg}" for src, _, msg in dropped[:5])
         warnings.warn(f"{len(dropped)} of {len(rows)} manifest rows left out (on_bad_video='skip'): {listed}"
@@ -444,7 +449,9 @@ def _join(root: str, p: str) -> str:
 _COMMON_DOC = """
     ``probe``: probe the exact frame count of videos whose count is not given (cached beside the list in
     ``<file>.frames.json``, or in ``$XDG_CACHE_HOME/lightning_temporal`` when that folder is read-only).
-    ``probe_fn``: replaces :func:`lightning_temporal.data.video.probe` (tests count calls with it).
+    ``probe_fn``: replaces :func:`lightning_temporal.data.video.probe`, which decodes each file once for an
+    exact count; for a very large dataset ``functools.partial(probe, exact=False)`` counts packets instead
+    (~1 ms a video, exact for intact files; a truncated file then over-counts and its late clips are skipped).
     ``num_workers``: probing threads; ``progress``: show a progress bar (None: when stderr is a terminal).
     ``on_bad_video``: "raise" (default) stops at a missing or undecodable video with its row; "skip" leaves
     such rows out with one warning and lists them in ``manifest.dropped``.
@@ -468,7 +475,7 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
     csv_dir = os.path.dirname(os.path.abspath(path))
     root = csv_dir if root is None else os.path.abspath(os.fspath(root))
     rows = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
         reader = csv.reader(f)
         header = next(reader, None)
         if header is None:
@@ -492,8 +499,9 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
             rows.append(_Row(where, _join(root, d["path"].strip()), d["label"],
                              d.get("num_frames", ""), d.get("event_start", ""), d.get("event_end", ""),
                              d.get("frame_scores", "")))
-    return _build(rows, classes=classes, cache_path=path + ".frames.json", probe=probe, probe_fn=probe_fn,
-                  num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=csv_dir)
+    return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
+                  probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
+                  csv_dir=csv_dir)
 
 
 read_csv_manifest.__doc__ += _COMMON_DOC
@@ -550,8 +558,9 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
                     raise ManifestError(f"{where}: class index {k} ({class_names[k - 1]}) disagrees with the "
                                         f"folder {folder!r}; fix the line")
             rows.append(_Row(where, _join(root, parts[0]), str(label)))
-    return _build(rows, classes=class_names, cache_path=list_file + ".frames.json", probe=probe, probe_fn=probe_fn,
-                  num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None)
+    return _build(rows, file=list_file, classes=class_names, cache_path=list_file + ".frames.json",
+                  probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                  on_bad_video=on_bad_video, csv_dir=None)
 
 
 def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
@@ -588,7 +597,7 @@ def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe
                 if parts[1] == wanted:
                     rows.append(_Row(where, _join(root, os.path.join(name, parts[0])), str(label)))
     cache = os.path.join(split_dir, f"hmdb51_split{split}_{'train' if train else 'test'}.frames.json")
-    return _build(rows, classes=class_names, cache_path=cache, probe=probe, probe_fn=probe_fn,
+    return _build(rows, file=split_dir, classes=class_names, cache_path=cache, probe=probe, probe_fn=probe_fn,
                   num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None)
 
 
@@ -606,7 +615,7 @@ def read_kinetics_csv(path, root, classes=None, split: Optional[str] = None, pro
     path = _require_file(path, "Kinetics CSV")
     root = os.path.abspath(os.fspath(root))
     rows = []
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         header = [h.strip() for h in (next(reader, None) or [])]
         need = ("label", "youtube_id", "time_start", "time_end")
@@ -631,8 +640,9 @@ def read_kinetics_csv(path, root, classes=None, split: Optional[str] = None, pro
                                                                               fname), os.path.join(root, fname)]
             found = [c for c in candidates if os.path.exists(c)] or candidates
             rows.append(_Row(where, found[0], d["label"], alternatives=tuple(dict.fromkeys(found[1:]))))
-    return _build(rows, classes=classes, cache_path=path + ".frames.json", probe=probe, probe_fn=probe_fn,
-                  num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None)
+    return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
+                  probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
+                  csv_dir=None)
 
 
 for _f in (read_ucf101_split, read_hmdb51_split, read_kinetics_csv):
