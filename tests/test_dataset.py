@@ -1,16 +1,14 @@
-import os
 import pickle
 import shutil
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
 from lightning_temporal.data.dataset import (ClipDataset, SkipCounter, SkippedClip, clip_frame_indices,
                                              collate_clips, load_clip, num_clip_positions)
-from lightning_temporal.data.manifest import VideoManifest, VideoRecord, read_csv_manifest
+from lightning_temporal.data.manifest import VideoRecord, read_csv_manifest
 from lightning_temporal.data.transforms import CleanTransform, TrainTransform
 from lightning_temporal.data.video import VideoError
 from tests.videos import encode_image, reference_frames, synthetic_frame, truncate_file, write_video

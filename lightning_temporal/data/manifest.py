@@ -16,7 +16,7 @@ import os
 import re
 import sys
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -314,18 +314,21 @@ def _default_probe(path: str):
 
 def probe_frame_counts(paths: Sequence[str], *, cache_path: Optional[str] = None,
                        probe_fn: Optional[Callable[[str], object]] = None, num_workers: Optional[int] = None,
-                       progress: Optional[bool] = None) -> Tuple[List[Optional[Tuple[int, int, int]]], Dict[int, str]]:
+                       progress: Optional[bool] = None,
+                       stat_keys: Optional[Sequence[Optional[Tuple[int, int]]]] = None,
+                       ) -> Tuple[List[Optional[Tuple[int, int, int]]], Dict[int, str]]:
     """Exact (num_frames, height, width) per path, from the cache when path, size and mtime match.
 
     Unknown entries are probed in a thread pool (PyAV releases the GIL while decoding) with a progress bar
     (``progress=None``: shown when stderr is a terminal). ``probe_fn(path)`` returns a ``VideoInfo`` (or
-    an int frame count) and raises on a broken video. Returns the per-path results (None where probing
+    an int frame count) and raises on a broken video. ``stat_keys``: (size, mtime_ns) per path when the
+    caller has already stat-ed the files. Returns the per-path results (None where probing
     failed) and ``{index: error message}`` for the failures; failures are not cached, so they are retried.
     """
     probe_fn = probe_fn or _default_probe
     cached = _read_cache(cache_path) if cache_path else {}
     results: List[Optional[Tuple[int, int, int]]] = [None] * len(paths)
-    keys = [_stat_key(p) for p in paths]
+    keys = list(stat_keys) if stat_keys is not None else [_stat_key(p) for p in paths]
     todo = []
     for i, (p, key) in enumerate(zip(paths, keys)):
         hit = cached.get(p)
@@ -384,6 +387,7 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
         dropped.append((row.source, row.path, msg))
 
     parsed: Dict[int, list] = {}  # row -> [num_frames, event_start, event_end, frame_scores, height, width]
+    keys: List[Optional[Tuple[int, int]]] = [None] * len(rows)
     for i, r in enumerate(rows):
         n = _parse_count(r.num_frames, "num_frames", r.source, 1)
         s = _parse_count(r.event_start, "event_start", r.source, 0)
@@ -399,7 +403,8 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
             if not os.path.isfile(fs):
                 raise ManifestFileNotFoundError(f"{r.source}: frame_scores file {fs} not found; fix the path "
                                                 "(relative to the manifest) or leave the column empty")
-        if not os.path.exists(r.path):
+        keys[i] = _stat_key(r.path)  # one stat per file: existence here, cache validity when probing
+        if keys[i] is None:
             tried = " or ".join([r.path, *r.alternatives])
             bad(r, f"video {tried} not found; fix the path (relative to the manifest or root=) or remove the "
                    "row", ManifestFileNotFoundError)
@@ -409,7 +414,8 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
     need = [i for i in parsed if parsed[i][0] is None] if probe else []
     if need:
         results, errors = probe_frame_counts([rows[i].path for i in need], cache_path=cache_path,
-                                             probe_fn=probe_fn, num_workers=num_workers, progress=progress)
+                                             probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                                             stat_keys=[keys[i] for i in need])
         for j in sorted(errors):
             bad(rows[need[j]], f"cannot probe the video ({errors[j]}); re-encode or remove the row")
             del parsed[need[j]]

@@ -38,22 +38,27 @@ def short_side_size(height: int, width: int, short_side: int) -> Tuple[int, int]
     return int(short_side * height / width), short_side
 
 
-def to_float_clip(clip: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[T, H, W, 3]`` -> float32 ``[T, 3, H, W]`` in [0, 1] (frames as the batch of an image op)."""
+def _check_clip(clip: torch.Tensor) -> torch.Tensor:
+    """The uint8 ``[T, H, W, 3]`` clip as a ``[T, 3, H, W]`` view (frames as the batch of an image op)."""
     if not torch.is_tensor(clip) or clip.dtype != torch.uint8 or clip.ndim != 4 or clip.shape[-1] != 3:
         what = f"{clip.dtype} {tuple(clip.shape)}" if torch.is_tensor(clip) else type(clip).__name__
         raise ValueError(f"expected a decoded clip, uint8 [T, H, W, 3]; got {what}")
-    return clip.permute(0, 3, 1, 2).float().div_(255.0)
+    return clip.permute(0, 3, 1, 2)
+
+
+def to_float_clip(clip: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[T, H, W, 3]`` -> float32 ``[T, 3, H, W]`` in [0, 1]."""
+    return _check_clip(clip).float().div_(255.0)
 
 
 def resize_short_side(frames: torch.Tensor, short_side: int, antialias: bool = True) -> torch.Tensor:
-    """Bilinear resize of float ``[T, C, H, W]`` so the shorter side is ``short_side``; one interpolate call
-    for all frames. Returns the input when it already has that size."""
+    """Bilinear resize of ``[T, C, H, W]`` so the shorter side is ``short_side``; one interpolate call for
+    all frames. Returns the input unchanged (any dtype) when it already has that size, else float32."""
     h, w = frames.shape[-2:]
     size = short_side_size(h, w, short_side)
     if size == (h, w):
         return frames
-    return F.interpolate(frames, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+    return F.interpolate(frames.float(), size=size, mode="bilinear", align_corners=False, antialias=antialias)
 
 
 def _check_crop(h: int, w: int, size: int) -> None:
@@ -120,10 +125,19 @@ class _ClipTransform:
                              "std > 0")
         self.crop_size, self.short_side = crop_size, short_side
         self.mean, self.std = mean_t, std_t
+        self._scale = (1.0 / (255.0 * std_t)).view(3, 1, 1, 1)  # per channel of [C, T, h, w]
+        self._shift = (mean_t / std_t).view(3, 1, 1, 1)
 
     def _finish(self, frames: torch.Tensor) -> torch.Tensor:
-        # normalise after cropping (fewer pixels); [T, C, h, w] -> [C, T, h, w]
-        return normalize(frames, self.mean, self.std).transpose(0, 1).contiguous()
+        """Cropped ``[T, 3, h, w]`` pixels in 0..255 (uint8 or float) -> normalised float32 ``[3, T, h, w]``.
+
+        (x / 255 - mean) / std is folded into one multiply-subtract written straight into the output layout,
+        so the clip is converted once, after cropping (fewer pixels), and never copied for the transpose.
+        """
+        t, c, h, w = frames.shape
+        out = torch.empty((c, t, h, w), dtype=torch.float32)
+        torch.mul(frames.transpose(0, 1), self._scale, out=out)
+        return out.sub_(self._shift)
 
     def __repr__(self) -> str:
         extra = f", flip={self.flip}" if hasattr(self, "flip") else ""
@@ -148,7 +162,7 @@ class TrainTransform(_ClipTransform):
         self.flip = bool(flip)
 
     def __call__(self, clip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        frames = resize_short_side(to_float_clip(clip), self.short_side)  # T, 3, H, W
+        frames = resize_short_side(_check_clip(clip), self.short_side)  # T, 3, H, W (uint8 when not resized)
         top, left = random_crop_offsets(frames.shape[-2], frames.shape[-1], self.crop_size, generator)
         frames = crop(frames, top, left, self.crop_size)
         if self.flip and bool(torch.rand((), generator=generator) < 0.5):
@@ -169,6 +183,6 @@ class CleanTransform(_ClipTransform):
         super().__init__(crop_size, short_side, mean, std)
 
     def __call__(self, clip: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        frames = resize_short_side(to_float_clip(clip), self.short_side)
+        frames = resize_short_side(_check_clip(clip), self.short_side)
         top, left = center_crop_offsets(frames.shape[-2], frames.shape[-1], self.crop_size)
         return self._finish(crop(frames, top, left, self.crop_size))
