@@ -77,6 +77,10 @@ def test_labels_by_index_and_class_list(videos, tmp_path):
     classes = _write(tmp_path / "classes.txt", "1 jump\n2 run\n3 walk\n")
     m = read_csv_manifest(csv, classes=classes, probe=False)
     assert m.class_names == ["jump", "run", "walk"] and m.labels.tolist() == [2, 0]
+    plain = _write(tmp_path / "plain.txt", "air drumming\nabseiling\n")
+    m = read_csv_manifest(_write(videos / "k.csv", "path,label,num_frames\na.mp4,air drumming,40\n"),
+                          classes=plain, probe=False)
+    assert m.class_names == ["air drumming", "abseiling"] and m.labels.tolist() == [0]
     csv2 = _write(videos / "m2.csv", "path,label,num_frames\na.mp4,walk,40\nb.mp4,1,50\n")
     m = read_csv_manifest(csv2, classes=["jump", "run", "walk"], probe=False)
     assert m.labels.tolist() == [2, 1]

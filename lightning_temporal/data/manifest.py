@@ -211,8 +211,8 @@ def _load_class_list(classes: Union[None, str, os.PathLike, Sequence[str]]) -> O
         with open(path, newline="") as f:
             for line in f:
                 parts = line.strip().split(maxsplit=1)
-                if parts:
-                    names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else parts[0])
+                if parts:  # "3 air drumming" -> "air drumming"; a plain line is the whole name
+                    names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else line.strip())
         classes = names
     names = [str(c) for c in classes]
     if len(set(names)) != len(names):
