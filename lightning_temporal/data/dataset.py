@@ -1,0 +1,241 @@
+"""Clip dataset indexed by clip positions ``(video_idx, start)``, its collate function and skip counting.
+
+A sampler (``lightning_temporal.sampling.ClipSampler``) decides which clip of which video is read; the
+dataset only decodes and transforms it. A video that fails to decode is skipped (not replaced by another
+one, so the sampler's plan for every other batch stands), warned about once per video and process, and
+reported in the batch under ``"skipped"``/``"skip_errors"``; ``strict=True`` raises instead.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils.data import Dataset
+
+from lightning_temporal.data.manifest import VideoManifest, VideoRecord
+from lightning_temporal.data.transforms import short_side_size, to_float_clip
+from lightning_temporal.data.video import VideoError, read_clip
+
+__all__ = ["num_clip_positions", "clip_frame_indices", "load_clip", "SkippedClip", "ClipDataset",
+           "collate_clips", "SkipCounter"]
+
+DecodeSize = Union[None, int, Tuple[int, int]]
+
+
+def num_clip_positions(num_frames: torch.Tensor, clip_len: int, stride: int = 1) -> torch.Tensor:
+    """int64 [V]: clip positions per video, N = max(1, L - span + 1) with span = (clip_len - 1) * stride + 1."""
+    span = (clip_len - 1) * stride + 1
+    return (torch.as_tensor(num_frames, dtype=torch.int64) - span + 1).clamp_(min=1)
+
+
+def clip_frame_indices(start: int, clip_len: int, stride: int, num_frames: int) -> torch.Tensor:
+    """int64 [clip_len]: decoded-frame index of each clip frame; past the end the last frame repeats."""
+    return (start + stride * torch.arange(clip_len)).clamp_(max=num_frames - 1)
+
+
+def _decode_size(record: VideoRecord, size: DecodeSize) -> Optional[Tuple[int, int]]:
+    if size is None or isinstance(size, tuple):
+        return size
+    if record.height is None or record.width is None:
+        return None  # frame size unknown (count came from the CSV): decode full size, the transform resizes
+    return short_side_size(record.height, record.width, size)
+
+
+def load_clip(record: VideoRecord, start: int, clip_len: int, stride: int = 1,
+              size: DecodeSize = None) -> torch.Tensor:
+    """uint8 ``[clip_len, H, W, 3]``: frames start, start+stride, ... of ``record``'s video.
+
+    ``size``: None (decoded size), ``(h, w)``, or an int short side (aspect kept; needs the record's probed
+    height/width, else the full size is decoded). The resize happens in swscale during colour conversion.
+    Raises ``VideoError`` when the video cannot be decoded.
+    """
+    return read_clip(record.path, start, clip_len, stride, size=_decode_size(record, size))
+
+
+@dataclass(frozen=True)
+class SkippedClip:
+    """Placeholder item for a clip whose video failed to decode; :func:`collate_clips` drops it."""
+
+    video_idx: int
+    start: int
+    error: str
+    with_clean: bool = False
+
+
+def _check_positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name}={value!r}; a positive integer is allowed")
+
+
+class ClipDataset(Dataset):
+    """Map-style dataset of clips: ``dataset[(video_idx, start)]`` decodes and transforms one clip.
+
+    >>> from lightning_temporal.data.manifest import VideoManifest, VideoRecord
+    >>> m = VideoManifest([VideoRecord("a.mp4", 0, num_frames=40)], ["walk"])
+    >>> ClipDataset(m, clip_len=16, stride=2).num_positions.tolist()
+    [10]
+
+    Items are dicts: ``"clip"`` float32 ``[C, T, H, W]`` (``transform`` applied to the uint8 ``[T, H, W, 3]``
+    frames; without a transform the frames as float in [0, 1]), ``"clean"`` (the same decoded frames through
+    ``clean_transform``, when one is given), ``"label"``, ``"video_idx"``, ``"start"`` (ints). Use
+    :func:`collate_clips` as the DataLoader's ``collate_fn``. ``len(dataset)`` is the number of videos.
+
+    ``decode_size``: None, ``(h, w)`` or an int short side, resized by the decoder (cheaper than converting
+    full-size frames). ``strict``: raise on a video that fails to decode instead of skipping it.
+    """
+
+    def __init__(self, manifest: VideoManifest, clip_len: int, stride: int = 1,
+                 transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 clean_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+                 strict: bool = False, decode_size: DecodeSize = None):
+        if not isinstance(manifest, VideoManifest):
+            raise TypeError(f"manifest is a {type(manifest).__name__}; pass a VideoManifest (read_csv_manifest)")
+        _check_positive_int("clip_len", clip_len)
+        _check_positive_int("stride", stride)
+        for name, t in (("transform", transform), ("clean_transform", clean_transform)):
+            if t is not None and not callable(t):
+                raise TypeError(f"{name}={t!r}; a callable taking uint8 [T, H, W, 3] (or None) is allowed")
+        if isinstance(decode_size, (list, tuple)):
+            if len(decode_size) != 2:
+                raise ValueError(f"decode_size={decode_size!r}; None, an int short side or (h, w) is allowed")
+            for v in decode_size:
+                _check_positive_int("decode_size", v)
+            decode_size = tuple(decode_size)
+        elif decode_size is not None:
+            _check_positive_int("decode_size", decode_size)
+        self.manifest = manifest
+        self.clip_len, self.stride = clip_len, stride
+        self.transform, self.clean_transform = transform, clean_transform
+        self.strict, self.decode_size = bool(strict), decode_size
+        self._num_positions = num_clip_positions(manifest.num_frames, clip_len, stride)
+        self._warned: set = set()  # videos already warned about in this process
+
+    @property
+    def num_positions(self) -> torch.Tensor:
+        """int64 [V]: number of clip positions N of each video (CONTRACT §1)."""
+        return self._num_positions
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def _parse_index(self, index) -> Tuple[int, int]:
+        try:
+            v, s = (int(x) for x in index)
+        except (TypeError, ValueError):
+            raise TypeError(f"ClipDataset is indexed by (video_idx, start) pairs, got {index!r}; give the "
+                            "DataLoader a ClipSampler (lightning_temporal.sampling) as its sampler") from None
+        if not 0 <= v < len(self.manifest):
+            raise IndexError(f"video_idx {v} out of range: the manifest has {len(self.manifest)} videos")
+        n = int(self._num_positions[v])
+        if not 0 <= s < n:
+            r = self.manifest[v]
+            raise IndexError(f"start {s} out of range for video {v} ({r.path}): it has {n} clip positions "
+                             f"0..{n - 1} ({r.num_frames} frames, clip_len {self.clip_len}, stride {self.stride})")
+        return v, s
+
+    def __getitem__(self, index) -> Union[Dict[str, object], SkippedClip]:
+        v, s = self._parse_index(index)
+        record = self.manifest[v]
+        try:
+            frames = load_clip(record, s, self.clip_len, self.stride, self.decode_size)
+        except (VideoError, ValueError) as err:
+            # (v, s) were checked against the manifest above, so a ValueError here means the file holds fewer
+            # frames than the manifest says (changed since it was probed, or a wrong num_frames column)
+            hint = "" if isinstance(err, VideoError) else (f" (the manifest says {record.num_frames} frames; fix "
+                                                           "num_frames or re-read the manifest to re-probe)")
+            where = f"video {v} ({record.source})" if record.source else f"video {v}"
+            message = f"{where}: {err}{hint}"
+            if self.strict:
+                raise VideoError(message) from err
+            if v not in self._warned:
+                self._warned.add(v)
+                warnings.warn(f"skipping a clip of {message} (strict=False; later failures of this video are "
+                              "counted, not warned)")
+            return SkippedClip(v, s, message, self.clean_transform is not None)
+        item = {"clip": self.transform(frames) if self.transform is not None else to_float_clip(frames).transpose(0, 1),
+                "label": record.label, "video_idx": v, "start": s}
+        if self.clean_transform is not None:
+            item["clean"] = self.clean_transform(frames)
+        return item
+
+
+def collate_clips(items: Sequence[Union[Dict[str, object], SkippedClip]]) -> Dict[str, object]:
+    """Batch of :class:`ClipDataset` items (CONTRACT §3): stacked tensors of the decoded items plus
+    ``"skipped"`` int64 ``[S]`` (video_idx of the skipped ones) and ``"skip_errors"`` (their messages).
+
+    A batch whose items were all skipped has N = 0 and ``"clip"`` of shape ``[0, 0, 0, 0, 0]``.
+    """
+    ok = [it for it in items if not isinstance(it, SkippedClip)]
+    bad = [it for it in items if isinstance(it, SkippedClip)]
+    empty = torch.zeros(0, 0, 0, 0, 0)
+    batch: Dict[str, object] = {
+        "clip": torch.stack([it["clip"] for it in ok]) if ok else empty,
+        "label": torch.tensor([it["label"] for it in ok], dtype=torch.int64),
+        "video_idx": torch.tensor([it["video_idx"] for it in ok], dtype=torch.int64),
+        "start": torch.tensor([it["start"] for it in ok], dtype=torch.int64),
+        "skipped": torch.tensor([it.video_idx for it in bad], dtype=torch.int64),
+        "skip_errors": [it.error for it in bad],
+    }
+    if (ok and "clean" in ok[0]) or (not ok and bad and bad[0].with_clean):
+        batch["clean"] = torch.stack([it["clean"] for it in ok]) if ok else empty
+    return batch
+
+
+class SkipCounter:
+    """Counts clips skipped because their video failed to decode; pure and picklable.
+
+    >>> c = SkipCounter()
+    >>> c.update({"skipped": torch.tensor([4]), "skip_errors": ["video 4 (a.csv, row 6): cannot decode"]})
+    1
+    >>> c.epoch_skipped, c.total_skipped, c.videos()
+    (1, 1, [4])
+
+    Call :meth:`update` with each batch, :meth:`summary` at the end of an epoch (one line, empty when
+    nothing was skipped) and :meth:`reset` at the start of the next. Under DDP each rank counts its own
+    batches. ``total_skipped`` survives :meth:`reset` and checkpoints (``state_dict``).
+    """
+
+    def __init__(self):
+        self.counts: Dict[int, int] = {}  # this epoch: video_idx -> skipped clips
+        self.errors: Dict[int, str] = {}  # this epoch: video_idx -> last error message
+        self.total_skipped = 0
+
+    def update(self, batch: Dict[str, object]) -> int:
+        """Record the skips of one collated batch; returns how many it held."""
+        videos: List[int] = batch["skipped"].tolist()
+        for v, e in zip(videos, batch["skip_errors"]):
+            self.counts[v] = self.counts.get(v, 0) + 1
+            self.errors[v] = e
+        self.total_skipped += len(videos)
+        return len(videos)
+
+    @property
+    def epoch_skipped(self) -> int:
+        return sum(self.counts.values())
+
+    def videos(self) -> List[int]:
+        """Sorted video indices with a skipped clip this epoch."""
+        return sorted(self.counts)
+
+    def summary(self, epoch: Optional[int] = None, max_listed: int = 5) -> str:
+        if not self.counts:
+            return ""
+        head = f"epoch {epoch}: " if epoch is not None else ""
+        listed = "; ".join(self.errors[v] for v in self.videos()[:max_listed])
+        more = f" (+{len(self.counts) - max_listed} more videos)" if len(self.counts) > max_listed else ""
+        return (f"{head}skipped {self.epoch_skipped} clip(s) of {len(self.counts)} video(s) that failed to "
+                f"decode: {listed}{more}")
+
+    def reset(self) -> None:
+        """Start a new epoch (keeps ``total_skipped``)."""
+        self.counts, self.errors = {}, {}
+
+    def state_dict(self) -> Dict[str, object]:
+        return {"counts": dict(self.counts), "errors": dict(self.errors), "total_skipped": self.total_skipped}
+
+    def load_state_dict(self, state: Dict[str, object]) -> None:
+        self.counts = {int(k): int(v) for k, v in state["counts"].items()}
+        self.errors = {int(k): str(v) for k, v in state["errors"].items()}
+        self.total_skipped = int(state["total_skipped"])

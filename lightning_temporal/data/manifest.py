@@ -1,0 +1,656 @@
+"""Video manifests: which videos, their labels, frame counts, event windows and per-frame scores.
+
+A manifest is read once at start-up. Frame counts missing from the file are probed (exact decodable counts,
+in parallel) and cached beside the manifest, keyed by path + size + mtime, so a large dataset is probed
+once and a changed file is probed again.
+
+Row numbers in error messages are the file's line numbers (the header is row 1).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import hashlib
+import json
+import os
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+__all__ = [
+    "ManifestError",
+    "ManifestFileNotFoundError",
+    "VideoRecord",
+    "VideoManifest",
+    "read_csv_manifest",
+    "read_ucf101_split",
+    "read_hmdb51_split",
+    "read_kinetics_csv",
+    "probe_frame_counts",
+]
+
+CSV_COLUMNS = ("path", "label", "num_frames", "event_start", "event_end", "frame_scores")
+_CACHE_VERSION = 1
+
+
+class ManifestError(ValueError):
+    """A manifest (or split file) that cannot be used; the message names the file, the row and what to do."""
+
+
+class ManifestFileNotFoundError(ManifestError, FileNotFoundError):
+    """A manifest, video or frame-score file named by a manifest does not exist."""
+
+
+@dataclass(frozen=True)
+class VideoRecord:
+    """One video of a manifest.
+
+    >>> VideoRecord("/data/a.mp4", label=2, num_frames=120, event_start=30, event_end=50).event_end
+    50
+
+    ``path``: absolute path of a video file or of a folder of frame images. ``label``: class index.
+    ``num_frames``: exact number of decodable frames (None when not known yet: read with ``probe=True``).
+    ``event_start``/``event_end``: frame indices of the labelled event, end exclusive (None when unknown).
+    ``frame_scores``: path of a per-frame score file (``.npy`` or ``.txt``), or None.
+    ``height``/``width``: decoded frame size in pixels when probed, else None.
+    ``source``: "file, row n" the record came from (for error messages).
+    """
+
+    path: str
+    label: int
+    num_frames: Optional[int] = None
+    event_start: Optional[int] = None
+    event_end: Optional[int] = None
+    frame_scores: Optional[str] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    source: str = field(default="", compare=False)
+
+
+class VideoManifest:
+    """An ordered list of :class:`VideoRecord` plus the class names; video ``i`` is ``manifest[i]``.
+
+    >>> m = VideoManifest([VideoRecord("/d/a.mp4", 1, 40), VideoRecord("/d/b.mp4", 0, 64)], ["run", "walk"])
+    >>> m.num_frames.tolist(), m.labels.tolist(), len(m.subset([1]))
+    ([40, 64], [1, 0], 1)
+
+    ``dropped``: (source, path, reason) of rows left out by a loader called with ``on_bad_video="skip"``.
+    """
+
+    def __init__(self, records: Sequence[VideoRecord], class_names: Sequence[str],
+                 dropped: Sequence[Tuple[str, str, str]] = ()):
+        self.records: List[VideoRecord] = list(records)
+        self.class_names: List[str] = list(class_names)
+        self.dropped: List[Tuple[str, str, str]] = list(dropped)
+        k = len(self.class_names)
+        for r in self.records:
+            if not 0 <= r.label < k:
+                raise ManifestError(f"{r.source or r.path}: label index {r.label} is outside 0..{k - 1} "
+                                    f"({k} classes); fix the label or the class list")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> VideoRecord:
+        return self.records[i]
+
+    def __repr__(self) -> str:
+        return f"VideoManifest({len(self)} videos, {len(self.class_names)} classes)"
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def paths(self) -> List[str]:
+        return [r.path for r in self.records]
+
+    @property
+    def num_frames(self) -> torch.Tensor:
+        """int64 [V]: frames per video. Raises ManifestError when a count is unknown."""
+        unknown = [r for r in self.records if r.num_frames is None]
+        if unknown:
+            r = unknown[0]
+            raise ManifestError(f"{r.source or r.path}: frame count unknown for {len(unknown)} video(s), "
+                                f"first {r.path}; read the manifest with probe=True or add a num_frames column")
+        return torch.tensor([r.num_frames for r in self.records], dtype=torch.int64)
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """int64 [V]: class index per video."""
+        return torch.tensor([r.label for r in self.records], dtype=torch.int64)
+
+    @property
+    def events(self) -> torch.Tensor:
+        """int64 [V, 2]: (event_start, event_end) per video, end exclusive; -1 where no event is given."""
+        return torch.tensor([[-1 if r.event_start is None else r.event_start,
+                              -1 if r.event_end is None else r.event_end] for r in self.records],
+                            dtype=torch.int64).reshape(len(self.records), 2)
+
+    def load_frame_scores(self, i: int) -> Optional[torch.Tensor]:
+        """float32 [L]: per-frame scores of video ``i`` (None when it has none); checks L == num_frames."""
+        r = self.records[i]
+        if r.frame_scores is None:
+            return None
+        where = r.source or r.path
+        if not os.path.isfile(r.frame_scores):
+            raise ManifestFileNotFoundError(f"{where}: frame_scores file {r.frame_scores} not found; "
+                                            "fix the path (relative to the manifest) or remove it")
+        try:
+            if r.frame_scores.endswith(".npy"):
+                scores = np.load(r.frame_scores, allow_pickle=False)
+            else:
+                scores = np.loadtxt(r.frame_scores, dtype=np.float64, ndmin=1)
+        except (ValueError, OSError) as err:
+            raise ManifestError(f"{where}: cannot read frame_scores {r.frame_scores} ({err}); write a .npy "
+                                "array or a .txt file with one float per line") from err
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.ndim != 1:
+            raise ManifestError(f"{where}: frame_scores {r.frame_scores} has shape {scores.shape}; "
+                                "expected one score per frame (a 1-D array)")
+        if r.num_frames is not None and scores.shape[0] != r.num_frames:
+            raise ManifestError(f"{where}: frame_scores {r.frame_scores} has {scores.shape[0]} values but the "
+                                f"video has {r.num_frames} frames; give one score per decoded frame")
+        if not np.isfinite(scores).all():
+            raise ManifestError(f"{where}: frame_scores {r.frame_scores} holds NaN or inf; fix the file")
+        return torch.from_numpy(scores)
+
+    def subset(self, indices: Iterable[int]) -> "VideoManifest":
+        """A manifest of the videos ``indices`` (in that order), same class names."""
+        idx = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.int64)
+        return VideoManifest([self.records[i] for i in idx.tolist()], self.class_names)
+
+
+# --------------------------------------------------------------------------------------------- parsing helpers
+@dataclass
+class _Row:
+    """A manifest row before labels are resolved and counts probed; values still raw strings."""
+
+    source: str
+    path: str
+    label: str
+    num_frames: str = ""
+    event_start: str = ""
+    event_end: str = ""
+    frame_scores: str = ""
+    alternatives: Tuple[str, ...] = ()  # other places the video was looked for (named when it is missing)
+
+
+def _where(file: str, line: int) -> str:
+    return f"{file}, row {line}"
+
+
+def _parse_count(text: str, column: str, where: str, minimum: int) -> Optional[int]:
+    text = text.strip()
+    if text == "":
+        return None
+    if not re.fullmatch(r"[+-]?\d+", text):
+        raise ManifestError(f"{where}: {column} = {text!r} is not an integer; write a whole number "
+                            f">= {minimum} (or leave it empty)")
+    value = int(text)
+    if value < minimum:
+        raise ManifestError(f"{where}: {column} = {value} is below {minimum}; write a whole number >= {minimum}")
+    return value
+
+
+def _load_class_list(classes: Union[None, str, os.PathLike, Sequence[str]]) -> Optional[List[str]]:
+    """Class names from a sequence, or from a text file with one name per line (optionally "index name")."""
+    if classes is None:
+        return None
+    if isinstance(classes, (str, os.PathLike)):
+        path = os.fspath(classes)
+        if not os.path.isfile(path):
+            raise ManifestFileNotFoundError(f"{path}: class list not found; pass the file with one class "
+                                            "name per line, or a list of names")
+        names = []
+        with open(path, newline="") as f:
+            for line in f:
+                parts = line.strip().split(maxsplit=1)
+                if parts:  # "3 air drumming" -> "air drumming"; a plain line is the whole name
+                    names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else line.strip())
+        classes = names
+    names = [str(c) for c in classes]
+    if len(set(names)) != len(names):
+        dup = sorted({c for c in names if names.count(c) > 1})
+        raise ManifestError(f"class list has duplicate names {dup[:5]}; give each class once")
+    return names
+
+
+def _resolve_labels(rows: Sequence[_Row], classes: Optional[List[str]]) -> Tuple[List[int], List[str]]:
+    """Class index per row. A label is a class name or an integer index into the class list.
+
+    Without ``classes`` the class list is the sorted set of the names used; if every label is an integer
+    the classes are "0" … str(max).
+    """
+    is_int = [bool(re.fullmatch(r"[+-]?\d+", r.label.strip())) for r in rows]
+    if classes is None:
+        names = sorted({r.label.strip() for r, i in zip(rows, is_int) if not i})
+        if not names:
+            top = max((int(r.label) for r in rows), default=-1)
+            names = [str(k) for k in range(top + 1)]
+        classes = names
+    lookup = {c: k for k, c in enumerate(classes)}
+    out = []
+    for r, i in zip(rows, is_int):
+        text = r.label.strip()
+        if text in lookup:  # a name match wins, so numeric class names work
+            out.append(lookup[text])
+        elif i:
+            k = int(text)
+            if not 0 <= k < len(classes):
+                raise ManifestError(f"{r.source}: label index {k} is outside 0..{len(classes) - 1} "
+                                    f"({len(classes)} classes); fix the label or pass the full class list")
+            out.append(k)
+        else:
+            shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+            raise ManifestError(f"{r.source}: unknown label {text!r}; known classes: {shown}. Fix the label "
+                                "or add it to the class list")
+    return out, classes
+
+
+# --------------------------------------------------------------------------------------------- frame-count cache
+def _stat_key(path: str) -> Optional[Tuple[int, int]]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def _user_cache_path(cache_path: str) -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha1(os.path.abspath(cache_path).encode()).hexdigest()[:16]
+    return os.path.join(base, "lightning_temporal", "frames",
+                        f"{digest}_{os.path.basename(cache_path)}")
+
+
+def _read_cache(cache_path: str) -> Dict[str, list]:
+    """Entries of both cache places merged; each is checked against size + mtime before use anyway."""
+    videos: Dict[str, list] = {}
+    for p in (_user_cache_path(cache_path), cache_path):
+        if os.path.isfile(p):
+            try:
+                with open(p) as f:
+                    data = json.load(f)
+                if data.get("version") == _CACHE_VERSION:
+                    videos.update(data["videos"])
+            except (OSError, ValueError, KeyError, AttributeError, TypeError):
+                warnings.warn(f"{p}: frame-count cache unreadable; probing again and rewriting it")
+    return videos
+
+
+def _write_cache(cache_path: str, videos: Dict[str, list]) -> str:
+    """Write the cache beside the manifest, or in the user cache folder when that fails; returns where."""
+    payload = json.dumps({"version": _CACHE_VERSION, "videos": videos}, separators=(",", ":"))
+    for p in (cache_path, _user_cache_path(cache_path)):
+        tmp = f"{p}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
+            with open(tmp, "w") as f:
+                f.write(payload)
+            os.replace(tmp, p)  # atomic: a reader never sees half a file
+        except OSError as err:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            if p == cache_path:
+                warnings.warn(f"{cache_path}: cannot write the frame-count cache beside the manifest ({err}); "
+                              f"using {_user_cache_path(cache_path)} instead")
+            continue
+        return p
+    warnings.warn(f"{cache_path}: frame counts could not be cached anywhere; they will be probed again")
+    return ""
+
+
+def _default_probe(path: str):
+    from lightning_temporal.data.video import probe  # local: keeps manifest import light
+
+    return probe(path)
+
+
+def probe_frame_counts(paths: Sequence[str], *, cache_path: Optional[str] = None,
+                       probe_fn: Optional[Callable[[str], object]] = None, num_workers: Optional[int] = None,
+                       progress: Optional[bool] = None,
+                       stat_keys: Optional[Sequence[Optional[Tuple[int, int]]]] = None,
+                       ) -> Tuple[List[Optional[Tuple[int, int, int]]], Dict[int, str]]:
+    """Exact (num_frames, height, width) per path, from the cache when path, size and mtime match.
+
+    Unknown entries are probed in a thread pool (PyAV releases the GIL while decoding) with a progress bar
+    (``progress=None``: shown when stderr is a terminal). ``probe_fn(path)`` returns a ``VideoInfo`` (or
+    an int frame count) and raises on a broken video. ``stat_keys``: (size, mtime_ns) per path when the
+    caller has already stat-ed the files. Returns the per-path results (None where probing
+    failed) and ``{index: error message}`` for the failures; failures are not cached, so they are retried.
+    """
+    probe_fn = probe_fn or _default_probe
+    cached = _read_cache(cache_path) if cache_path else {}
+    results: List[Optional[Tuple[int, int, int]]] = [None] * len(paths)
+    keys = list(stat_keys) if stat_keys is not None else [_stat_key(p) for p in paths]
+    todo = []
+    for i, (p, key) in enumerate(zip(paths, keys)):
+        hit = cached.get(p)
+        if key is not None and hit is not None and hit[0] == key[0] and hit[1] == key[1]:
+            results[i] = (hit[2], hit[3], hit[4])
+        else:
+            todo.append(i)
+    errors: Dict[int, str] = {}
+    if todo:
+        if progress is None:
+            progress = sys.stderr.isatty()
+        workers = num_workers or min(32, 2 * (os.cpu_count() or 1))
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="probing frame counts", unit="video", disable=not progress)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                futures = {pool.submit(probe_fn, paths[i]): i for i in todo}
+                for fut in concurrent.futures.as_completed(futures):
+                    i = futures[fut]
+                    bar.update(1)
+                    try:
+                        info = fut.result()
+                    except Exception as err:  # any probe failure is reported per video, never dropped
+                        errors[i] = str(err) or type(err).__name__
+                        continue
+                    if isinstance(info, (int, np.integer)):
+                        results[i] = (int(info), -1, -1)
+                    else:
+                        results[i] = (int(info.num_frames), int(info.height), int(info.width))
+                    if results[i][0] <= 0:
+                        errors[i] = f"{paths[i]}: zero decodable frames; re-encode or remove the file"
+                        results[i] = None
+        finally:  # save what was probed even when interrupted: a restart resumes from there
+            bar.close()
+            if cache_path:
+                videos = {p: [k[0], k[1], *r] for p, k, r in zip(paths, keys, results)
+                          if r is not None and k is not None}
+                _write_cache(cache_path, videos)
+    return results, errors
+
+
+# --------------------------------------------------------------------------------------------- manifest builder
+def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool, probe_fn, num_workers,
+           progress, on_bad_video: str, csv_dir: Optional[str]) -> VideoManifest:
+    if on_bad_video not in ("raise", "skip"):
+        raise ValueError(f"on_bad_video={on_bad_video!r}; allowed: 'raise' or 'skip'")
+    if not rows:
+        raise ManifestError(f"{file}: lists no videos; add rows (or check the split / train arguments)")
+    labels, class_names = _resolve_labels(rows, _load_class_list(classes))
+    dropped: List[Tuple[str, str, str]] = []
+
+    def bad(row: _Row, msg: str, exc=ManifestError):
+        if on_bad_video == "raise":
+            raise exc(f"{row.source}: {msg}")
+        dropped.append((row.source, row.path, msg))
+
+    parsed: Dict[int, list] = {}  # row -> [num_frames, event_start, event_end, frame_scores, height, width]
+    keys: List[Optional[Tuple[int, int]]] = [None] * len(rows)
+    for i, r in enumerate(rows):
+        n = _parse_count(r.num_frames, "num_frames", r.source, 1)
+        s = _parse_count(r.event_start, "event_start", r.source, 0)
+        e = _parse_count(r.event_end, "event_end", r.source, 1)
+        if (s is None) != (e is None):
+            raise ManifestError(f"{r.source}: only one of event_start/event_end is given; give both or neither")
+        if s is not None and e <= s:
+            raise ManifestError(f"{r.source}: event_end = {e} <= event_start = {s}; the event spans frames "
+                                "[event_start, event_end) with end exclusive, so end must exceed start")
+        fs = r.frame_scores.strip() or None
+        if fs is not None:
+            fs = _join(csv_dir or "", fs)
+            if not os.path.isfile(fs):
+                raise ManifestFileNotFoundError(f"{r.source}: frame_scores file {fs} not found; fix the path "
+                                                "(relative to the manifest) or leave the column empty")
+        keys[i] = _stat_key(r.path)  # one stat per file: existence here, cache validity when probing
+        if keys[i] is None:
+            tried = " or ".join([r.path, *r.alternatives])
+            bad(r, f"video {tried} not found; fix the path (relative to the manifest or root=) or remove the "
+                   "row", ManifestFileNotFoundError)
+            continue
+        parsed[i] = [n, s, e, fs, None, None]
+
+    need = [i for i in parsed if parsed[i][0] is None] if probe else []
+    if need:
+        results, errors = probe_frame_counts([rows[i].path for i in need], cache_path=cache_path,
+                                             probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                                             stat_keys=[keys[i] for i in need])
+        for j in sorted(errors):
+            bad(rows[need[j]], f"cannot probe the video ({errors[j]}); re-encode or remove the row")
+            del parsed[need[j]]
+        for j, i in enumerate(need):
+            if results[j] is not None:
+                n, h, w = results[j]
+                parsed[i][0], parsed[i][4], parsed[i][5] = n, (h if h > 0 else None), (w if w > 0 else None)
+
+    records = []
+    for i, (n, s, e, fs, h, w) in parsed.items():
+        r = rows[i]
+        if e is not None and n is not None and e > n:
+            raise ManifestError(f"{r.source}: event_end = {e} is beyond the video's {n} frames; event bounds "
+                                "are frame indices in [0, num_frames]")
+        records.append(VideoRecord(r.path, labels[i], n, s, e, fs, h, w, r.source))
+    if dropped and not records:
+        raise ManifestError(f"{file}: every one of its {len(rows)} videos was left out, first {dropped[0][0]}: "
+                            f"{dropped[0][2]}")
+    if dropped:
+        listed = "; ".join(f"{src}: {msg}" for src, _, msg in dropped[:5])
+        warnings.warn(f"{len(dropped)} of {len(rows)} manifest rows left out (on_bad_video='skip'): {listed}"
+                      + (" ..." if len(dropped) > 5 else "") + "; see manifest.dropped for all of them")
+    return VideoManifest(records, class_names, dropped)
+
+
+def _require_file(path: str, what: str) -> str:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ManifestFileNotFoundError(f"{path}: {what} not found; check the path")
+    return path
+
+
+def _join(root: str, p: str) -> str:
+    return os.path.normpath(p if os.path.isabs(p) else os.path.join(root, p))
+
+
+_COMMON_DOC = """
+    ``probe``: probe the exact frame count of videos whose count is not given (cached beside the list in
+    ``<file>.frames.json``, or in ``$XDG_CACHE_HOME/lightning_temporal`` when that folder is read-only).
+    ``probe_fn``: replaces :func:`lightning_temporal.data.video.probe`, which decodes each file once for an
+    exact count; for a very large dataset ``functools.partial(probe, exact=False)`` counts packets instead
+    (~1 ms a video, exact for intact files; a truncated file then over-counts and its late clips are skipped).
+    ``num_workers``: probing threads; ``progress``: show a progress bar (None: when stderr is a terminal).
+    ``on_bad_video``: "raise" (default) stops at a missing or undecodable video with its row; "skip" leaves
+    such rows out with one warning and lists them in ``manifest.dropped``.
+"""
+
+
+def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, probe_fn=None,
+                      num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                      on_bad_video: str = "raise") -> VideoManifest:
+    """Read a CSV manifest ``path,label[,num_frames][,event_start][,event_end][,frame_scores]``.
+
+    >>> m = read_csv_manifest("train.csv")                    # doctest: +SKIP
+    >>> m.num_frames, m.labels, m.class_names                  # doctest: +SKIP
+
+    ``path`` is relative to ``root`` (default: the CSV's folder) or absolute: a video file or a folder of
+    frame images. ``label`` is a class name or an integer index into ``classes`` (a list of names or a file
+    with one name per line; default: the sorted names used). ``event_start``/``event_end`` are frame
+    indices, end exclusive. ``frame_scores`` is a ``.npy``/``.txt`` path relative to the CSV.
+    """
+    path = _require_file(path, "manifest")
+    csv_dir = os.path.dirname(os.path.abspath(path))
+    root = csv_dir if root is None else os.path.abspath(os.fspath(root))
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            raise ManifestError(f"{path}: empty file; the first row must be a header "
+                                f"'path,label[,num_frames][,event_start][,event_end][,frame_scores]'")
+        header = [h.strip() for h in header]
+        unknown = [h for h in header if h not in CSV_COLUMNS]
+        if unknown or "path" not in header or "label" not in header or len(set(header)) != len(header):
+            raise ManifestError(f"{path}, row 1: header {header} is not valid; write a header with 'path' and "
+                                f"'label' and optionally {list(CSV_COLUMNS[2:])}, each once")
+        for values in reader:
+            if not values or all(not v.strip() for v in values):
+                continue  # blank line
+            where = _where(path, reader.line_num)
+            if len(values) != len(header):
+                raise ManifestError(f"{where}: {len(values)} columns but the header has {len(header)} "
+                                    f"({','.join(header)}); fix the row (quote fields that contain commas)")
+            d = dict(zip(header, values))
+            if not d["path"].strip() or not d["label"].strip():
+                raise ManifestError(f"{where}: empty path or label; every row needs both")
+            rows.append(_Row(where, _join(root, d["path"].strip()), d["label"],
+                             d.get("num_frames", ""), d.get("event_start", ""), d.get("event_end", ""),
+                             d.get("frame_scores", "")))
+    return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
+                  probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
+                  csv_dir=csv_dir)
+
+
+read_csv_manifest.__doc__ += _COMMON_DOC
+
+
+def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
+                      num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                      on_bad_video: str = "raise") -> VideoManifest:
+    """UCF101 from its official split files in ``split_dir``: ``classInd.txt`` ("1 ApplyEyeMakeup"),
+    ``trainlist0{split}.txt`` ("Class/v_x.avi 1", 1-based class index) and ``testlist0{split}.txt``
+    ("Class/v_x.avi", class from the folder). Videos lie under ``root/Class/``. Labels are 0-based.
+
+    >>> m = read_ucf101_split("UCF-101", "ucfTrainTestlist", split=1)   # doctest: +SKIP
+    """
+    if split not in (1, 2, 3):
+        raise ValueError(f"split={split}; UCF101 has splits 1, 2, 3")
+    split_dir, root = os.fspath(split_dir), os.path.abspath(os.fspath(root))
+    class_file = _require_file(os.path.join(split_dir, "classInd.txt"), "UCF101 class list classInd.txt")
+    names: Dict[int, str] = {}
+    with open(class_file) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not parts[0].isdigit():
+                raise ManifestError(f"{_where(class_file, line_no)}: expected '<index> <ClassName>', got "
+                                    f"{line.strip()!r}")
+            names[int(parts[0])] = parts[1]
+    if sorted(names) != list(range(1, len(names) + 1)):
+        raise ManifestError(f"{class_file}: class indices must run 1..{len(names)} without gaps")
+    class_names = [names[k] for k in range(1, len(names) + 1)]
+    lookup = {c: k for k, c in enumerate(class_names)}
+    list_file = _require_file(os.path.join(split_dir, f"{'train' if train else 'test'}list0{split}.txt"),
+                              "UCF101 split list")
+    rows = []
+    with open(list_file) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            where = _where(list_file, line_no)
+            if len(parts) != (2 if train else 1):
+                raise ManifestError(f"{where}: expected {'Class/video.avi <index>' if train else 'Class/video.avi'}"
+                                    f", got {line.strip()!r}")
+            folder = parts[0].replace("\\", "/").split("/")[0]
+            if folder not in lookup:
+                raise ManifestError(f"{where}: class folder {folder!r} is not in {class_file}; fix the line")
+            label = lookup[folder]
+            if train:
+                k = _parse_count(parts[1], "class index", where, 1)
+                if k > len(class_names):
+                    raise ManifestError(f"{where}: class index {k} is outside 1..{len(class_names)}")
+                if k - 1 != label:
+                    raise ManifestError(f"{where}: class index {k} ({class_names[k - 1]}) disagrees with the "
+                                        f"folder {folder!r}; fix the line")
+            rows.append(_Row(where, _join(root, parts[0]), str(label)))
+    return _build(rows, file=list_file, classes=class_names, cache_path=list_file + ".frames.json",
+                  probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                  on_bad_video=on_bad_video, csv_dir=None)
+
+
+def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
+                      num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                      on_bad_video: str = "raise") -> VideoManifest:
+    """HMDB51 from its split files ``split_dir/<class>_test_split{split}.txt`` with lines "video.avi 0|1|2"
+    (1 = train, 2 = test, 0 = unused). Videos lie under ``root/<class>/``. Classes sorted by name.
+
+    >>> m = read_hmdb51_split("hmdb51", "testTrainMulti_7030_splits", train=False)   # doctest: +SKIP
+    """
+    if split not in (1, 2, 3):
+        raise ValueError(f"split={split}; HMDB51 has splits 1, 2, 3")
+    split_dir, root = os.fspath(split_dir), os.path.abspath(os.fspath(root))
+    if not os.path.isdir(split_dir):
+        raise ManifestFileNotFoundError(f"{split_dir}: HMDB51 split folder not found; check the path")
+    suffix = f"_test_split{split}.txt"
+    files = sorted(f for f in os.listdir(split_dir) if f.endswith(suffix))
+    if not files:
+        raise ManifestFileNotFoundError(f"{split_dir}: no '<class>{suffix}' files; pass the folder of the "
+                                        "HMDB51 split files")
+    class_names = [f[: -len(suffix)] for f in files]
+    wanted = "1" if train else "2"
+    rows = []
+    for label, (name, fname) in enumerate(zip(class_names, files)):
+        list_file = os.path.join(split_dir, fname)
+        with open(list_file) as f:
+            for line_no, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                where = _where(list_file, line_no)
+                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                    raise ManifestError(f"{where}: expected '<video>.avi 0|1|2', got {line.strip()!r}")
+                if parts[1] == wanted:
+                    rows.append(_Row(where, _join(root, os.path.join(name, parts[0])), str(label)))
+    cache = os.path.join(split_dir, f"hmdb51_split{split}_{'train' if train else 'test'}.frames.json")
+    return _build(rows, file=split_dir, classes=class_names, cache_path=cache, probe=probe, probe_fn=probe_fn,
+                  num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None)
+
+
+def read_kinetics_csv(path, root, classes=None, split: Optional[str] = None, probe: bool = True, *, probe_fn=None,
+                      num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                      on_bad_video: str = "raise") -> VideoManifest:
+    """Kinetics annotation CSV (``label,youtube_id,time_start,time_end,split``; extra columns ignored).
+
+    Files are ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` under ``root/<label>/`` (the label as
+    written or with spaces as underscores) or directly under ``root``; both layouts are looked up per row.
+    ``split`` keeps only rows of that split. Classes: the sorted label names unless ``classes`` is given.
+
+    >>> m = read_kinetics_csv("kinetics400/train.csv", "kinetics400/train", on_bad_video="skip")  # doctest: +SKIP
+    """
+    path = _require_file(path, "Kinetics CSV")
+    root = os.path.abspath(os.fspath(root))
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in (next(reader, None) or [])]
+        need = ("label", "youtube_id", "time_start", "time_end")
+        if any(h not in header for h in need):
+            raise ManifestError(f"{path}, row 1: header {header} lacks one of {list(need)}; this reader takes "
+                                "the Kinetics layout label,youtube_id,time_start,time_end,split")
+        for values in reader:
+            if not values or all(not v.strip() for v in values):
+                continue
+            where = _where(path, reader.line_num)
+            if len(values) != len(header):
+                raise ManifestError(f"{where}: {len(values)} columns but the header has {len(header)}; fix the row")
+            d = dict(zip(header, (v.strip() for v in values)))
+            if split is not None and d.get("split") != split:
+                continue
+            t0 = _parse_count(d["time_start"], "time_start", where, 0)
+            t1 = _parse_count(d["time_end"], "time_end", where, 0)
+            if t0 is None or t1 is None:
+                raise ManifestError(f"{where}: time_start/time_end empty; give both as whole seconds")
+            fname = f"{d['youtube_id']}_{t0:06d}_{t1:06d}.mp4"
+            candidates = [os.path.join(root, d["label"], fname), os.path.join(root, d["label"].replace(" ", "_"),
+                                                                              fname), os.path.join(root, fname)]
+            found = [c for c in candidates if os.path.exists(c)] or candidates
+            rows.append(_Row(where, found[0], d["label"], alternatives=tuple(dict.fromkeys(found[1:]))))
+    return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
+                  probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
+                  csv_dir=None)
+
+
+for _f in (read_ucf101_split, read_hmdb51_split, read_kinetics_csv):
+    _f.__doc__ += _COMMON_DOC
+

@@ -1,0 +1,179 @@
+"""Helpers that ENCODE small test videos with PyAV (no fixtures here; test files build their own).
+
+Every frame is distinct (a moving square over a gradient that shifts with the frame index, plus the index
+written as binary blocks), so a test that compares decoded frames notices an off-by-one.
+
+    >>> from tests.videos import write_video, reference_frames
+    >>> path = write_video("/tmp/x.mp4", num_frames=40, gop=32)          # doctest: +SKIP
+    >>> reference_frames(path).shape                                    # doctest: +SKIP
+    (40, 48, 64, 3)
+"""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from typing import Optional, Sequence, Tuple
+
+import av
+import numpy as np
+
+
+def synthetic_frame(i: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Frame ``i`` of the synthetic test pattern: uint8 [height, width, 3]."""
+    y, x = np.mgrid[0:height, 0:width]
+    frame = np.empty((height, width, 3), np.uint8)
+    frame[..., 0] = (4 * x + 7 * i) % 256
+    frame[..., 1] = (4 * y + 3 * i) % 256
+    frame[..., 2] = (2 * (x + y) + 11 * i) % 256
+    # A bright square that moves one step per frame: large, easy-to-compress motion.
+    s = max(4, min(height, width) // 4)
+    top = (2 * i) % max(1, height - s)
+    left = (3 * i) % max(1, width - s)
+    frame[top:top + s, left:left + s] = 255
+    # The frame index in binary as 8 black/white blocks along the top row.
+    b = max(2, width // 16)
+    for bit in range(8):
+        frame[:b, bit * b:(bit + 1) * b] = 255 if (i >> bit) & 1 else 0
+    return frame
+
+
+def write_video(
+    path: str,
+    num_frames: int = 48,
+    size: Tuple[int, int] = (48, 64),
+    *,
+    codec: str = "libx264",
+    gop: Optional[int] = 32,
+    bframes: int = 2,
+    open_gop: bool = False,
+    fps: int = 25,
+    pix_fmt: Optional[str] = None,
+    pts: Optional[Sequence[int]] = None,
+    time_base: Fraction = Fraction(1, 1000),
+    faststart: bool = False,
+) -> str:
+    """Encode the synthetic pattern; returns ``path``.
+
+    ``size=(h, w)``; ``gop`` = keyframe interval (1 = all keyframes, ``None`` = one keyframe at frame 0);
+    ``bframes`` B-frames between references (H.264, MPEG-4); ``pts`` (in ``time_base`` units) makes a
+    variable-frame-rate video; ``faststart`` puts the MP4 index before the data (so a truncated copy still
+    opens). The container follows the file extension (``.mp4``, ``.avi``, ``.mkv``, ``.mov``).
+    """
+    height, width = size
+    options = {}
+    if faststart:
+        options["movflags"] = "faststart"
+    with av.open(path, "w", options=options) as out:
+        stream = out.add_stream(codec, rate=fps)
+        stream.width, stream.height = width, height
+        if pix_fmt is None:
+            pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+            if codec == "libx264" and (height % 2 or width % 2):
+                pix_fmt = "yuv444p"  # 4:2:0 needs even sizes
+        stream.pix_fmt = pix_fmt
+        keyint = num_frames + 1 if gop is None else gop
+        if codec == "libx264":
+            params = f"keyint={keyint}:min-keyint={keyint}:scenecut=0:bframes={bframes}"
+            if open_gop:
+                params += ":open-gop=1"
+            stream.options = {"preset": "veryfast", "x264-params": params}
+        elif codec == "mpeg4":
+            stream.codec_context.gop_size = keyint
+            stream.codec_context.max_b_frames = bframes
+            stream.options = {"sc_threshold": "1000000000"}  # no scene-cut keyframes
+        if pts is not None:
+            stream.codec_context.time_base = time_base
+            stream.time_base = time_base
+        for i in range(num_frames):
+            frame = av.VideoFrame.from_ndarray(synthetic_frame(i, height, width), format="rgb24")
+            if pts is not None:
+                frame.pts = int(pts[i])
+                frame.time_base = time_base
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_audio_only(path: str, seconds: float = 0.5) -> str:
+    """A file with one AAC audio stream and no video stream."""
+    with av.open(path, "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        n = int(16000 * seconds)
+        samples = (np.sin(np.arange(n) / 10.0) * 0.3).astype(np.float32)[None]
+        for k in range(0, n, 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, k:k + 1024]), format="fltp", layout="mono")
+            frame.sample_rate = 16000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_empty_video(path: str, size: Tuple[int, int] = (48, 64)) -> str:
+    """A container (use ``.avi``) with a video stream that holds no frame at all (zero decodable frames)."""
+    with av.open(path, "w") as out:
+        stream = out.add_stream("mpeg4", rate=25)
+        stream.height, stream.width = size
+        stream.pix_fmt = "yuv420p"
+        out.start_encoding()  # writes the header although no packet follows
+    return path
+
+
+def truncate_file(src: str, dst: str, keep: float | int) -> str:
+    """Copy the first ``keep`` bytes (an int) or fraction (a float) of ``src`` to ``dst``."""
+    with open(src, "rb") as f:
+        data = f.read()
+    n = keep if isinstance(keep, int) else int(len(data) * keep)
+    with open(dst, "wb") as f:
+        f.write(data[:n])
+    return dst
+
+
+def encode_image(frame: np.ndarray, ext: str = "png") -> bytes:
+    """One uint8 [H, W, 3] image as PNG or JPEG bytes, encoded with PyAV."""
+    codec = {"png": "png", "jpg": "mjpeg", "jpeg": "mjpeg"}[ext.lower()]
+    ctx = av.CodecContext.create(codec, "w")
+    ctx.height, ctx.width = frame.shape[:2]
+    ctx.pix_fmt = "rgb24" if codec == "png" else "yuvj444p"
+    ctx.time_base = Fraction(1, 25)
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24").reformat(format=ctx.pix_fmt)
+    vf.pts = 0
+    data = b"".join(bytes(p) for p in ctx.encode(vf)) + b"".join(bytes(p) for p in ctx.encode(None))
+    return data
+
+
+def write_frame_folder(
+    folder: str,
+    num_frames: int = 20,
+    size: Tuple[int, int] = (48, 64),
+    *,
+    ext: str = "png",
+    name: str = "frame_{:05d}",
+) -> str:
+    """A video stored as a folder of frame images ``name.format(i) + '.' + ext``; returns ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    for i in range(num_frames):
+        with open(os.path.join(folder, name.format(i) + "." + ext), "wb") as f:
+            f.write(encode_image(synthetic_frame(i, *size), ext))
+    return folder
+
+
+def reference_frames(path: str, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Independent reference: a plain sequential PyAV decode of every frame, uint8 [L, H, W, 3].
+
+    Packets the decoder rejects (a truncated tail) are skipped, as the library's definition of "decodable"
+    says. ``size=(h, w)`` converts with the same swscale call the library uses, so pixels must match exactly.
+    """
+    kwargs = {} if size is None else {"height": size[0], "width": size[1]}
+    frames = []
+    with av.open(path) as container:
+        for packet in container.demux(video=0):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError:
+                continue
+            frames.extend(f.to_ndarray(format="rgb24", **kwargs) for f in decoded)
+    return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
