@@ -132,6 +132,19 @@ def truncate_file(src: str, dst: str, keep: float | int) -> str:
     return dst
 
 
+def remux_faststart(src: str, dst: str) -> str:
+    """Copy ``src``'s video packets (no re-encoding) into an MP4 whose index precedes the data."""
+    with av.open(src) as inp, av.open(dst, "w", options={"movflags": "faststart"}) as out:
+        in_stream = inp.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for packet in inp.demux(in_stream):
+            if packet.dts is None:
+                continue
+            packet.stream = out_stream
+            out.mux(packet)
+    return dst
+
+
 def encode_image(frame: np.ndarray, ext: str = "png") -> bytes:
     """One uint8 [H, W, 3] image as PNG or JPEG bytes, encoded with PyAV."""
     codec = {"png": "png", "jpg": "mjpeg", "jpeg": "mjpeg"}[ext.lower()]

@@ -13,9 +13,9 @@ How a clip is found without decoding from the start: one demux pass (no decoding
 packet's presentation timestamp (pts) and keyframe flag. Each packet is one frame, so sorting the pts gives
 frame ``i``'s pts and the frame index of every keyframe; this works with B-frames (decode order differs from
 display order), a non-zero first pts and variable frame rate, because nothing is computed from ``pts * fps``.
-To read frame ``t`` the reader seeks to the last keyframe whose frame index is ``<= t`` (passing that
-packet's decode timestamp, which is at or before its pts, so the demuxer cannot land after it) and decodes
-forward, naming every decoded frame by its pts. That packet-per-frame index is checked while decoding: a
+To read frame ``t`` the reader seeks to the last keyframe whose frame index is ``<= t`` (passing the
+keyframe's pts; should a demuxer land after the wanted frame anyway, the reader steps back a keyframe) and
+decodes forward, naming every decoded frame by its pts. That packet-per-frame index is checked while decoding: a
 decoded pts it does not know, a gap between consecutive frames, a landing after the wanted frame, or the
 end of the file before a wanted frame all mean it was wrong for this file (truncated or corrupt file,
 packets holding several frames, missing timestamps). The reader then builds the exact index by decoding the
@@ -169,7 +169,7 @@ class _Index:
     pts: Optional[np.ndarray]  # int64 [L] increasing; None = timestamps unusable, never seek
     num_frames: int
     key_frame: np.ndarray  # int64 [K] frame indices a seek can start at, increasing, key_frame[0] == 0
-    key_seek: np.ndarray  # int64 [K] timestamp passed to seek for each (stream time_base)
+    key_seek: np.ndarray  # int64 [K] timestamp passed to seek for each (stream time_base); 0 reopens instead
     exact: bool  # True: counted by decoding (the exact index); False: one frame per packet assumed
     fps: float
     height: int
@@ -190,30 +190,33 @@ def _fps(stream, pts: Optional[np.ndarray]) -> float:
     return float(rate) if rate else 0.0
 
 
-def _keyframes(frame_pts: np.ndarray, key_pts: Sequence[int], key_dts: Sequence[Optional[int]]):
+def _keyframes(frame_pts: np.ndarray, key_pts: Sequence[int]):
     """Frame indices and seek timestamps of the keyframe packets (pts ``key_pts``) that are frames."""
     pos = np.searchsorted(frame_pts, np.asarray(key_pts, np.int64))
     ok = (pos < len(frame_pts)) & (frame_pts[np.minimum(pos, len(frame_pts) - 1)] == np.asarray(key_pts, np.int64))
-    # Seek by the decode timestamp: demuxers index keyframes by dts (mp4) or pts (mkv); dts <= pts, so either
-    # way the seek lands on this keyframe or an earlier one, never after it.
-    seek = np.array([p if d is None else d for p, d in zip(key_pts, key_dts)], np.int64)
+    # Seek by the keyframe's pts: FFmpeg's mp4 and Matroska demuxers find the last keyframe with pts <= the
+    # target (so this lands on the keyframe exactly); AVI searches by dts, and dts <= pts keeps it on or
+    # before this keyframe unless a GOP is shorter than the B-frame delay, which the reader detects (a frame
+    # after the wanted one comes out first) and answers by stepping back a keyframe.
+    seek = np.asarray(key_pts, np.int64)
     kf, ks = pos[ok].astype(np.int64), seek[ok]
     order = np.argsort(kf, kind="stable")
     kf, ks = kf[order], ks[order]
     if len(kf) == 0 or kf[0] != 0:
-        # Frame 0 is always reachable by decoding from the start (seek timestamp -2**62 = "rewind").
-        kf, ks = np.concatenate([[0], kf]), np.concatenate([[_REWIND], ks])
+        # Frame 0 is always reachable by decoding from the start (keyframe 0 is reached by reopening).
+        kf, ks = np.concatenate([[0], kf]), np.concatenate([frame_pts[:1], ks])
     return kf, ks
-
-
-_REWIND = -(2**62)
 
 
 def _scan(path: str, decode: bool) -> _Index:
     """Build a file's index in one pass: demux only (``decode=False``) or demux + decode without RGB conversion."""
     container, stream = _open(path)
+    if decode:
+        # Only counts and timestamps are read here, never pixels: skipping the deblocking filter saves
+        # 15-25% of an H.264 decode and changes no frame count.
+        stream.codec_context.options = {"skip_loop_filter": "all"}
     try:
-        pkt_pts, key_pts, key_dts = [], [], []
+        pkt_pts, key_pts = [], []
         frame_pts, first = [], None
         usable = True
         for packet in _packets(container, stream):
@@ -227,7 +230,6 @@ def _scan(path: str, decode: bool) -> _Index:
                     pkt_pts.append(packet.pts)
                     if packet.is_keyframe:
                         key_pts.append(packet.pts)
-                        key_dts.append(packet.dts)
             if decode:
                 try:
                     frames = packet.decode()
@@ -248,9 +250,9 @@ def _scan(path: str, decode: bool) -> _Index:
         if pts is not None and len(pts) > 1 and not np.all(np.diff(pts) > 0):
             pts = None  # duplicate or unordered timestamps cannot name frames: decode from the start
         if pts is not None and count:
-            kf, ks = _keyframes(pts, key_pts, key_dts)
+            kf, ks = _keyframes(pts, key_pts)
         else:
-            kf, ks = np.zeros(1, np.int64), np.full(1, _REWIND, np.int64)
+            kf, ks = np.zeros(1, np.int64), np.zeros(1, np.int64)
         return _Index(pts, count, kf, ks, decode, _fps(stream, pts), height, width)
     finally:
         container.close()
@@ -352,15 +354,14 @@ class _VideoFile:
         self.fresh = True
 
     def _seek(self, k: int):
-        ts = int(self.index.key_seek[k])
-        if k == 0 and self.fresh:
-            return  # already at the first frame
-        if ts == _REWIND:
+        """Position the demuxer so that decoding starts at keyframe ``k`` of the index (or earlier)."""
+        if k == 0:
+            # Reopening is the one way back to frame 0 that works for every container.
             if not self.fresh:
                 self._rewind()
             return
         try:
-            self.container.seek(ts, backward=True, stream=self.stream)
+            self.container.seek(int(self.index.key_seek[k]), backward=True, stream=self.stream)
         except av.FFmpegError:
             self._rewind()  # a demuxer that cannot seek there: decode from the start instead
             return
@@ -397,10 +398,12 @@ class _VideoFile:
         starts = (np.searchsorted(index.key_frame, wanted, side="right") - 1).tolist() if seek else [0] * len(targets)
         key_frame = index.key_frame.tolist()
         j, pos, frames = 0, None, None  # pos = index of the last decoded frame, None = just (re)positioned
+        k = None  # keyframe the current segment starts from
         while j < len(targets):
             if frames is None:
                 if seek:
-                    self._seek(starts[j])
+                    k = starts[j] if k is None else k
+                    self._seek(k)
                 elif not self.fresh:
                     self._rewind()
                 self.fresh = False
@@ -413,10 +416,14 @@ class _VideoFile:
                         raise _IndexMismatch(f"decoded a frame with pts {frame.pts} the index does not know")
                 else:
                     i = 0 if pos is None else pos + 1
-                if pos is None:
-                    if i > target:
-                        raise _IndexMismatch(f"seek for frame {target} landed at frame {i}")
-                elif i != pos + 1:
+                if pos is None and i > target:
+                    if not seek or k == 0:
+                        raise _IndexMismatch(f"decoding for frame {target} started at frame {i}")
+                    # The demuxer landed after the wanted frame (its seek index disagrees with the packet
+                    # timestamps): step back one keyframe and try again.
+                    k, frames = k - 1, None
+                    break
+                if pos is not None and i != pos + 1:
                     raise _IndexMismatch(f"frame {pos + 1} missing after a seek (decoder went on at frame {i})")
                 pos = i
                 if i == target:
@@ -434,7 +441,7 @@ class _VideoFile:
                     # Seek forward when a keyframe after the next frame is still at or before the next target:
                     # the frames in between need not be decoded.
                     if seek and key_frame[starts[j]] > pos + 1:
-                        frames = None
+                        k, frames = None, None
                         break
             else:
                 raise _IndexMismatch(f"the file ended before frame {target}")

@@ -1,0 +1,284 @@
+"""Frame-exactness of probe / read_clip / VideoReader against an independent sequential decode."""
+import os
+import shutil
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from lightning_temporal.data import video as video_mod
+from lightning_temporal.data.video import VideoInfo, VideoReader, clear_index_cache, probe, read_clip
+from tests.videos import (
+    reference_frames,
+    synthetic_frame,
+    truncate_file,
+    write_frame_folder,
+    write_video,
+)
+
+_VFR_PTS = np.cumsum(np.random.default_rng(0).integers(10, 90, 60)) + 500  # ms, first pts 500+
+
+
+@pytest.fixture(scope="session")
+def encoded_videos(tmp_path_factory):
+    """Small videos encoded with PyAV: {name: path}. All <= 120 frames, at most 97x61 pixels."""
+    d = tmp_path_factory.mktemp("encoded")
+    specs = {
+        "h264_gop1.mp4": dict(num_frames=40, gop=1),
+        "h264_gop32.mp4": dict(num_frames=100, gop=32),
+        "h264_onekey.mp4": dict(num_frames=100, gop=None),
+        "h264_opengop.mp4": dict(num_frames=100, gop=16, open_gop=True),
+        "h264_gop8.mkv": dict(num_frames=60, gop=8),
+        "mpeg4.mp4": dict(num_frames=60, codec="mpeg4", gop=12),
+        "mpeg4.avi": dict(num_frames=60, codec="mpeg4", gop=12),
+        "mjpeg.avi": dict(num_frames=30, codec="mjpeg"),
+        "odd_97x61.mp4": dict(num_frames=40, size=(61, 97), gop=16),
+        "odd_97x61_mjpeg.mkv": dict(num_frames=20, size=(61, 97), codec="mjpeg"),
+        "vfr.mp4": dict(num_frames=60, gop=16, pts=_VFR_PTS),
+        "vfr.mkv": dict(num_frames=60, gop=16, pts=_VFR_PTS),
+    }
+    return {name: write_video(str(d / name), **kw) for name, kw in specs.items()}
+
+
+@pytest.fixture(scope="session")
+def folder_videos(tmp_path_factory):
+    d = tmp_path_factory.mktemp("folders")
+    png = write_frame_folder(str(d / "png"), 12, ext="png", name="{}")  # unpadded names: natural order matters
+    jpg = write_frame_folder(str(d / "jpg"), 9, size=(61, 97), ext="jpg", name="img_{:03d}")
+    with open(os.path.join(png, "notes.txt"), "w") as f:
+        f.write("not a frame")
+    os.makedirs(os.path.join(png, "sub.png"))  # a folder with an image-like name is not a frame
+    return {"png": png, "jpg": jpg}
+
+
+@pytest.fixture(scope="session")
+def all_videos(encoded_videos, real_videos):
+    return {**encoded_videos, **real_videos}
+
+
+@pytest.fixture(scope="session")
+def references(all_videos):
+    return {name: reference_frames(path) for name, path in all_videos.items()}
+
+
+def _random_clips(num_frames, rng, n=12):
+    """(start, T, stride) triples: random ones plus ones that run past the end."""
+    clips = [(0, 1, 1), (num_frames - 1, 3, 1), (max(0, num_frames - 5), 8, 2)]
+    for _ in range(n):
+        clips.append((int(rng.integers(0, num_frames)), int(rng.integers(1, 9)), int(rng.integers(1, 4))))
+    return clips
+
+
+def _expected(ref, start, T, stride):
+    return ref[np.minimum(start + stride * np.arange(T), len(ref) - 1)]
+
+
+def test_probe_counts_exactly(all_videos, references):
+    for name, path in all_videos.items():
+        ref = references[name]
+        clear_index_cache()
+        info = probe(path)
+        assert isinstance(info, VideoInfo)
+        assert (info.num_frames, info.height, info.width) == ref.shape[:3], name
+        # The cheap packet count agrees on intact files.
+        clear_index_cache()
+        assert probe(path, exact=False).num_frames == len(ref), name
+
+
+def test_probe_fps(encoded_videos, real_videos):
+    assert probe(encoded_videos["h264_gop32.mp4"]).fps == pytest.approx(25.0)
+    assert probe(real_videos["carphone_pristine"]).fps == pytest.approx(30000 / 1001)
+    expected = (len(_VFR_PTS) - 1) / ((_VFR_PTS[-1] - _VFR_PTS[0]) / 1000)  # mean rate of the VFR timestamps
+    assert probe(encoded_videos["vfr.mkv"]).fps == pytest.approx(expected, rel=1e-6)
+    assert probe(encoded_videos["vfr.mp4"]).fps == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("cold", [True, False], ids=["demux-index", "exact-index"])
+def test_read_clip_matches_sequential_decode(all_videos, references, cold):
+    rng = np.random.default_rng(1)
+    for name, path in all_videos.items():
+        ref = references[name]
+        if cold:
+            clear_index_cache()  # reads use the packet (demux) index
+        else:
+            probe(path)  # reads use the exact decode index
+        # bigbuckbunny (1280x720, one keyframe) costs a decode from frame 0 per clip: fewer clips there.
+        n = {"bigbuckbunny": 1, "bikes": 4}.get(name, 12)
+        for start, T, stride in _random_clips(len(ref), rng, n=n):
+            clip = read_clip(path, start, T, stride)
+            assert clip.dtype == torch.uint8 and clip.shape == (T,) + ref.shape[1:], (name, start)
+            np.testing.assert_array_equal(clip.numpy(), _expected(ref, start, T, stride), err_msg=f"{name} {start} {T} {stride}")
+
+
+def test_read_clip_around_every_keyframe(encoded_videos, real_videos):
+    """Clips starting just before, at and just after each keyframe (where seeking goes wrong first)."""
+    for path in [encoded_videos["h264_gop32.mp4"], encoded_videos["h264_opengop.mp4"], encoded_videos["mpeg4.avi"],
+                 encoded_videos["vfr.mkv"], real_videos["bikes"]]:
+        ref = reference_frames(path)
+        with av.open(path) as c:
+            keys = [i for i, f in enumerate(c.decode(video=0)) if f.key_frame]
+        assert len(keys) > 1, path
+        for k in keys[1:]:
+            for start in [s for s in (k - 2, k - 1, k, k + 1) if s < len(ref)]:
+                np.testing.assert_array_equal(read_clip(path, start, 4).numpy(), _expected(ref, start, 4, 1), err_msg=f"{path} {start}")
+
+
+def test_resize_during_conversion(encoded_videos, real_videos):
+    for path in [encoded_videos["h264_gop32.mp4"], encoded_videos["odd_97x61.mp4"], real_videos["bikes"]]:
+        ref = reference_frames(path, size=(24, 40))
+        clip = read_clip(path, 30, 5, 2, size=(24, 40))
+        assert clip.shape == (5, 24, 40, 3)
+        np.testing.assert_array_equal(clip.numpy(), ref[30:40:2])
+        with VideoReader(path) as reader:
+            np.testing.assert_array_equal(reader.read_all(size=(24, 40)).numpy(), ref)
+
+
+class _DecodeCounter:
+    """Records the frame pts of every frame the library decodes (wraps video._decoded)."""
+
+    def __init__(self, monkeypatch):
+        self.pts = []
+        inner = video_mod._decoded
+
+        def counting(container, stream):
+            for frame in inner(container, stream):
+                self.pts.append(frame.pts)
+                yield frame
+
+        monkeypatch.setattr(video_mod, "_decoded", counting)
+
+
+def _pts_to_index(path):
+    with av.open(path) as c:
+        return {f.pts: i for i, f in enumerate(c.decode(video=0))}
+
+
+def test_read_clip_seeks_to_nearest_keyframe(encoded_videos, monkeypatch):
+    path = encoded_videos["h264_gop32.mp4"]  # keyframes at 0, 32, 64, 96
+    to_index = _pts_to_index(path)
+    probe(path)
+    counter = _DecodeCounter(monkeypatch)
+    read_clip(path, 70, 4)
+    decoded = sorted(to_index[p] for p in counter.pts)
+    assert decoded[0] == 64  # started at the keyframe before 70, not at frame 0
+    assert len(decoded) <= (73 - 64 + 1) + 4  # keyframe..clip end, plus the B-frame reorder delay
+    # A single-keyframe video has to be decoded from its start.
+    path = encoded_videos["h264_onekey.mp4"]
+    to_index = _pts_to_index(path)
+    counter.pts.clear()
+    read_clip(path, 50, 2)
+    assert sorted(to_index[p] for p in counter.pts)[0] == 0
+
+
+def test_reader_decodes_each_frame_once(encoded_videos, real_videos, monkeypatch):
+    # bikes at (68, 160): all its 236 clips of 8 full-size frames would take 1 GB.
+    for path, size in [(encoded_videos["h264_gop32.mp4"], None), (encoded_videos["vfr.mp4"], None), (real_videos["bikes"], (68, 160))]:
+        ref = reference_frames(path, size=size)
+        L = len(ref)
+        counter = _DecodeCounter(monkeypatch)
+        T, stride = 8, 2
+        span = (T - 1) * stride + 1
+        starts = np.arange(max(1, L - span + 1))  # every clip position (test-time evaluation)
+        with VideoReader(path) as reader:
+            assert reader.info.num_frames == L
+            clips = reader.read_clips(starts, T, stride, size=size)
+            assert clips.shape == (len(starts), T) + ref.shape[1:]
+            np.testing.assert_array_equal(clips.numpy(), ref[starts[:, None] + stride * np.arange(T)])
+            assert len(counter.pts) == L and len(set(counter.pts)) == L  # every frame decoded exactly once
+            # Sparse requests in one call seek over the gaps, in any order, repeats allowed.
+            counter.pts.clear()
+            sparse = np.array([L - 3, 2, 2, L // 2])
+            out = reader.read_clips(sparse, 2, size=size)
+            np.testing.assert_array_equal(out.numpy(), ref[np.minimum(sparse[:, None] + np.arange(2), L - 1)])
+            assert len(counter.pts) < L
+            np.testing.assert_array_equal(reader.read_all(size=size).numpy(), ref)
+            np.testing.assert_array_equal(reader.read_frames(torch.tensor([5, 0, 5]), size=size).numpy(), ref[[5, 0, 5]])
+
+
+def test_reader_short_video_pads_with_last_frame(encoded_videos):
+    path = encoded_videos["mjpeg.avi"]  # 30 frames
+    ref = reference_frames(path)
+    with VideoReader(path) as reader:
+        clips = reader.read_clips([0], 16, 4)  # span 61 > 30 frames
+    np.testing.assert_array_equal(clips[0].numpy(), ref[[0, 4, 8, 12, 16, 20, 24, 28] + [29] * 8])
+
+
+def test_integer_like_arguments(encoded_videos):
+    path = encoded_videos["h264_gop32.mp4"]
+    ref = reference_frames(path)
+    for start in (np.int64(40), torch.tensor(40), 40):
+        np.testing.assert_array_equal(read_clip(path, start, np.int32(3), torch.tensor(2)).numpy(), ref[40:46:2])
+    with VideoReader(path) as reader:
+        out = reader.read_clips(torch.tensor([3, 50]), 2)
+        np.testing.assert_array_equal(out.numpy(), ref[[[3, 4], [50, 51]]])
+        assert reader.read_clips([], 4).shape == (0, 4, 48, 64, 3)
+
+
+def test_truncated_file_decodes_what_is_decodable(encoded_videos, tmp_path):
+    src = write_video(str(tmp_path / "faststart.mp4"), 100, gop=16, faststart=True)  # index before the data
+    path = truncate_file(src, str(tmp_path / "truncated.mp4"), 0.5)
+    ref = reference_frames(path)
+    L = len(ref)
+    assert 10 < L < 100
+    with av.open(path) as c:
+        assert c.streams.video[0].frames == 100  # the container metadata is wrong ...
+    clear_index_cache()
+    # ... and so is the packet count of the demux pass; a read past the real end notices and corrects it.
+    assert probe(path, exact=False).num_frames > L
+    np.testing.assert_array_equal(read_clip(path, L - 2, 5).numpy(), ref[[L - 2, L - 1, L - 1, L - 1, L - 1]])
+    assert probe(path).num_frames == L
+    clear_index_cache()
+    np.testing.assert_array_equal(read_clip(path, 5, 6, 2).numpy(), ref[5:17:2])
+    with pytest.raises(ValueError, match="past the last decodable frame"):
+        read_clip(path, L, 2)
+
+
+def test_frame_dropped_mid_file(tmp_path):
+    """MJPEG with one zeroed frame: the decoder drops it, indices after it shift; reads must agree."""
+    path = write_video(str(tmp_path / "mj.avi"), 30, codec="mjpeg")
+    with av.open(path) as c:
+        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][10]
+    data = bytearray(open(path, "rb").read())
+    data[pos:pos + size] = bytes(size)
+    bad = str(tmp_path / "mj_bad.avi")
+    open(bad, "wb").write(bytes(data))
+    ref = reference_frames(bad)
+    assert len(ref) == 29
+    np.testing.assert_array_equal(ref[10], reference_frames(path)[11])  # frame 10 is gone
+    clear_index_cache()
+    np.testing.assert_array_equal(read_clip(bad, 8, 5).numpy(), ref[8:13])  # the read crosses the hole
+    assert probe(bad).num_frames == 29
+    np.testing.assert_array_equal(read_clip(bad, 20, 9).numpy(), ref[20:29])
+
+
+def test_cache_follows_file_changes(tmp_path):
+    path = str(tmp_path / "v.mp4")
+    write_video(path, 40, gop=8)
+    assert probe(path).num_frames == 40
+    os.remove(path)
+    write_video(path, 24, gop=8)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
+    assert probe(path).num_frames == 24
+    np.testing.assert_array_equal(read_clip(path, 20, 6).numpy(), reference_frames(path)[[20, 21, 22, 23, 23, 23]])
+
+
+def test_frame_folders(folder_videos, tmp_path):
+    png, jpg = folder_videos["png"], folder_videos["jpg"]
+    info = probe(png)
+    assert (info.num_frames, info.height, info.width) == (12, 48, 64)
+    # Lossless PNG: frame i is the synthetic frame i, so natural order (10 after 9) is checked exactly.
+    clip = read_clip(png, 8, 4)
+    np.testing.assert_array_equal(clip.numpy(), np.stack([synthetic_frame(i) for i in (8, 9, 10, 11)]))
+    np.testing.assert_array_equal(read_clip(png, 10, 4, 2).numpy(), np.stack([synthetic_frame(i) for i in (10, 11, 11, 11)]))
+    # JPEG: compare with decoding each file by name.
+    names = sorted(n for n in os.listdir(jpg))
+    ref = np.stack([reference_frames(os.path.join(jpg, n))[0] for n in names])
+    with VideoReader(jpg) as reader:
+        assert reader.info == VideoInfo(jpg, 9, 0.0, 61, 97)
+        np.testing.assert_array_equal(reader.read_all().numpy(), ref)
+        np.testing.assert_array_equal(reader.read_clips([0, 5], 3, 2).numpy(), ref[[[0, 2, 4], [5, 7, 8]]])
+        small = reader.read_clip(1, 2, size=(30, 50))
+    assert small.shape == (2, 30, 50, 3)
+    np.testing.assert_array_equal(small[0].numpy(), reference_frames(os.path.join(jpg, names[1]), size=(30, 50))[0])
