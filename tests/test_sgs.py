@@ -354,3 +354,28 @@ def test_bad_arguments_are_refused(kwargs, match):
 def test_wrong_input_shape_is_refused():
     with pytest.raises(ValueError, match=r"\[N, 4, T, H, W\]"):
         SimilarityGuidedSampling(4)(torch.randn(2, 3, 8, 4, 4))
+
+
+def test_feature_map_figure_renders_png(tmp_path):
+    import matplotlib.image
+
+    from lightning_temporal.plots.feature_maps import plot_sgs_feature_maps
+
+    layer = make_layer(similarity="l2_to_mean")
+    x = repeated_frames(seed=5)
+    out, mask = layer(x)
+    k = int(layer.last_num_bins[1])
+    clip = torch.rand(3, 8, 12, 12)
+    fig = plot_sgs_feature_maps(x, out, mask, channels=4, frames=8, clip=clip, sample=1)
+    axes = fig.get_axes()
+    shown = [ax for ax in axes if ax.get_images()]
+    assert len(axes) == (1 + 2 * 4) * 8  # rows: frames, 4 input channels, 4 output channels
+    assert len(shown) == 8 + 4 * 8 + 4 * k  # output rows show only the sample's real bins
+    # an output panel shows exactly that bin's map
+    panel = axes[(1 + 4) * 8 + 0].get_images()[0].get_array()
+    torch.testing.assert_close(torch.as_tensor(panel.data, dtype=torch.float32), out[1, 0, 0].float())
+    path = tmp_path / "sgs.png"
+    fig.savefig(path)
+    with open(path, "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert matplotlib.image.imread(path).shape[0] > 100
