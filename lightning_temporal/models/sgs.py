@@ -175,14 +175,16 @@ def compact_bins(weights: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     the front; each sample is padded with zero rows up to the largest B' in the batch, and `mask` marks its
     real bins.
     """
-    keep = (weights > 0).any(dim=-1)  # [M, B]
+    m, b, t = weights.shape
+    keep = weights.amax(dim=-1) > 0  # [M, B]; weights are >= 0
     counts = keep.sum(dim=1)  # [M]
     bmax = int(counts.max()) if counts.numel() else 0
-    # stable descending sort of a 0/1 key puts kept bins first in their original order
-    order = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :bmax]
-    mask = torch.arange(bmax, device=weights.device).unsqueeze(0) < counts.unsqueeze(1)
-    gathered = weights.gather(1, order.unsqueeze(-1).expand(-1, -1, weights.shape[-1]))
-    gathered = gathered * mask.unsqueeze(-1).to(gathered.dtype)
+    # a stable descending sort of the keep mask puts kept bins first, in their original order; the rows after
+    # a sample's B' come from empty bins, so they are already zero padding
+    order = torch.argsort(keep, dim=1, descending=True, stable=True)[:, :bmax]
+    flat = (order + torch.arange(m, device=weights.device).unsqueeze(1) * b).flatten()
+    gathered = weights.reshape(m * b, t).index_select(0, flat).view(m, bmax, t)
+    mask = keep.gather(1, order)
     return gathered, mask, counts
 
 
@@ -282,6 +284,9 @@ class SimilarityGuidedSampling(nn.Module):
         self.norm = nn.BatchNorm1d(embed_dim)
         self.register_buffer("last_num_bins", torch.zeros(0, dtype=torch.long), persistent=False)
 
+    # how empty bins are dropped; a class attribute so that benchmarks can swap in a per-sample loop
+    _compact = staticmethod(compact_bins)
+
     # -- number of bins ------------------------------------------------------------------------------------
     @property
     def num_bins(self) -> Optional[int]:
@@ -339,7 +344,7 @@ class SimilarityGuidedSampling(nn.Module):
         delta, ref = similarity_coordinates(z, self.similarity, self.coordinates)
         delta = scale_to_bins(delta, ref, num_bins)
         w = bin_weights(delta, num_bins, self.kernel, self.normalize)
-        return compact_bins(w)
+        return self._compact(w)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
