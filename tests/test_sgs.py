@@ -379,3 +379,16 @@ def test_feature_map_figure_renders_png(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert matplotlib.image.imread(path).shape[0] > 100
+
+
+def test_bf16_autocast_bins_in_float32():
+    torch.manual_seed(0)
+    layer = SimilarityGuidedSampling(16).eval()
+    x = torch.randn(2, 16, 8, 4, 4)
+    x[1] = x[1, :, :1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, mask = layer(x)
+        w, _, _ = layer.weights(x)
+    assert w.dtype == torch.float32  # binning math not in bf16
+    assert torch.isfinite(out.float()).all() and layer.last_num_bins[1] == 1
+    assert torch.equal(mask, torch.arange(out.shape[2]) < layer.last_num_bins.unsqueeze(1))
