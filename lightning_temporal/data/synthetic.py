@@ -53,6 +53,7 @@ import math
 import multiprocessing
 import os
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from fractions import Fraction
@@ -391,7 +392,7 @@ def _remove_previous(root: str) -> None:
 
 
 def _default_workers(total: int) -> int:
-    # A pool costs ~1 s to spawn: only worth it for more than a handful of videos.
+    # A pool only pays off beyond a handful of videos.
     return 0 if total < 16 else min(4, os.cpu_count() or 1)
 
 
@@ -466,12 +467,17 @@ def generate_dataset(
     rows: List[dict] = []
     try:
         if workers > 0 and len(jobs) > 1:
-            # spawn: the caller may hold torch/OpenMP threads, which fork does not copy safely.
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                for row in pool.map(_make_one, jobs, chunksize=max(1, len(jobs) // (8 * workers))):
-                    rows.append(row)
-                    bar.update(1)
+            # fork where the platform has it: spawn/forkserver re-import the caller's __main__, which breaks
+            # plain scripts without an `if __name__ == "__main__"` guard. The worker only runs numpy
+            # elementwise code and single-threaded x264 (no OpenMP/BLAS), so threads the caller holds
+            # (torch) cannot deadlock it; Python >= 3.12 warns about forking a threaded process anyway.
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+                with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+                    for row in pool.map(_make_one, jobs, chunksize=4):
+                        rows.append(row)
+                        bar.update(1)
         else:
             for job in jobs:
                 rows.append(_make_one(job))
