@@ -266,3 +266,21 @@ def test_bad_arguments_name_the_parameter(tmp_path, bad, match):
     with pytest.raises(ValueError, match=match):
         generate_dataset(str(tmp_path), **{**TINY, "num_train": 1, **bad})
     assert not os.path.exists(os.path.join(str(tmp_path), "dataset.json"))
+
+
+def test_worker_pool_from_unguarded_script(tmp_path):
+    """A plain script without `if __name__ == "__main__"` can use the process pool (no __main__ re-import)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "gen.py"
+    script.write_text(
+        "from lightning_temporal.data.synthetic import generate_dataset\n"
+        f"generate_dataset({str(tmp_path / 'd')!r}, num_train=4, num_val=0, num_test=0, size=32, min_frames=24,"
+        " max_frames=24, progress=False, num_workers=2)\n"
+    )
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(read_rows(str(tmp_path / "d" / "train.csv"))) == 4
