@@ -116,7 +116,7 @@ def test_frame_scores_zero_outside_window_and_peak_inside(multi):
             assert scores.dtype == np.float32 and scores.shape == (int(row["num_frames"]),)
             assert np.all(scores[:s] == 0) and np.all(scores[e:] == 0)
             assert np.all(scores[s:e] > 0) and scores.max() == pytest.approx(1.0)
-            # triangle: rises then falls
+            # trapezoid: rises, plateau at 1, falls
             peak = int(np.argmax(scores))
             assert np.all(np.diff(scores[s : peak + 1]) >= 0) and np.all(np.diff(scores[peak:e]) <= 0)
 

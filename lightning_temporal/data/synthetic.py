@@ -26,8 +26,9 @@ Layout under ``root``::
     videos/<split>/<split>_00000.mp4  H.264 yuv420p, GOP 16, grey content stored as RGB
     scores/<split>/<split>_00000.npy  float32 [num_frames] per-frame intensity (PSPI analogue)
 
-The per-frame score is the object's speed during the event normalised to a peak of 1 (a triangle:
-rising then falling inside the window) and exactly 0 outside it.
+The per-frame score is the object's speed during the event normalised to a peak of 1 (a trapezoid:
+rising over the first quarter of the window, 1 in the middle half, falling over the last quarter) and
+exactly 0 outside it.
 
 Defaults (160 train / 80 val / 80 test videos at 64×64, 64–192 frames, ≈41k frames) are the
 quickstart's dataset; they generate in well under a minute on 2 cores. ``size=32`` makes a 4× cheaper
@@ -74,7 +75,7 @@ __all__ = [
 ]
 
 # Bump whenever the rendered content or the layout changes, so ensure_dataset regenerates old copies.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SPLITS = ("train", "val", "test")
 VARIANTS = ("multiclass", "binary", "redundancy")
 # (dy, dx) unit steps in image coordinates (y grows downwards).
@@ -234,7 +235,7 @@ def render_video(
     """Render one video for class `label` (a name from :func:`class_names`) from the generator `rng`.
 
     The object moves by ``D`` pixels (a quarter to three quarters of the frame, about ``size/32`` px per
-    frame on average) along its class direction with a triangular speed profile over the window.
+    frame on average) along its class direction with a trapezoidal speed profile over the window.
     """
     S = size
     L = int(rng.integers(min_frames, max_frames + 1))
@@ -261,7 +262,11 @@ def render_video(
     pos += rng.uniform(-0.25 * unit, 0.25 * unit, size=(T, 2))
     speed = np.zeros(L, dtype=np.float64)
     if event is not None:
-        ramp = 1.0 - np.abs(2.0 * (np.arange(w) + 0.5) / w - 1.0)  # triangle, > 0 on every window frame
+        # trapezoid speed: rises over the first quarter, full speed in the middle half, falls over the last
+        # quarter; > 0 on every window frame. (A triangle left the window's edges nearly still, so clips that
+        # overlap only an edge carried a label without a visible motion and uniform training stalled.)
+        k = np.arange(w) + 0.5
+        ramp = np.minimum(1.0, np.minimum(k, w - k) / (w / 4.0))
         dist = float(np.clip(unit * w, S / 4.0, 0.75 * S))
         ds = int(dyn[s])  # the window holds no frozen frame, so it maps to [ds, ds + w)
         shift = np.zeros(T)
