@@ -154,7 +154,8 @@ def bin_weights(delta: Tensor, num_bins: int, kernel: str = "linear", normalize:
     lexicographically, coordinate 0 most significant. `normalize` divides each bin's weights by the number of
     t active in it, "active" meaning weight > 0 (the authors' `kernels != 0`; with the linear kernel a t on a
     bin edge counts, with its 1e-7 weight). The count is piecewise constant in Delta, so it carries no
-    gradient: d(Psi / n)/dDelta = Psi' / n.
+    gradient: d(Psi / n)/dDelta = Psi' / n. (The authors' hand-written linear-kernel backward leaves the 1/n
+    out, marked "fixme" there; this is the true derivative, which `torch.autograd.gradcheck` confirms.)
     """
     m, t, k = delta.shape
     w = _kernel_1d(delta[..., 0], num_bins, kernel)
@@ -175,14 +176,16 @@ def compact_bins(weights: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     the front; each sample is padded with zero rows up to the largest B' in the batch, and `mask` marks its
     real bins.
     """
-    keep = (weights > 0).any(dim=-1)  # [M, B]
+    m, b, t = weights.shape
+    keep = weights.amax(dim=-1) > 0  # [M, B]; weights are >= 0
     counts = keep.sum(dim=1)  # [M]
     bmax = int(counts.max()) if counts.numel() else 0
-    # stable descending sort of a 0/1 key puts kept bins first in their original order
-    order = torch.sort(keep.to(torch.uint8), dim=1, descending=True, stable=True).indices[:, :bmax]
-    mask = torch.arange(bmax, device=weights.device).unsqueeze(0) < counts.unsqueeze(1)
-    gathered = weights.gather(1, order.unsqueeze(-1).expand(-1, -1, weights.shape[-1]))
-    gathered = gathered * mask.unsqueeze(-1).to(gathered.dtype)
+    # a stable descending sort of the keep mask puts kept bins first, in their original order; the rows after
+    # a sample's B' come from empty bins, so they are already zero padding
+    order = torch.argsort(keep, dim=1, descending=True, stable=True)[:, :bmax]
+    flat = (order + torch.arange(m, device=weights.device).unsqueeze(1) * b).flatten()
+    gathered = weights.reshape(m * b, t).index_select(0, flat).view(m, bmax, t)
+    mask = keep.gather(1, order)
     return gathered, mask, counts
 
 
@@ -280,7 +283,11 @@ class SimilarityGuidedSampling(nn.Module):
             nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, embed_dim)
         )
         self.norm = nn.BatchNorm1d(embed_dim)
-        self.register_buffer("last_num_bins", torch.zeros(0, dtype=torch.long), persistent=False)
+        # a plain attribute, not a buffer: its size follows the batch, and DDP would broadcast a buffer
+        self.last_num_bins: Tensor = torch.zeros(0, dtype=torch.long)
+
+    # how empty bins are dropped; a class attribute so that benchmarks can swap in a per-sample loop
+    _compact = staticmethod(compact_bins)
 
     # -- number of bins ------------------------------------------------------------------------------------
     @property
@@ -336,10 +343,13 @@ class SimilarityGuidedSampling(nn.Module):
                 f"{num_bins ** len(self.coordinates)} bins (> {MAX_TOTAL_BINS}); set num_bins smaller"
             )
         z = self.embedding(x).reshape(n * nb, bs, self.embed_dim)  # blocks as samples: [N*nb, bs, D]
+        # the binning math runs in at least float32: under bf16/fp16 autocast a coordinate scaled to [0, 2B]
+        # would keep only ~3 significant digits and the kernel weights would be coarse
+        z = z.to(torch.promote_types(z.dtype, torch.float32))
         delta, ref = similarity_coordinates(z, self.similarity, self.coordinates)
         delta = scale_to_bins(delta, ref, num_bins)
         w = bin_weights(delta, num_bins, self.kernel, self.normalize)
-        return compact_bins(w)
+        return self._compact(w)
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
@@ -355,7 +365,7 @@ class SimilarityGuidedSampling(nn.Module):
         bprime = weights.shape[1]
         # x viewed as blocks [N, C, nb, bs, HW] (no copy); weights broadcast over C
         xb = x.reshape(n, c, nb, bs, h * w_)
-        out = sample_bins(xb, weights.reshape(n, nb, bprime, bs))  # [N, C, nb, B', HW]
+        out = sample_bins(xb, weights.reshape(n, nb, bprime, bs).to(x.dtype))  # [N, C, nb, B', HW]
         out = out.reshape(n, c, nb * bprime, h, w_)
         mask = mask.reshape(n, nb * bprime)
         self.last_num_bins = counts.reshape(n, nb).sum(dim=1).detach()
