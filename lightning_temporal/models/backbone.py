@@ -48,6 +48,10 @@ def run_masked(stage: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Tuple[t
     last valid bin of a sample; zeroing keeps each sample's result independent of the other samples'
     B'. A block with temporal stride s (attribute ``temporal_stride``; 'same' padding) keeps positions
     ``0, s, 2s, ...``, so the mask is strided the same way.
+
+    Exact (a sample's logits equal those of running it alone) when each block has one temporal conv and
+    it reads the block input (the bottlenecks here). Blocks with two temporal convs (R3D-18's basic block)
+    or a pool over time inside (X3D's squeeze-excitation) still see the padded positions in between.
     """
     blocks = stage if isinstance(stage, nn.Sequential) else [stage]
     for block in blocks:

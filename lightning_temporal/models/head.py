@@ -76,7 +76,9 @@ class ClassifierHead(nn.Module):
             raise ValueError(f"hidden must be None or >= 1, got {hidden}")
         self.temporal_pool = temporal_pool
         self.spatial_pool = spatial_pool
-        self.hidden = nn.Sequential(nn.Linear(in_channels, hidden, bias=False), nn.ReLU(inplace=True)) if hidden else None
+        self.hidden = (
+            nn.Sequential(nn.Linear(in_channels, hidden, bias=False), nn.ReLU(inplace=True)) if hidden else None
+        )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.fc = nn.Linear(hidden or in_channels, num_classes)
 

@@ -41,8 +41,9 @@ class SqueezeExcite3d(nn.Module):
         self.fc2 = nn.Conv3d(hidden, channels, 1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The pool runs over all T positions present; after SGS padded bins are zero, which only scales the
-        # gate input (SGS runs after res2, SE blocks after it see a padded batch only when B' differs).
+        # The pool runs over every temporal position present. After SGS, a sample padded to the batch's
+        # largest B' also averages its padded bins here (as the authors' padded batches do), so its logits
+        # can differ slightly from running it alone; a batch of one, or of equal B', is exact.
         s = x.mean(dim=(2, 3, 4), keepdim=True)  # N, C, 1, 1, 1
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
 
