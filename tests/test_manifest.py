@@ -339,3 +339,14 @@ def test_probe_frame_counts_reports_failures_and_does_not_cache_them(tmp_path):
     calls.clear()
     probe_frame_counts([good, bad], cache_path=cache, probe_fn=probe)
     assert calls == [bad]
+
+
+def test_extra_columns_are_kept_and_empty_events_read_as_none(tmp_path):
+    """The synthetic redundancy variant adds `static_fraction`; binary no_event rows leave the window empty."""
+    (tmp_path / "m.csv").write_text("path,label,num_frames,event_start,event_end,static_fraction\n"
+                                    "a.mp4,event,40,5,9,0.25\nb.mp4,no_event,30,,,0.5\n")
+    (tmp_path / "a.mp4").write_bytes(b"")  # existence is checked; probe=False does not decode
+    (tmp_path / "b.mp4").write_bytes(b"")
+    m = read_csv_manifest(str(tmp_path / "m.csv"), probe=False)
+    assert [r.extra for r in m.records] == [{"static_fraction": "0.25"}, {"static_fraction": "0.5"}]
+    assert m.events.tolist() == [[5, 9], [-1, -1]]

@@ -59,6 +59,7 @@ class VideoRecord:
     ``frame_scores``: path of a per-frame score file (``.npy`` or ``.txt``), or None.
     ``height``/``width``: decoded frame size in pixels when probed, else None.
     ``source``: "file, row n" the record came from (for error messages).
+    ``extra``: the row's further CSV columns (e.g. ``static_fraction`` of the synthetic data), as strings.
     """
 
     path: str
@@ -70,6 +71,7 @@ class VideoRecord:
     height: Optional[int] = None
     width: Optional[int] = None
     source: str = field(default="", compare=False)
+    extra: Dict[str, str] = field(default_factory=dict, compare=False)
 
 
 class VideoManifest:
@@ -179,6 +181,7 @@ class _Row:
     event_end: str = ""
     frame_scores: str = ""
     alternatives: Tuple[str, ...] = ()  # other places the video was looked for (named when it is missing)
+    extra: Dict[str, str] = field(default_factory=dict)  # further CSV columns, kept as written
 
 
 def _where(file: str, line: int) -> str:
@@ -430,7 +433,7 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
         if e is not None and n is not None and e > n:
             raise ManifestError(f"{r.source}: event_end = {e} is beyond the video's {n} frames; event bounds "
                                 "are frame indices in [0, num_frames]")
-        records.append(VideoRecord(r.path, labels[i], n, s, e, fs, h, w, r.source))
+        records.append(VideoRecord(r.path, labels[i], n, s, e, fs, h, w, r.source, dict(r.extra)))
     if dropped and not records:
         raise ManifestError(f"{file}: every one of its {len(rows)} videos was left out, first {dropped[0][0]}: "
                             f"{dropped[0][2]}")
@@ -488,8 +491,7 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
             raise ManifestError(f"{path}: empty file; the first row must be a header "
                                 f"'path,label[,num_frames][,event_start][,event_end][,frame_scores]'")
         header = [h.strip() for h in header]
-        unknown = [h for h in header if h not in CSV_COLUMNS]
-        if unknown or "path" not in header or "label" not in header or len(set(header)) != len(header):
+        if any(not h for h in header) or "path" not in header or "label" not in header or len(set(header)) != len(header):
             raise ManifestError(f"{path}, row 1: header {header} is not valid; write a header with 'path' and "
                                 f"'label' and optionally {list(CSV_COLUMNS[2:])}, each once")
         for values in reader:
@@ -502,9 +504,10 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
             d = dict(zip(header, values))
             if not d["path"].strip() or not d["label"].strip():
                 raise ManifestError(f"{where}: empty path or label; every row needs both")
+            extra = {h: v for h, v in d.items() if h not in CSV_COLUMNS}
             rows.append(_Row(where, _join(root, d["path"].strip()), d["label"],
                              d.get("num_frames", ""), d.get("event_start", ""), d.get("event_end", ""),
-                             d.get("frame_scores", "")))
+                             d.get("frame_scores", ""), extra=extra))
     return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
                   probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
                   csv_dir=csv_dir)
