@@ -59,11 +59,12 @@ def _offsets(lengths: Tensor) -> Tensor:
     return off
 
 
-def _video_chunks(offsets: Tensor, max_elems: int = _CHUNK_ELEMS) -> Iterator[tuple[int, int]]:
+def _video_chunks(offsets: Tensor, max_elems: int | None = None) -> Iterator[tuple[int, int]]:
     """Split videos 0..V-1 into consecutive ranges [v0, v1) of about ``max_elems`` positions each.
 
     The loop runs over chunks (P / max_elems of them), not over videos.
     """
+    max_elems = _CHUNK_ELEMS if max_elems is None else max_elems
     V = offsets.numel() - 1
     v0 = 0
     while v0 < V:
