@@ -1,0 +1,101 @@
+"""Classification head shared by every backbone: pool space, pool time (respecting the SGS mask), classify.
+
+The temporal pool is separate from the spatial one because SGS (SPEC §2) leaves a variable number of valid
+temporal positions per sample; padded positions must not enter the clip prediction.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+_POOLS = ("avg", "max")
+
+
+def masked_temporal_pool(x: torch.Tensor, mask: Optional[torch.Tensor], mode: str) -> torch.Tensor:
+    """Pool ``x [N, C, T]`` over T, ignoring positions where ``mask [N, T]`` is False -> ``[N, C]``.
+
+    ``mask=None`` means every position is valid. A sample with no valid position pools to zeros (it cannot
+    happen after SGS, which always keeps at least one bin, but a zero is safer than a NaN).
+    """
+    if mode not in _POOLS:
+        raise ValueError(f"temporal pool must be one of {_POOLS}, got {mode!r}")
+    if mask is None:
+        return x.mean(dim=2) if mode == "avg" else x.amax(dim=2)
+    if mask.shape != (x.shape[0], x.shape[2]):
+        raise ValueError(f"mask must have shape [N, T] = {(x.shape[0], x.shape[2])}, got {tuple(mask.shape)}")
+    m = mask.to(dtype=torch.bool).unsqueeze(1)  # N, 1, T
+    if mode == "avg":
+        count = m.sum(dim=2).clamp_min(1).to(x.dtype)
+        return (x * m.to(x.dtype)).sum(dim=2) / count
+    neg = torch.finfo(x.dtype).min
+    out = x.masked_fill(~m, neg).amax(dim=2)
+    return torch.where(m.any(dim=2), out, torch.zeros_like(out))
+
+
+class ClassifierHead(nn.Module):
+    """Spatial pool, masked temporal pool, optional hidden layer, dropout and a linear classifier.
+
+    Example::
+
+        >>> head = ClassifierHead(64, num_classes=5, temporal_pool="max")
+        >>> feat = torch.randn(2, 64, 4, 7, 7)
+        >>> mask = torch.tensor([[True, True, False, False], [True, True, True, True]])
+        >>> head(feat, mask).shape, head.forward_dense(feat).shape
+        (torch.Size([2, 5]), torch.Size([2, 4, 5]))
+
+    Args:
+        in_channels: C of the feature map ``[N, C, T, H, W]``.
+        num_classes: K, number of logits.
+        temporal_pool: ``"avg"`` or ``"max"`` over the valid temporal positions.
+        spatial_pool: ``"avg"`` (default) or ``"max"`` over H, W.
+        dropout: dropout probability before the classifier, in [0, 1).
+        hidden: if given, a ``Linear(C, hidden, bias=False) + ReLU`` after pooling (X3D's 2048-d ``lin5``).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        temporal_pool: str = "avg",
+        spatial_pool: str = "avg",
+        dropout: float = 0.0,
+        hidden: Optional[int] = None,
+    ) -> None:
+        super().__init__()
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
+        if temporal_pool not in _POOLS:
+            raise ValueError(f"temporal_pool must be one of {_POOLS}, got {temporal_pool!r}")
+        if spatial_pool not in _POOLS:
+            raise ValueError(f"spatial_pool must be one of {_POOLS}, got {spatial_pool!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        if hidden is not None and hidden < 1:
+            raise ValueError(f"hidden must be None or >= 1, got {hidden}")
+        self.temporal_pool = temporal_pool
+        self.spatial_pool = spatial_pool
+        self.hidden = nn.Sequential(nn.Linear(in_channels, hidden, bias=False), nn.ReLU(inplace=True)) if hidden else None
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(hidden or in_channels, num_classes)
+
+    def _pool_space(self, feat: torch.Tensor) -> torch.Tensor:
+        if feat.dim() != 5:
+            raise ValueError(f"head expects features [N, C, T, H, W], got shape {tuple(feat.shape)}")
+        return feat.mean(dim=(3, 4)) if self.spatial_pool == "avg" else feat.amax(dim=(3, 4))  # N, C, T
+
+    def _classify(self, z: torch.Tensor) -> torch.Tensor:
+        if self.hidden is not None:
+            z = self.hidden(z)
+        return self.fc(self.dropout(z))
+
+    def forward(self, feat: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``feat [N, C, T, H, W]``, ``mask [N, T]`` bool or None -> logits ``[N, K]``."""
+        z = masked_temporal_pool(self._pool_space(feat), mask, self.temporal_pool)  # N, C
+        return self._classify(z)
+
+    def forward_dense(self, feat: torch.Tensor) -> torch.Tensor:
+        """Per-temporal-position logits ``[N, T, K]`` (dense whole-video evaluation, SPEC §1.6)."""
+        z = self._pool_space(feat).transpose(1, 2)  # N, T, C
+        return self._classify(z)

@@ -1,0 +1,268 @@
+"""Tests of the synthetic localized-event generator: every property is checked on *decoded* frames
+(an independent sequential PyAV decode written here), not on the generator's own arrays."""
+import csv
+import filecmp
+import json
+import os
+
+import av
+import numpy as np
+import pytest
+
+from lightning_temporal.data.synthetic import class_names, ensure_dataset, generate_dataset
+
+TINY = dict(size=32, min_frames=24, max_frames=48, progress=False)
+OBJECT_THRESHOLD = 190  # object grey ≈ 230, background ≤ ≈ 140 + noise
+# at size 32 the square has a 4-px side at sub-pixel positions: 3x3 to 4x4 pixels pass the threshold
+SQUARE_AREA = (8, 17)
+
+
+def read_rows(manifest):
+    with open(manifest, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def decode_grey(path):
+    """Sequential decode of every frame: int32 [L, H, W] (channel 0 of rgb24; the content is grey)."""
+    with av.open(path) as container:
+        return np.stack([f.to_ndarray(format="rgb24")[..., 0] for f in container.decode(video=0)]).astype(np.int32)
+
+
+def circular_centroid(mask):
+    """(y, x) circular mean of the True pixels of a [S, S] mask on a torus of S pixels."""
+    S = mask.shape[0]
+    ys, xs = np.nonzero(mask)
+    out = []
+    for c in (ys, xs):
+        ang = 2 * np.pi * (c + 0.5) / S
+        out.append((np.angle(np.exp(1j * ang).mean()) % (2 * np.pi)) * S / (2 * np.pi) - 0.5)
+    return np.array(out)
+
+
+def wrap(d, S):
+    return (d + S / 2) % S - S / 2
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory):
+    """Multiclass dataset without distractors (so the one bright object can be tracked) — 8 per class."""
+    root = str(tmp_path_factory.mktemp("multi"))
+    paths = generate_dataset(root, num_train=32, num_val=5, num_test=3, num_distractors=(0, 0), num_workers=0, **TINY)
+    return root, paths
+
+
+@pytest.fixture(scope="module")
+def default_pair(tmp_path_factory):
+    """Two generations with the same seed (in-process and with a 2-process pool) and one with another seed."""
+    roots = [str(tmp_path_factory.mktemp(n)) for n in ("a", "b", "c")]
+    kw = dict(num_train=6, num_val=3, num_test=3, **TINY)
+    generate_dataset(roots[0], seed=7, num_workers=0, **kw)
+    generate_dataset(roots[1], seed=7, num_workers=2, **kw)
+    generate_dataset(roots[2], seed=8, num_workers=0, **kw)
+    return roots
+
+
+def test_same_seed_same_manifests_and_frames(default_pair):
+    a, b, c = default_pair
+    for split in ("train", "val", "test"):
+        assert filecmp.cmp(os.path.join(a, f"{split}.csv"), os.path.join(b, f"{split}.csv"), shallow=False)
+        for row in read_rows(os.path.join(a, f"{split}.csv")):
+            np.testing.assert_array_equal(decode_grey(os.path.join(a, row["path"])), decode_grey(os.path.join(b, row["path"])))
+            np.testing.assert_array_equal(np.load(os.path.join(a, row["frame_scores"])), np.load(os.path.join(b, row["frame_scores"])))
+    with open(os.path.join(a, "dataset.json")) as f:
+        assert json.load(f)["params"]["seed"] == 7
+
+
+def test_other_seed_differs(default_pair):
+    a, _, c = default_pair
+    ra, rc = read_rows(os.path.join(a, "train.csv")), read_rows(os.path.join(c, "train.csv"))
+    assert [r["num_frames"] for r in ra] != [r["num_frames"] for r in rc]
+    fa, fc = decode_grey(os.path.join(a, ra[0]["path"])), decode_grey(os.path.join(c, rc[0]["path"]))
+    assert fa.shape != fc.shape or np.abs(fa - fc).mean() > 5
+
+
+def test_manifest_columns_and_frame_count_equals_sequential_decode(default_pair):
+    root = default_pair[0]
+    for split in ("train", "val", "test"):
+        with open(os.path.join(root, f"{split}.csv")) as f:
+            assert f.readline().strip() == "path,label,num_frames,event_start,event_end,frame_scores"
+        for row in read_rows(os.path.join(root, f"{split}.csv")):
+            frames = decode_grey(os.path.join(root, row["path"]))
+            assert len(frames) == int(row["num_frames"]), row["path"]
+            assert 24 <= len(frames) <= 48
+            assert frames.shape[1:] == (32, 32)
+            with av.open(os.path.join(root, row["path"])) as cont:
+                stream = cont.streams.video[0]
+                assert stream.codec_context.name == "h264" and stream.format.name == "yuv420p"
+                assert float(stream.average_rate) == 25.0
+
+
+def test_event_windows_inside_videos_with_requested_fraction(multi):
+    root, paths = multi
+    for split, manifest in paths.items():
+        for row in read_rows(manifest):
+            L, s, e = int(row["num_frames"]), int(row["event_start"]), int(row["event_end"])
+            assert 0 <= s < e <= L, row
+            # window length = round(frac * L) with frac in [0.10, 0.20], at least 2 frames
+            assert max(2, round(0.10 * L)) - 1 <= e - s <= round(0.20 * L) + 1, row
+
+
+def test_frame_scores_zero_outside_window_and_peak_inside(multi):
+    root, paths = multi
+    for manifest in paths.values():
+        for row in read_rows(manifest):
+            scores = np.load(os.path.join(root, row["frame_scores"]))
+            s, e = int(row["event_start"]), int(row["event_end"])
+            assert scores.dtype == np.float32 and scores.shape == (int(row["num_frames"]),)
+            assert np.all(scores[:s] == 0) and np.all(scores[e:] == 0)
+            assert np.all(scores[s:e] > 0) and scores.max() == pytest.approx(1.0)
+            # triangle: rises then falls
+            peak = int(np.argmax(scores))
+            assert np.all(np.diff(scores[s : peak + 1]) >= 0) and np.all(np.diff(scores[peak:e]) <= 0)
+
+
+@pytest.mark.parametrize("variant,counts", [("multiclass", (32, 5, 3)), ("binary", (7, 4, 3))])
+def test_class_balance_per_split(multi, tmp_path, variant, counts):
+    if variant == "multiclass":
+        paths = multi[1]
+    else:
+        paths = generate_dataset(str(tmp_path), variant=variant, num_train=counts[0], num_val=counts[1],
+                                 num_test=counts[2], num_workers=0, **TINY)
+    names = class_names(variant)
+    for split, n in zip(("train", "val", "test"), counts):
+        labels = [r["label"] for r in read_rows(paths[split])]
+        assert len(labels) == n
+        per_class = [labels.count(c) for c in names]
+        assert sum(per_class) == n, f"unknown labels in {labels}"
+        assert max(per_class) - min(per_class) <= 1, (split, per_class)
+
+
+def _track(frames):
+    """Per-frame circular centroid of the bright object: [L, 2] (y, x)."""
+    return np.stack([circular_centroid(f > OBJECT_THRESHOLD) for f in frames])
+
+
+def test_class_is_in_the_motion_not_in_a_single_frame(multi):
+    root, paths = multi
+    S = 32
+    unit = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
+    mid_positions = {c: [] for c in unit}
+    for row in read_rows(paths["train"]):
+        frames = decode_grey(os.path.join(root, row["path"]))
+        L, s, e = len(frames), int(row["event_start"]), int(row["event_end"])
+        pos = _track(frames)
+        step = wrap(np.diff(pos, axis=0), S)  # per-frame displacement, [L-1, 2]
+        # displacement over the window: the motion has the class direction, >= S/4 pixels
+        a, b = max(s - 1, 0), min(e, L - 1)
+        disp = step[a:b].sum(axis=0)
+        along = disp @ np.array(unit[row["label"]])
+        across = disp @ np.array(unit[row["label"]][::-1])
+        assert along >= S / 4 - 2, (row, disp)
+        assert abs(across) <= 1.5, (row, disp)
+        # outside the window the object only jitters (well under a pixel per frame)
+        outside = np.r_[step[: max(s - 1, 0)], step[e:]]
+        if len(outside):
+            assert np.abs(outside).max() <= 1.5, row
+        # a frame inside the window shows the same square as at rest (no streak or trail encodes the direction)
+        m = (s + e) // 2
+        areas = (frames > OBJECT_THRESHOLD).sum(axis=(1, 2))
+        assert SQUARE_AREA[0] <= areas[m] <= SQUARE_AREA[1] and SQUARE_AREA[0] <= np.median(areas) <= SQUARE_AREA[1]
+        mid_positions[row["label"]].append(pos[m] @ np.abs(unit[row["label"]]))
+    # the position along the motion axis at mid-event is spread over the frame for every class:
+    # where the object is does not tell which way it moves
+    for c, p in mid_positions.items():
+        assert len(p) == 8
+        assert min(p) < S / 2 < max(p), (c, p)
+
+
+def test_binary_variant_labels_windows_and_distractors(tmp_path):
+    paths = generate_dataset(str(tmp_path), variant="binary", num_train=8, num_val=0, num_test=0,
+                             num_distractors=(1, 1), num_workers=0, **TINY)
+    rows = read_rows(paths["train"])
+    assert sorted({r["label"] for r in rows}) == ["event", "no_event"]
+    for row in rows:
+        scores = np.load(os.path.join(str(tmp_path), row["frame_scores"]))
+        frames = decode_grey(os.path.join(str(tmp_path), row["path"]))
+        assert len(frames) == int(row["num_frames"]) == len(scores)
+        if row["label"] == "no_event":
+            assert row["event_start"] == "" and row["event_end"] == ""
+            assert not scores.any()
+        else:
+            s, e = int(row["event_start"]), int(row["event_end"])
+            assert 0 <= s < e <= len(frames) and scores[s:e].min() > 0
+        # two identical squares (object + distractor) in every video, and motion outside any window:
+        # "something moves" alone does not reveal the event
+        area = np.median((frames > OBJECT_THRESHOLD).sum(axis=(1, 2)))
+        assert 2 * SQUARE_AREA[0] <= area <= 2 * SQUARE_AREA[1], (row, area)
+        moved = np.abs(frames[-1] - frames[0]).max()
+        assert moved > 100, row
+
+
+def test_redundancy_variant_static_stretches(tmp_path):
+    paths = generate_dataset(str(tmp_path), variant="redundancy", num_train=6, num_val=0, num_test=0,
+                             num_workers=0, **TINY)
+    with open(paths["train"]) as f:
+        assert f.readline().strip() == "path,label,num_frames,event_start,event_end,frame_scores,static_fraction"
+    rows = read_rows(paths["train"])
+    for row in rows:
+        frames = decode_grey(os.path.join(str(tmp_path), row["path"]))
+        L, s, e = len(frames), int(row["event_start"]), int(row["event_end"])
+        # a frozen frame decodes (near-)identical to its predecessor; dynamic frames get fresh noise
+        change = np.abs(np.diff(frames, axis=0)).max(axis=(1, 2))
+        static = np.r_[False, change <= 10]
+        assert static.sum() / L == pytest.approx(float(row["static_fraction"]), abs=1e-4), row
+        assert not static[s:e].any(), "the event window must stay dynamic"
+        # stretches: runs of >= 4 consecutive static frames exist
+        runs = np.diff(np.flatnonzero(np.diff(np.r_[0, static.astype(int), 0])))[::2]
+        assert runs.max() >= 4, row
+    assert np.mean([float(r["static_fraction"]) for r in rows]) > 0.2
+
+
+def test_ensure_dataset_reuses_and_regenerates(tmp_path):
+    root = str(tmp_path)
+    kw = dict(num_train=4, num_val=2, num_test=2, num_workers=0, **TINY)
+    paths = ensure_dataset(root, **kw)
+    info = os.path.join(root, "dataset.json")
+    video = os.path.join(root, read_rows(paths["train"])[0]["path"])
+    stamps = (os.stat(info).st_mtime_ns, os.stat(video).st_mtime_ns, os.stat(paths["train"]).st_mtime_ns)
+    assert ensure_dataset(root, **kw) == paths
+    assert (os.stat(info).st_mtime_ns, os.stat(video).st_mtime_ns, os.stat(paths["train"]).st_mtime_ns) == stamps
+
+    # a parameter change regenerates in place
+    ensure_dataset(root, **{**kw, "seed": 1})
+    with open(info) as f:
+        assert json.load(f)["params"]["seed"] == 1
+    assert os.stat(info).st_mtime_ns != stamps[0]
+
+    # a damaged copy (missing video) regenerates too
+    os.remove(video)
+    ensure_dataset(root, **{**kw, "seed": 1})
+    assert os.path.exists(video)
+
+
+def test_existing_dataset_needs_overwrite(tmp_path):
+    kw = dict(num_train=2, num_val=0, num_test=0, num_workers=0, **TINY)
+    generate_dataset(str(tmp_path), **kw)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        generate_dataset(str(tmp_path), **kw)
+    generate_dataset(str(tmp_path), overwrite=True, **{**kw, "num_train": 1})
+    assert len(read_rows(os.path.join(str(tmp_path), "train.csv"))) == 1
+    assert sorted(os.listdir(os.path.join(str(tmp_path), "videos", "train"))) == ["train_00000.mp4"]
+
+
+@pytest.mark.parametrize(
+    "bad,match",
+    [
+        (dict(variant="ternary"), "variant"),
+        (dict(size=33), "size"),
+        (dict(num_classes=8), "num_classes"),
+        (dict(event_fraction=(0.3, 0.2)), "event_fraction"),
+        (dict(min_frames=10, event_fraction=(0.1, 0.2)), "min_frames"),
+        (dict(num_distractors=(2, 1)), "num_distractors"),
+        (dict(noise=-1.0), "noise"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(tmp_path, bad, match):
+    with pytest.raises(ValueError, match=match):
+        generate_dataset(str(tmp_path), **{**TINY, "num_train": 1, **bad})
+    assert not os.path.exists(os.path.join(str(tmp_path), "dataset.json"))
