@@ -175,6 +175,14 @@ class TemporalDataModule(LightningDataModule):
         return self.manifest(split).class_names
 
     @property
+    def clip_len(self) -> int:
+        return self.hparams.clip_len
+
+    @property
+    def stride(self) -> int:
+        return self.hparams.stride
+
+    @property
     def train_manifest(self) -> VideoManifest:
         """Per-video metadata of the training set (frame counts, event windows, frame-score files)."""
         return self.manifest("train")
@@ -211,7 +219,7 @@ class TemporalDataModule(LightningDataModule):
         workers = self.hparams.num_workers
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
                           num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=bool(self.trainer is not None and self.trainer.on_gpu))
+                          pin_memory=bool(self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"))
 
     def train_dataloader(self) -> DataLoader:
         sampler = self.clip_sampler
