@@ -9,7 +9,13 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_temporal.data.dataset import ClipDataset, collate_clips
-from lightning_temporal.data.manifest import VideoManifest, read_csv_manifest
+from lightning_temporal.data.manifest import (
+    VideoManifest,
+    read_csv_manifest,
+    read_hmdb51_split,
+    read_kinetics_csv,
+    read_ucf101_split,
+)
 from lightning_temporal.data.transforms import KINETICS_MEAN, KINETICS_STD, CleanTransform, TrainTransform
 from lightning_temporal.data.video_dataset import EVAL_MODES, VideoDataset, collate_videos
 from lightning_temporal.sampling.sampler import ClipSampler
@@ -17,6 +23,7 @@ from lightning_temporal.sampling.sampler import ClipSampler
 __all__ = ["TemporalDataModule"]
 
 _SPLITS = ("train", "val", "test", "predict")
+MANIFEST_FORMATS = ("csv", "ucf101", "hmdb51", "kinetics")
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -64,7 +71,14 @@ class TemporalDataModule(LightningDataModule):
         synthetic: generate (first use) or reuse the embedded synthetic dataset (SPEC §3): a dict of
             ``lightning_temporal.data.synthetic.ensure_dataset`` arguments with ``root``; its splits fill the
             manifests not given.
+        manifest_format: ``csv`` (this package's manifest), ``ucf101`` / ``hmdb51`` (the ``*_manifest`` keys
+            name the folder of the official split files, ``split`` picks 1-3; train = the split's training
+            list, val/test = its test list) or ``kinetics`` (the ``*_manifest`` keys name the annotation CSVs).
+        data_root: folder the videos are under (CSV: default the CSV's folder); a mapping split -> folder
+            gives each split its own (e.g. Kinetics ``{train: .../train, val: .../val}``).
         classes: class names (list or file, one per line); default the sorted names of the training manifest.
+        on_bad_video: ``raise`` (default) stops at a manifest row whose video is missing or undecodable while
+            probing; ``skip`` leaves such rows out with a warning (listed in ``manifest.dropped``).
         clip_len, stride: frames per clip and temporal stride. crop_size, short_side: spatial size.
         batch_size: training clips per batch (per process). num_workers: DataLoader workers.
         strict: raise on a video that fails to decode instead of skipping (and counting) it.
@@ -78,8 +92,11 @@ class TemporalDataModule(LightningDataModule):
         test_manifest: Optional[str] = None,
         predict_manifest: Optional[str] = None,
         synthetic: Optional[Dict[str, Any]] = None,
+        manifest_format: str = "csv",
+        split: int = 1,
         classes: Optional[Union[str, List[str]]] = None,
-        data_root: Optional[str] = None,
+        data_root: Optional[Union[str, Dict[str, str]]] = None,
+        on_bad_video: str = "raise",
         clip_len: int = 16,
         stride: int = 1,
         crop_size: int = 112,
@@ -103,6 +120,13 @@ class TemporalDataModule(LightningDataModule):
             _positive_int(name, getattr(self.hparams, name))
         if not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"data.num_workers={num_workers!r}; an integer >= 0 is allowed")
+        if manifest_format not in MANIFEST_FORMATS:
+            raise ValueError(f"data.manifest_format={manifest_format!r}; one of {MANIFEST_FORMATS} is allowed")
+        if on_bad_video not in ("raise", "skip"):
+            raise ValueError(f"data.on_bad_video={on_bad_video!r}; 'raise' or 'skip' is allowed")
+        if manifest_format in ("ucf101", "hmdb51") and data_root is None:
+            raise ValueError(f"data.data_root is not set; manifest_format={manifest_format!r} needs the folder "
+                             "that holds the videos (<class>/<video>.avi)")
         if eval_mode not in EVAL_MODES:
             raise ValueError(f"data.eval_mode={eval_mode!r}; one of {EVAL_MODES} is allowed")
         if eval_clip_stride is not None:
@@ -116,9 +140,11 @@ class TemporalDataModule(LightningDataModule):
                              "generated videos) and optional generator arguments is allowed")
         for split in _SPLITS:
             path = getattr(self.hparams, f"{split}_manifest")
-            if path is not None and not os.path.isfile(path):
-                raise FileNotFoundError(f"data.{split}_manifest={path!r}: no such file; give the path of a CSV "
-                                        "manifest (path,label,...) or leave it unset")
+            folder = manifest_format in ("ucf101", "hmdb51")
+            if path is not None and not (os.path.isdir(path) if folder else os.path.isfile(path)):
+                what = "the folder of the official split files" if folder else "a manifest file"
+                raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
+                                        f"(manifest_format={manifest_format!r}) or leave it unset")
         try:
             self.train_transform = TrainTransform(crop_size, short_side, flip=flip, mean=mean, std=std)
             self.clean_transform = CleanTransform(crop_size, short_side, mean=mean, std=std)
@@ -160,9 +186,20 @@ class TemporalDataModule(LightningDataModule):
             classes = self.hparams.classes
             if classes is None and split != "train" and self._manifest_paths()["train"] is not None:
                 classes = self.manifest("train").class_names  # one class list across splits
-            self.manifests[split] = read_csv_manifest(path, classes=classes, root=self.hparams.data_root,
-                                                      progress=self.hparams.progress)
+            self.manifests[split] = self._read_manifest(split, path, classes)
         return self.manifests[split]
+
+    def _read_manifest(self, split: str, path: str, classes) -> VideoManifest:
+        hp = self.hparams
+        root = hp.data_root.get(split, hp.data_root.get("train")) if isinstance(hp.data_root, dict) \
+            else hp.data_root
+        common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video)
+        if hp.manifest_format == "csv":
+            return read_csv_manifest(path, classes=classes, root=root, **common)
+        if hp.manifest_format == "kinetics":
+            return read_kinetics_csv(path, root, classes=classes, **common)
+        reader = read_ucf101_split if hp.manifest_format == "ucf101" else read_hmdb51_split
+        return reader(root, path, split=hp.split, train=split == "train", **common)
 
     @property
     def num_classes(self) -> int:
