@@ -20,8 +20,9 @@ from tiny_lightning import TinyDataModule, TinyVideoModule, clip_span
 
 
 def _fit(module, dm, callbacks, max_epochs, **kw):
+    kw.setdefault("enable_checkpointing", False)
     trainer = L.Trainer(max_epochs=max_epochs, callbacks=callbacks, accelerator="cpu", devices=1, logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, **kw)
+                        enable_progress_bar=False, enable_model_summary=False, **kw)
     trainer.fit(module, datamodule=dm)
     return trainer
 
@@ -459,3 +460,27 @@ def test_epoch_end_applies_padding_duplicates_in_global_plan_order():
                 w[1 + i] = w[1 + i] + (span - abs(i)) / span * (f - w[1 + i])
     torch.testing.assert_close(cb.policy.table[3], w)
     assert cb.history.starts[-1].tolist() == [0, 1, 0, 1, 2]
+
+
+def test_sampler_found_on_the_train_dataloader_without_datamodule():
+    from tiny_lightning import collate_tiny
+
+    dm = TinyDataModule(num_videos=6, batch_size=3)
+    dm.setup("fit")
+    loader = torch.utils.data.DataLoader(dm.dataset, batch_size=3, sampler=dm.clip_sampler, collate_fn=collate_tiny)
+    cb = StochasticSoftmaxCallback(warmup_epochs=0, exploration_epochs=2, clip_len=dm.clip_len)
+    trainer = L.Trainer(max_epochs=1, callbacks=[cb], accelerator="cpu", devices=1, logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(TinyVideoModule(), train_dataloaders=loader)
+    assert dm.clip_sampler.policy is cb.policy
+    assert cb.metrics[-1]["records"] == 6 and "hit_rate" not in cb.metrics[-1]  # no manifest: no event windows
+
+
+def test_checkpoint_in_the_middle_of_an_epoch_warns(tmp_path):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    cb = StochasticSoftmaxCallback(warmup_epochs=0, exploration_epochs=2)
+    ckpt = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_top_k=-1)
+    with pytest.warns(RuntimeWarning, match="middle of training epoch 0: the 3 clip scores recorded so far"):
+        _fit(TinyVideoModule(), TinyDataModule(num_videos=6, batch_size=3), [cb, ckpt], max_epochs=1,
+             enable_checkpointing=True)
