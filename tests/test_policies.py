@@ -165,6 +165,17 @@ def test_clip_prior_matches_windowed_mean():
         off += N
 
 
+def test_clip_prior_is_chunk_independent(monkeypatch):
+    import lightning_temporal.sampling.table as table_mod
+    rng = np.random.default_rng(1)
+    frames = [rng.normal(size=L) for L in rng.integers(1, 60, size=50)]
+    whole, n = clip_prior(frames, 6)
+    monkeypatch.setattr(table_mod, "_CHUNK_ELEMS", 100)
+    chunked, n2 = clip_prior(frames, 6)
+    assert torch.equal(n, n2)
+    torch.testing.assert_close(chunked, whole)
+
+
 def test_prior_policy_samples_softmax_of_prior_from_epoch_0():
     reps = 20000
     frames = [0.0, 0.0, 1.0, 3.0, 3.0, 1.0, 0.0, 0.0]
