@@ -280,37 +280,40 @@ def clip_prior(frame_scores: Sequence, clip_len: int) -> tuple[Tensor, Tensor]:
     if len(frame_scores) == 0:
         raise ValueError("frame_scores must hold one 1-D sequence of frame scores per video, got none")
     F = clip_len
-    parts = [torch.as_tensor(f, dtype=torch.float64).reshape(-1) for f in frame_scores]
+    parts = [torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in frame_scores]
     n_frames = torch.tensor([p.numel() for p in parts], dtype=torch.int64)
     empty = (n_frames == 0).nonzero().flatten()
     if empty.numel():
         raise ValueError(f"frame_scores of video {int(empty[0])} is empty ({empty.numel()} empty video(s)): "
                          "every video needs at least one frame score")
     flat = torch.cat(parts)
+    del parts
+    foff = _offsets(n_frames)
     bad = (~torch.isfinite(flat)).nonzero().flatten()
     if bad.numel():
-        foff = _offsets(n_frames)
         p = int(bad[0])
         v = int(torch.searchsorted(foff, torch.tensor(p), right=True)) - 1
         raise ValueError(f"frame_scores of video {v} has a non-finite value {float(flat[p])} at frame "
                          f"{p - int(foff[v])} ({bad.numel()} non-finite frame score(s) in all); fix or "
                          "drop those scores in the manifest")
-    foff = _offsets(n_frames)
-    csum = torch.zeros(flat.numel() + 1, dtype=torch.float64)
-    torch.cumsum(flat, 0, out=csum[1:])
     num_positions = torch.clamp(n_frames - F + 1, min=1)
     poff = _offsets(num_positions)
     prior = torch.empty(int(poff[-1]), dtype=torch.float32)
-    last = flat[foff[1:] - 1]
-    for v0, v1 in _video_chunks(poff):
+    for v0, v1 in _video_chunks(foff):
+        # float64 running sum over this chunk's frames only: window sums are exact to ~1e-16 relative.
+        fa, fb = int(foff[v0]), int(foff[v1])
+        csum = torch.zeros(fb - fa + 1, dtype=torch.float64)
+        torch.cumsum(flat[fa:fb], 0, dtype=torch.float64, out=csum[1:])
         lengths = num_positions[v0:v1]
         vid = torch.repeat_interleave(torch.arange(v0, v1), lengths)
         a, b = int(poff[v0]), int(poff[v1])
         t = torch.arange(a, b) - poff[vid]
+        fstart = foff[vid] - fa                      # first frame of each position's video, chunk-local
         end = torch.minimum(t + F, n_frames[vid])
-        s = csum[foff[vid] + end] - csum[foff[vid] + t]
-        pad = (t + F - end).to(torch.float64)
-        prior[a:b] = ((s + pad * last[vid]) / F).to(torch.float32)
+        s = csum[fstart + end] - csum[fstart + t]
+        pad = (t + F - end).to(torch.float64)        # frames past the end repeat the last frame
+        last = flat[foff[vid + 1] - 1].to(torch.float64)
+        prior[a:b] = ((s + pad * last) / F).to(torch.float32)
     return prior, num_positions
 
 
