@@ -484,3 +484,24 @@ def test_checkpoint_in_the_middle_of_an_epoch_warns(tmp_path):
     with pytest.warns(RuntimeWarning, match="middle of training epoch 0: the 3 clip scores recorded so far"):
         _fit(TinyVideoModule(), TinyDataModule(num_videos=6, batch_size=3), [cb, ckpt], max_epochs=1,
              enable_checkpointing=True)
+
+
+def test_prior_mode_without_frame_scores_is_a_clear_error():
+    cb = StochasticSoftmaxCallback(mode="prior")
+    with pytest.raises(ValueError, match="12 training video\\(s\\) have no frame scores \\(first: video 0\\)"):
+        _setup_only(cb, TinyDataModule(num_videos=12, frame_scores=False))
+    # frame scores given directly must match the videos' frame counts
+    dm = TinyDataModule(num_videos=3)
+    bad = [torch.zeros(int(n) + 1) for n in dm.train_manifest.num_frames]
+    with pytest.raises(ValueError, match="do not match the videos' frame counts"):
+        _setup_only(StochasticSoftmaxCallback(mode="prior", frame_scores=bad), dm)
+
+
+def test_sampler_not_sharded_for_the_trainer_is_a_clear_error():
+    class WrongShards(TinyDataModule):
+        def setup(self, stage):
+            super().setup(stage)
+            self.clip_sampler.num_replicas, self.clip_sampler.rank = 2, 1  # as if for another world size
+
+    with pytest.raises(RuntimeError, match="num_replicas=2, rank=1 but the trainer runs world_size=1"):
+        _fit(TinyVideoModule(), WrongShards(num_videos=4), [StochasticSoftmaxCallback()], max_epochs=1)
