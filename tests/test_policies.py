@@ -199,7 +199,8 @@ def test_prior_rejects_bad_frame_scores():
 
 
 # --------------------------------------------------------------------------- reinforce
-def test_reinforce_update_matches_elementwise():
+@pytest.mark.parametrize("records", [7, 1])  # 7: whole-table pass; 1: ragged pass over few videos
+def test_reinforce_update_matches_elementwise(records):
     rng = np.random.default_rng(5)
     lengths = [6, 1, 9, 3]
     lr, m = 0.7, 0.8
@@ -207,9 +208,9 @@ def test_reinforce_update_matches_elementwise():
     theta = [[0.0] * n for n in lengths]
     base, seen = [0.0] * 4, [False] * 4
     for epoch in range(5):
-        vid = rng.integers(0, 4, size=7)  # duplicates: applied in the given order
+        vid = rng.integers(0, 4, size=records)  # duplicates: applied in the given order
         st = np.array([rng.integers(0, lengths[v]) for v in vid])
-        sc = rng.normal(size=7).astype(np.float32)
+        sc = rng.normal(size=records).astype(np.float32) * 3
         pol.update(epoch, torch.from_numpy(vid), torch.from_numpy(st), torch.from_numpy(sc))
         for v, t, f in zip(vid.tolist(), st.tolist(), sc.tolist()):
             b = base[v] if seen[v] else f

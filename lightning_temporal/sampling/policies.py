@@ -34,6 +34,10 @@ from lightning_temporal.sampling.phases import (
 from lightning_temporal.sampling.table import (
     IntsLike,
     ScoreTable,
+    _Workspace,
+    _chunk_shifted,
+    _seg_bcast,
+    _seg_reduce,
     _offsets,
     _video_chunks,
     as_num_positions,
@@ -310,10 +314,14 @@ def clip_prior(frame_scores: Sequence, clip_len: int) -> tuple[Tensor, Tensor]:
         t = torch.arange(a, b) - poff[vid]
         fstart = foff[vid] - fa                      # first frame of each position's video, chunk-local
         end = torch.minimum(t + F, n_frames[vid])
-        s = csum[fstart + end] - csum[fstart + t]
-        pad = (t + F - end).to(torch.float64)        # frames past the end repeat the last frame
-        last = flat[foff[vid + 1] - 1].to(torch.float64)
-        prior[a:b] = ((s + pad * last) / F).to(torch.float32)
+        prior[a:b] = ((csum[fstart + end] - csum[fstart + t]) / F).to(torch.float32)
+    # Videos shorter than F: their one window above summed the L real frames; the F - L missing frames
+    # repeat the last frame (CONTRACT §1).
+    short = (n_frames < F).nonzero().flatten()
+    if short.numel():
+        last = flat[foff[short + 1] - 1].to(torch.float64)
+        pad = (F - n_frames[short]).to(torch.float64)
+        prior[poff[short]] = (prior[poff[short]].to(torch.float64) + pad * last / F).to(torch.float32)
     return prior, num_positions
 
 
@@ -466,12 +474,25 @@ class ReinforcePolicy:
             rounds += 1
             v, t, f = vid[idx], st[idx], sc[idx]
             seen = self.seen[v]
-            b = torch.where(seen, self.baseline[v], f)
-            coef = self.lr * (f - b)                                        # [R]
-            self.baseline[v] = torch.where(seen, m * b + (1 - m) * f, f)
+            base = torch.where(seen, self.baseline[v], f)
+            coef = self.lr * (f - base)                                     # reward * lr, [R]
+            self.baseline[v] = torch.where(seen, m * base + (1 - m) * f, f)
             self.seen[v] = True
-            # Ragged expansion of the records' segments, in chunks of about _CHUNK_ELEMS positions.
             n = lens[v]
+            if 2 * int(n.sum()) >= theta.numel():
+                # Records cover most videos (the usual epoch): one chunked pass over the whole table,
+                # theta_v -= coef_v * pi_v with coef = 0 for videos without a record in this round.
+                coef_all = torch.zeros(self.num_videos, dtype=torch.float32)
+                coef_all[v] = coef
+                ws = _Workspace(off, "x", "tmp")
+                for v0, v1 in ws.chunks:
+                    a, b, ln, ids, x = _chunk_shifted(theta, off, 1.0, ws, v0, v1)
+                    x.exp_()
+                    scale = coef_all[v0:v1] / _seg_reduce(x, "sum", ln, ids)      # coef_v / Z_v
+                    theta[a:b].sub_(x.mul_(_seg_bcast(scale, ln, ids, ws.tmp[:b - a])))
+                theta.index_put_((off[v] + t,), coef, accumulate=True)          # + coef_v at t (one per video)
+                continue
+            # Few records: ragged expansion of just their videos' segments, in chunks.
             for lo, hi in _video_chunks(_offsets(n)):
                 vv, tt, cc, nn = v[lo:hi], t[lo:hi], coef[lo:hi], n[lo:hi]
                 rec = torch.repeat_interleave(torch.arange(nn.numel()), nn)

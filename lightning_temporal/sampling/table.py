@@ -31,6 +31,7 @@ __all__ = [
 
 # Temporaries are built for at most this many flat elements at a time (~16M -> ~130 MB of int64).
 _CHUNK_ELEMS = 1 << 24
+_BLOCK = 32  # block length of the two-level prefix sum in segment_softmax_sample
 
 IntsLike = Union[Sequence[int], Tensor]
 
@@ -75,58 +76,97 @@ def _video_chunks(offsets: Tensor, max_elems: int | None = None) -> Iterator[tup
         v0 = v1
 
 
+class _Workspace:
+    """Per-call buffers for chunked segment ops, reused by every chunk.
+
+    Fresh multi-MB temporaries on every chunk cost page faults that dominate these memory-bound ops.
+    """
+
+    def __init__(self, offsets: Tensor, *names: str):
+        self.chunks = list(_video_chunks(offsets))
+        cap = max(int(offsets[v1] - offsets[v0]) for v0, v1 in self.chunks)
+        self.cap = -(-cap // _BLOCK) * _BLOCK
+        self.ids = torch.empty(self.cap, dtype=torch.int32)
+        for name in names:
+            setattr(self, name, torch.empty(self.cap, dtype=torch.float32))
+
+
+def _seg_ids(lengths: Tensor, starts: Tensor, ids_buf: Tensor) -> Tensor | None:
+    """int32 segment id of every element of a chunk (None when all segments have the same length:
+    the chunk is then a 2-D [segments, length] view and needs no ids)."""
+    if int(lengths.min()) == int(lengths.max()):
+        return None
+    ids = ids_buf[:int(lengths.sum())]
+    ids.zero_()
+    ids[starts[1:]] = 1  # marker at each segment start + cumulative sum = segment id
+    ids.cumsum_(0)
+    return ids
+
+
+def _seg_reduce(x: Tensor, op: str, lengths: Tensor, ids: Tensor | None) -> Tensor:
+    if ids is None:
+        x2 = x.view(lengths.numel(), -1)
+        return x2.amax(1) if op == "max" else x2.sum(1)
+    return torch.segment_reduce(x, op, lengths=lengths)
+
+
+def _seg_bcast(per_seg: Tensor, lengths: Tensor, ids: Tensor | None, out: Tensor) -> Tensor:
+    """out[j] = per_seg[segment of j]."""
+    if ids is None:
+        out.view(lengths.numel(), -1).copy_(per_seg[:, None])
+    else:
+        torch.index_select(per_seg, 0, ids, out=out)
+    return out
+
+
+def _chunk_shifted(values: Tensor, offsets: Tensor, gamma: float, ws: _Workspace, v0: int, v1: int):
+    """x = gamma * (w - segment max of w) for one chunk, in ws.x; returns (a, b, lengths, ids, x).
+
+    gamma >= 0, so max(gamma * w) = gamma * max(w): the max is taken on the raw table (no extra pass).
+    """
+    a, b = int(offsets[v0]), int(offsets[v1])
+    n = b - a
+    lengths = offsets[v0 + 1:v1 + 1] - offsets[v0:v1]
+    ids = _seg_ids(lengths, offsets[v0:v1] - a, ws.ids)
+    w = values[a:b]
+    x = ws.x[:n]
+    if ids is None:
+        w2 = w.view(lengths.numel(), -1)
+        torch.sub(w2, w2.amax(1, keepdim=True), out=x.view(lengths.numel(), -1))
+    else:
+        torch.sub(w, _seg_bcast(torch.segment_reduce(w, "max", lengths=lengths), lengths, ids, ws.tmp[:n]), out=x)
+    if gamma != 1.0:
+        x.mul_(gamma)
+    return a, b, lengths, ids, x
+
+
 def segment_softmax(values: Tensor, offsets: Tensor, gamma: float = 1.0) -> Tensor:
     """softmax(gamma * values) within each segment [offsets[v], offsets[v+1]); float32 [P]."""
     out = torch.empty_like(values, dtype=torch.float32)
-    for v0, v1 in _video_chunks(offsets):
-        a, b = int(offsets[v0]), int(offsets[v1])
-        lengths = offsets[v0 + 1:v1 + 1] - offsets[v0:v1]
-        x = values[a:b].to(torch.float32) * gamma
-        mx = torch.segment_reduce(x, "max", lengths=lengths)
-        e = torch.exp(x - torch.repeat_interleave(mx, lengths))
-        s = torch.segment_reduce(e, "sum", lengths=lengths)
-        out[a:b] = e / torch.repeat_interleave(s, lengths)
+    ws = _Workspace(offsets, "x", "tmp")
+    for v0, v1 in ws.chunks:
+        a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
+        x.exp_()
+        z = _seg_reduce(x, "sum", lengths, ids)
+        torch.div(x, _seg_bcast(z, lengths, ids, ws.tmp[:b - a]), out=out[a:b])
     return out
 
 
 def segment_softmax_entropy(values: Tensor, offsets: Tensor, gamma: float = 1.0) -> Tensor:
-    """Entropy (nats) of softmax(gamma * segment) for every segment: float32 [V]."""
+    """Entropy (nats) of softmax(gamma * segment) for every segment: float32 [V].
+
+    H = log Z - sum(e * x) / Z with x = gamma * w - segment max (so Z >= 1 and nothing overflows).
+    """
     V = offsets.numel() - 1
     out = torch.empty(V, dtype=torch.float32)
-    for v0, v1 in _video_chunks(offsets):
-        a, b = int(offsets[v0]), int(offsets[v1])
-        lengths = offsets[v0 + 1:v1 + 1] - offsets[v0:v1]
-        x = values[a:b].to(torch.float64) * gamma
-        x = x - torch.repeat_interleave(torch.segment_reduce(x, "max", lengths=lengths), lengths)
-        e = torch.exp(x)
-        z = torch.segment_reduce(e, "sum", lengths=lengths)
-        # H = log Z - sum(p * x) with x shifted so that max x = 0 (Z >= 1, no overflow).
-        ex = torch.segment_reduce(e * x, "sum", lengths=lengths)
+    ws = _Workspace(offsets, "x", "tmp")
+    for v0, v1 in ws.chunks:
+        a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
+        e = torch.exp(x, out=ws.tmp[:b - a])
+        z = _seg_reduce(e, "sum", lengths, ids).to(torch.float64)
+        ex = _seg_reduce(x.mul_(e), "sum", lengths, ids).to(torch.float64)
         out[v0:v1] = (torch.log(z) - ex / z).to(torch.float32)
     return out
-
-
-_BLOCK = 32  # block length of the two-level prefix sum in segment_softmax_sample
-
-
-def _broadcast_segment_max(x: Tensor, lengths: Tensor, starts: Tensor, ids: Tensor, out: Tensor) -> None:
-    """Subtract each segment's max from its elements, in place (x float32 [n], contiguous segments).
-
-    Equal lengths (fixed-length datasets) use a 2-D view; otherwise the max is broadcast through int32
-    segment ids built in the preallocated ``ids`` buffer (marker at each start + in-place cumsum), which
-    is several times cheaper than ``repeat_interleave`` on large chunks.
-    """
-    n, nv = x.numel(), lengths.numel()
-    if int(lengths.min()) == int(lengths.max()):
-        x2 = x.view(nv, n // nv)
-        x2.sub_(x2.amax(1, keepdim=True))
-        return
-    mx = torch.segment_reduce(x, "max", lengths=lengths)
-    ids.zero_()
-    ids[starts[1:]] = 1
-    ids.cumsum_(0)
-    torch.index_select(mx, 0, ids, out=out)
-    x.sub_(out)
 
 
 def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
@@ -155,24 +195,14 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
     if gamma == 0:
         return torch.minimum((u * lengths_all).to(torch.int64), lengths_all - 1)
     out = torch.empty(V, dtype=torch.int64)
-    chunks = list(_video_chunks(offsets))
-    cap = max(int(offsets[v1] - offsets[v0]) for v0, v1 in chunks)
-    cap = -(-cap // _BLOCK) * _BLOCK
-    # Workspace reused by every chunk: fresh multi-MB allocations cost page faults on every chunk.
-    x_buf = torch.empty(cap, dtype=torch.float32)
-    tmp_buf = torch.empty(cap, dtype=torch.float32)
-    loc_buf = torch.empty(cap, dtype=torch.float32)
-    ids_buf = torch.empty(cap, dtype=torch.int32)
-    for v0, v1 in chunks:
-        a, b = int(offsets[v0]), int(offsets[v1])
+    ws = _Workspace(offsets, "x", "tmp", "loc")
+    x_buf, loc_buf = ws.x, ws.loc
+    for v0, v1 in ws.chunks:
+        a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
         n = b - a
         nb = -(-n // _BLOCK)
-        lengths = lengths_all[v0:v1]
         s_loc = offsets[v0:v1] - a                         # first position of each segment, chunk-local
         e_loc = s_loc + lengths                            # exclusive end
-        x = x_buf[:n]
-        torch.mul(values[a:b], gamma, out=x)
-        _broadcast_segment_max(x, lengths, s_loc, ids_buf[:n], tmp_buf[:n])
         x.exp_()
         x_buf[n:nb * _BLOCK].zero_()                       # padding of the last block: probability 0
         loc = loc_buf[:nb * _BLOCK].view(nb, _BLOCK)
@@ -191,7 +221,7 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
         blk = torch.searchsorted(incl, target, right=True)  # first block whose prefix exceeds the target
         blk = torch.minimum(torch.maximum(blk, s_loc // _BLOCK), (e_loc - 1) // _BLOCK)
         resid = target - excl[blk]
-        j = blk * _BLOCK + (loc[blk].to(torch.float64) <= resid[:, None]).sum(1)
+        j = blk * _BLOCK + (loc[blk] <= resid.to(torch.float32)[:, None]).sum(1)
         # u < 1, but rounding may put the target on the segment's last prefix: clamp into the segment.
         j = torch.minimum(torch.maximum(j, s_loc), e_loc - 1)
         out[v0:v1] = j - s_loc
