@@ -75,15 +75,23 @@ def test_interpolate_center_weight_one_and_window():
     np.testing.assert_allclose(table[0].numpy(), [0, 0, 1, 2, 3, 2, 1, 0, 0, 0], atol=1e-6)
 
 
-@pytest.mark.parametrize("scalar_radius", [True, False])
-def test_fill_matches_elementwise(scalar_radius):
+@pytest.mark.parametrize("radius_kind", ["scalar", "similar", "one_huge"])
+def test_fill_matches_elementwise(radius_kind):
+    # "one_huge": one record with radius 1000 among radius-0 records takes the ragged-expansion path.
     rng = np.random.default_rng(7)
     lengths = rng.integers(1, 50, size=30).tolist()
     table = ScoreTable(lengths, clip_len=4)
     ref = _reference_tables(lengths)
+    scalar_radius = radius_kind == "scalar"
     for _ in range(3):
         vid, st, sc = _random_records(rng, lengths, 50)
-        rad = 3 if scalar_radius else rng.integers(0, 20, size=50)
+        if radius_kind == "similar":
+            rad = rng.integers(0, 20, size=50)
+        elif radius_kind == "one_huge":
+            rad = np.zeros(50, dtype=np.int64)
+            rad[rng.integers(0, 50)] = 1000
+        else:
+            rad = 3
         table.fill(vid, st, sc, rad if scalar_radius else torch.from_numpy(rad))
         _ref_fill(ref, vid, st, sc, [rad] * 50 if scalar_radius else rad.tolist())
     _assert_tables(table, ref, atol=0)

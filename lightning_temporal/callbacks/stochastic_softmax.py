@@ -57,8 +57,9 @@ class SamplingHistory:
         tracked: int64 ``[K]``, the tracked videos.
         scores: ``{video: float32 [E, N_v]}``, each tracked video's table (score estimates w, REINFORCE logits,
             or the clip prior) after the epoch's update.
-        probabilities: ``{video: float32 [E, N_v]}``, each tracked video's start distribution for the *next*
-            epoch (what the sampler will draw from after this epoch's update).
+        probabilities: ``{video: float32 [E, N_v]}``, the start distribution each tracked video was drawn from in
+            each epoch (uniform in warm-up, one-hot in exploration, softmax(γ_s·w) of the previous epoch's table
+            in exploitation).
     """
 
     epochs: Tensor
@@ -463,6 +464,9 @@ class StochasticSoftmaxCallback(Callback):
         row = torch.full((V,), -1, dtype=torch.int32)
         row[seen_v] = seen_t.to(torch.int32)  # padding duplicates carry the same start
 
+        # Numbers describing the distributions this epoch drew from: taken before its records are applied.
+        entropy = self.policy.entropy(epoch)
+        probs = {v: self.policy.probabilities(v, epoch).clone() for v in self.tracked.tolist()}  # few videos
         counts = {"applied": 0, "nonfinite": 0}
         n_dup = 0
         recording = self.records_scores(epoch)
@@ -489,8 +493,8 @@ class StochasticSoftmaxCallback(Callback):
         else:
             self.last_records = {}
         self._reset_pending()
-        self._append_history(epoch, phase, row)
-        self._log_epoch(trainer, pl_module, epoch, phase, row, counts, n_dup)
+        self._append_history(epoch, phase, row, probs)
+        self._log_epoch(trainer, pl_module, epoch, phase, row, counts, n_dup, entropy)
 
     def _table_of(self, v: int) -> Tensor:
         p = self.policy
@@ -500,7 +504,7 @@ class StochasticSoftmaxCallback(Callback):
                 return t[v].clone()
         return torch.zeros(int(self.num_positions[v]), dtype=torch.float32)
 
-    def _append_history(self, epoch: int, phase: Phase, row: Tensor) -> None:
+    def _append_history(self, epoch: int, phase: Phase, row: Tensor, probs: dict) -> None:
         if self._epochs and self._epochs[-1] >= epoch:
             # the same epoch again (e.g. resumed from a mid-epoch checkpoint): replace, keep epochs increasing
             k = next(i for i, e in enumerate(self._epochs) if e >= epoch)
@@ -513,7 +517,7 @@ class StochasticSoftmaxCallback(Callback):
         self._starts.append(row if self.keep_history == "all" else row[self.tracked])
         for v in self.tracked.tolist():  # a handful of tracked videos, not all videos
             self._scores.setdefault(v, []).append(self._table_of(v))
-            self._probs.setdefault(v, []).append(self.policy.probabilities(v, epoch + 1).clone())
+            self._probs.setdefault(v, []).append(probs[v])
 
     @property
     def history(self) -> SamplingHistory:
@@ -551,18 +555,17 @@ class StochasticSoftmaxCallback(Callback):
         hit = (t < ee) & (t + self.span > es)
         return float((hit & valid).sum()) / float(valid.sum())
 
-    def _log_epoch(self, trainer, pl_module, epoch, phase, row, counts, n_dup) -> None:
-        ent = self.policy.entropy(epoch + 1)  # the distribution the next epoch draws from
+    def _log_epoch(self, trainer, pl_module, epoch, phase, row, counts, n_dup, entropy) -> None:
         m = {
             "epoch": epoch,
             "phase": PHASE_CODES[phase],
-            "entropy": float(ent.mean()),
+            "entropy": float(entropy.mean()),
             "records": int(counts.get("applied", 0)),
             "nonfinite": int(counts.get("nonfinite", 0)),
             "duplicates": n_dup,
         }
         table = getattr(self.policy, "table", None)
-        if table is not None:  # how peaked the learned tables are, whatever the phase
+        if table is not None:  # how peaked the tables are after this epoch's update, whatever the phase
             m["score_entropy"] = float(table.entropy(self.gamma_s).mean())
         hr = self.hit_rate(row)
         if hr is not None:

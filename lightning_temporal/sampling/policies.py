@@ -34,6 +34,10 @@ from lightning_temporal.sampling.phases import (
 from lightning_temporal.sampling.table import (
     IntsLike,
     ScoreTable,
+    _Workspace,
+    _chunk_shifted,
+    _seg_bcast,
+    _seg_reduce,
     _offsets,
     _video_chunks,
     as_num_positions,
@@ -280,37 +284,44 @@ def clip_prior(frame_scores: Sequence, clip_len: int) -> tuple[Tensor, Tensor]:
     if len(frame_scores) == 0:
         raise ValueError("frame_scores must hold one 1-D sequence of frame scores per video, got none")
     F = clip_len
-    parts = [torch.as_tensor(f, dtype=torch.float64).reshape(-1) for f in frame_scores]
+    parts = [torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in frame_scores]
     n_frames = torch.tensor([p.numel() for p in parts], dtype=torch.int64)
     empty = (n_frames == 0).nonzero().flatten()
     if empty.numel():
         raise ValueError(f"frame_scores of video {int(empty[0])} is empty ({empty.numel()} empty video(s)): "
                          "every video needs at least one frame score")
     flat = torch.cat(parts)
+    del parts
+    foff = _offsets(n_frames)
     bad = (~torch.isfinite(flat)).nonzero().flatten()
     if bad.numel():
-        foff = _offsets(n_frames)
         p = int(bad[0])
         v = int(torch.searchsorted(foff, torch.tensor(p), right=True)) - 1
         raise ValueError(f"frame_scores of video {v} has a non-finite value {float(flat[p])} at frame "
                          f"{p - int(foff[v])} ({bad.numel()} non-finite frame score(s) in all); fix or "
                          "drop those scores in the manifest")
-    foff = _offsets(n_frames)
-    csum = torch.zeros(flat.numel() + 1, dtype=torch.float64)
-    torch.cumsum(flat, 0, out=csum[1:])
     num_positions = torch.clamp(n_frames - F + 1, min=1)
     poff = _offsets(num_positions)
     prior = torch.empty(int(poff[-1]), dtype=torch.float32)
-    last = flat[foff[1:] - 1]
-    for v0, v1 in _video_chunks(poff):
+    for v0, v1 in _video_chunks(foff):
+        # float64 running sum over this chunk's frames only: window sums are exact to ~1e-16 relative.
+        fa, fb = int(foff[v0]), int(foff[v1])
+        csum = torch.zeros(fb - fa + 1, dtype=torch.float64)
+        torch.cumsum(flat[fa:fb], 0, dtype=torch.float64, out=csum[1:])
         lengths = num_positions[v0:v1]
         vid = torch.repeat_interleave(torch.arange(v0, v1), lengths)
         a, b = int(poff[v0]), int(poff[v1])
         t = torch.arange(a, b) - poff[vid]
+        fstart = foff[vid] - fa                      # first frame of each position's video, chunk-local
         end = torch.minimum(t + F, n_frames[vid])
-        s = csum[foff[vid] + end] - csum[foff[vid] + t]
-        pad = (t + F - end).to(torch.float64)
-        prior[a:b] = ((s + pad * last[vid]) / F).to(torch.float32)
+        prior[a:b] = ((csum[fstart + end] - csum[fstart + t]) / F).to(torch.float32)
+    # Videos shorter than F: their one window above summed the L real frames; the F - L missing frames
+    # repeat the last frame (CONTRACT §1).
+    short = (n_frames < F).nonzero().flatten()
+    if short.numel():
+        last = flat[foff[short + 1] - 1].to(torch.float64)
+        pad = (F - n_frames[short]).to(torch.float64)
+        prior[poff[short]] = (prior[poff[short]].to(torch.float64) + pad * last / F).to(torch.float32)
     return prior, num_positions
 
 
@@ -463,12 +474,25 @@ class ReinforcePolicy:
             rounds += 1
             v, t, f = vid[idx], st[idx], sc[idx]
             seen = self.seen[v]
-            b = torch.where(seen, self.baseline[v], f)
-            coef = self.lr * (f - b)                                        # [R]
-            self.baseline[v] = torch.where(seen, m * b + (1 - m) * f, f)
+            base = torch.where(seen, self.baseline[v], f)
+            coef = self.lr * (f - base)                                     # reward * lr, [R]
+            self.baseline[v] = torch.where(seen, m * base + (1 - m) * f, f)
             self.seen[v] = True
-            # Ragged expansion of the records' segments, in chunks of about _CHUNK_ELEMS positions.
             n = lens[v]
+            if 2 * int(n.sum()) >= theta.numel():
+                # Records cover most videos (the usual epoch): one chunked pass over the whole table,
+                # theta_v -= coef_v * pi_v with coef = 0 for videos without a record in this round.
+                coef_all = torch.zeros(self.num_videos, dtype=torch.float32)
+                coef_all[v] = coef
+                ws = _Workspace(off, "x", "tmp")
+                for v0, v1 in ws.chunks:
+                    a, b, ln, ids, x = _chunk_shifted(theta, off, 1.0, ws, v0, v1)
+                    x.exp_()
+                    scale = coef_all[v0:v1] / _seg_reduce(x, "sum", ln, ids)      # coef_v / Z_v
+                    theta[a:b].sub_(x.mul_(_seg_bcast(scale, ln, ids, ws.tmp[:b - a])))
+                theta.index_put_((off[v] + t,), coef, accumulate=True)          # + coef_v at t (one per video)
+                continue
+            # Few records: ragged expansion of just their videos' segments, in chunks.
             for lo, hi in _video_chunks(_offsets(n)):
                 vv, tt, cc, nn = v[lo:hi], t[lo:hi], coef[lo:hi], n[lo:hi]
                 rec = torch.repeat_interleave(torch.arange(nn.numel()), nn)

@@ -31,6 +31,7 @@ __all__ = [
 
 # Temporaries are built for at most this many flat elements at a time (~16M -> ~130 MB of int64).
 _CHUNK_ELEMS = 1 << 24
+_BLOCK = 32  # block length of the two-level prefix sum in segment_softmax_sample
 
 IntsLike = Union[Sequence[int], Tensor]
 
@@ -75,33 +76,95 @@ def _video_chunks(offsets: Tensor, max_elems: int | None = None) -> Iterator[tup
         v0 = v1
 
 
+class _Workspace:
+    """Per-call buffers for chunked segment ops, reused by every chunk.
+
+    Fresh multi-MB temporaries on every chunk cost page faults that dominate these memory-bound ops.
+    """
+
+    def __init__(self, offsets: Tensor, *names: str):
+        self.chunks = list(_video_chunks(offsets))
+        cap = max(int(offsets[v1] - offsets[v0]) for v0, v1 in self.chunks)
+        self.cap = -(-cap // _BLOCK) * _BLOCK
+        self.ids = torch.empty(self.cap, dtype=torch.int32)
+        for name in names:
+            setattr(self, name, torch.empty(self.cap, dtype=torch.float32))
+
+
+def _seg_ids(lengths: Tensor, starts: Tensor, ids_buf: Tensor) -> Tensor | None:
+    """int32 segment id of every element of a chunk (None when all segments have the same length:
+    the chunk is then a 2-D [segments, length] view and needs no ids)."""
+    if int(lengths.min()) == int(lengths.max()):
+        return None
+    ids = ids_buf[:int(lengths.sum())]
+    ids.zero_()
+    ids[starts[1:]] = 1  # marker at each segment start + cumulative sum = segment id
+    ids.cumsum_(0)
+    return ids
+
+
+def _seg_reduce(x: Tensor, op: str, lengths: Tensor, ids: Tensor | None) -> Tensor:
+    if ids is None:
+        x2 = x.view(lengths.numel(), -1)
+        return x2.amax(1) if op == "max" else x2.sum(1)
+    return torch.segment_reduce(x, op, lengths=lengths)
+
+
+def _seg_bcast(per_seg: Tensor, lengths: Tensor, ids: Tensor | None, out: Tensor) -> Tensor:
+    """out[j] = per_seg[segment of j]."""
+    if ids is None:
+        out.view(lengths.numel(), -1).copy_(per_seg[:, None])
+    else:
+        torch.index_select(per_seg, 0, ids, out=out)
+    return out
+
+
+def _chunk_shifted(values: Tensor, offsets: Tensor, gamma: float, ws: _Workspace, v0: int, v1: int):
+    """x = gamma * (w - segment max of w) for one chunk, in ws.x; returns (a, b, lengths, ids, x).
+
+    gamma >= 0, so max(gamma * w) = gamma * max(w): the max is taken on the raw table (no extra pass).
+    """
+    a, b = int(offsets[v0]), int(offsets[v1])
+    n = b - a
+    lengths = offsets[v0 + 1:v1 + 1] - offsets[v0:v1]
+    ids = _seg_ids(lengths, offsets[v0:v1] - a, ws.ids)
+    w = values[a:b]
+    x = ws.x[:n]
+    if ids is None:
+        w2 = w.view(lengths.numel(), -1)
+        torch.sub(w2, w2.amax(1, keepdim=True), out=x.view(lengths.numel(), -1))
+    else:
+        torch.sub(w, _seg_bcast(torch.segment_reduce(w, "max", lengths=lengths), lengths, ids, ws.tmp[:n]), out=x)
+    if gamma != 1.0:
+        x.mul_(gamma)
+    return a, b, lengths, ids, x
+
+
 def segment_softmax(values: Tensor, offsets: Tensor, gamma: float = 1.0) -> Tensor:
     """softmax(gamma * values) within each segment [offsets[v], offsets[v+1]); float32 [P]."""
     out = torch.empty_like(values, dtype=torch.float32)
-    for v0, v1 in _video_chunks(offsets):
-        a, b = int(offsets[v0]), int(offsets[v1])
-        lengths = offsets[v0 + 1:v1 + 1] - offsets[v0:v1]
-        x = values[a:b].to(torch.float32) * gamma
-        mx = torch.segment_reduce(x, "max", lengths=lengths)
-        e = torch.exp(x - torch.repeat_interleave(mx, lengths))
-        s = torch.segment_reduce(e, "sum", lengths=lengths)
-        out[a:b] = e / torch.repeat_interleave(s, lengths)
+    ws = _Workspace(offsets, "x", "tmp")
+    for v0, v1 in ws.chunks:
+        a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
+        x.exp_()
+        z = _seg_reduce(x, "sum", lengths, ids)
+        torch.div(x, _seg_bcast(z, lengths, ids, ws.tmp[:b - a]), out=out[a:b])
     return out
 
 
 def segment_softmax_entropy(values: Tensor, offsets: Tensor, gamma: float = 1.0) -> Tensor:
-    """Entropy (nats) of softmax(gamma * segment) for every segment: float32 [V]."""
+    """Entropy (nats) of softmax(gamma * segment) for every segment: float32 [V].
+
+    H = log Z - sum(e * x) / Z with x = gamma * w - segment max (so Z >= 1 and nothing overflows).
+    """
     V = offsets.numel() - 1
     out = torch.empty(V, dtype=torch.float32)
-    for v0, v1 in _video_chunks(offsets):
-        a, b = int(offsets[v0]), int(offsets[v1])
-        lengths = offsets[v0 + 1:v1 + 1] - offsets[v0:v1]
-        x = values[a:b].to(torch.float64) * gamma
-        x = x - torch.repeat_interleave(torch.segment_reduce(x, "max", lengths=lengths), lengths)
-        e = torch.exp(x)
-        z = torch.segment_reduce(e, "sum", lengths=lengths)
-        # H = log Z - sum(p * x) with x shifted so that max x = 0 (Z >= 1, no overflow).
-        ex = torch.segment_reduce(e * x, "sum", lengths=lengths)
+    ws = _Workspace(offsets, "x", "tmp")
+    for v0, v1 in ws.chunks:
+        a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
+        e = torch.exp(x, out=ws.tmp[:b - a])
+        z = _seg_reduce(e, "sum", lengths, ids).to(torch.float64)
+        ex = _seg_reduce(x.mul_(e), "sum", lengths, ids).to(torch.float64)
         out[v0:v1] = (torch.log(z) - ex / z).to(torch.float32)
     return out
 
@@ -110,11 +173,21 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
                            generator: torch.Generator | None = None) -> Tensor:
     """Draw one index per segment from softmax(gamma * segment): int64 [V], each in [0, N_v).
 
-    Inverse-CDF sampling, vectorised over videos: per-segment max (so exp never overflows and every
-    segment's largest weight is exactly 1), exp, a float64 cumulative sum (float32 would lose the small
-    weights of late segments in a sum over millions of positions), one uniform per video and one
-    ``searchsorted``. The draws use ``generator`` only through one ``torch.rand(V)`` call, so the
-    result is a deterministic function of the generator state. ``gamma = 0`` is exactly uniform.
+    Inverse-CDF sampling, vectorised over videos, in chunks of about ``_CHUNK_ELEMS`` positions:
+
+    1. x = gamma * w minus each segment's max (exp never overflows; every segment's mass is >= 1);
+    2. p = exp(x) and a two-level prefix sum: float32 cumulative sums inside blocks of 32 positions
+       (a cheap 2-D ``cumsum``) plus a float64 cumulative sum of the block totals, so the prefix at any
+       position is ``block_prefix[j // 32] + local[j]`` -- no float32 sum runs over more than 32 terms,
+       and the float64 part keeps later segments exact over millions of positions;
+    3. one uniform u per video, target = prefix(segment start - 1) + u * segment mass, and the smallest j
+       whose prefix exceeds the target (``searchsorted`` over blocks, then a count inside the block).
+       Zero-probability positions (exp underflow) can never be chosen.
+
+    Error: the float32 in-block sums are off by at most ~32 * 2^-19 absolute (typically ~1e-6) against a
+    segment mass >= 1, so each probability is exact to ~1e-5 or better. ``generator`` is used by exactly
+    one ``torch.rand(V)`` call: the result is a deterministic function of its state. ``gamma = 0`` is exactly
+    uniform (no table read).
     """
     lengths_all = offsets[1:] - offsets[:-1]
     V = lengths_all.numel()
@@ -122,27 +195,36 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
     if gamma == 0:
         return torch.minimum((u * lengths_all).to(torch.int64), lengths_all - 1)
     out = torch.empty(V, dtype=torch.int64)
-    for v0, v1 in _video_chunks(offsets):
-        a, b = int(offsets[v0]), int(offsets[v1])
-        lengths = lengths_all[v0:v1]
-        x = values[a:b] * gamma  # float32
-        mx = torch.segment_reduce(x, "max", lengths=lengths)
-        x -= torch.repeat_interleave(mx, lengths)
-        torch.exp_(x)
-        cum = torch.cumsum(x, 0, dtype=torch.float64)  # inclusive
-        del x
-        local_end = offsets[v0 + 1:v1 + 1] - a  # exclusive end of each segment in the chunk
-        local_start = offsets[v0:v1] - a
-        seg_total_end = cum[local_end - 1]
-        base = torch.zeros(v1 - v0, dtype=torch.float64)
-        has_prev = local_start > 0
-        base[has_prev] = cum[local_start[has_prev] - 1]
-        target = base + u[v0:v1] * (seg_total_end - base)
-        # smallest j with cum[j] > target: zero-probability positions can never be chosen.
-        j = torch.searchsorted(cum, target, right=True)
-        # u < 1, but base + u * total may round up to the segment's end: clamp into the segment.
-        j = torch.minimum(torch.maximum(j, local_start), local_end - 1)
-        out[v0:v1] = j - local_start
+    ws = _Workspace(offsets, "x", "tmp", "loc")
+    x_buf, loc_buf = ws.x, ws.loc
+    for v0, v1 in ws.chunks:
+        a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
+        n = b - a
+        nb = -(-n // _BLOCK)
+        s_loc = offsets[v0:v1] - a                         # first position of each segment, chunk-local
+        e_loc = s_loc + lengths                            # exclusive end
+        x.exp_()
+        x_buf[n:nb * _BLOCK].zero_()                       # padding of the last block: probability 0
+        loc = loc_buf[:nb * _BLOCK].view(nb, _BLOCK)
+        torch.cumsum(x_buf[:nb * _BLOCK].view(nb, _BLOCK), 1, out=loc)   # in-block prefix, float32
+        tot = loc[:, -1].to(torch.float64)
+        incl = torch.cumsum(tot, 0)                        # float64 prefix of block totals
+        excl = torch.zeros_like(incl)
+        excl[1:] = incl[:-1]
+        flat_loc = loc_buf[:nb * _BLOCK]
+
+        def prefix(j: Tensor) -> Tensor:                   # inclusive prefix at chunk-local position j
+            return excl[j // _BLOCK] + flat_loc[j].to(torch.float64)
+
+        before = torch.where(s_loc > 0, prefix(torch.clamp(s_loc - 1, min=0)), torch.zeros((), dtype=torch.float64))
+        target = before + u[v0:v1] * (prefix(e_loc - 1) - before)
+        blk = torch.searchsorted(incl, target, right=True)  # first block whose prefix exceeds the target
+        blk = torch.minimum(torch.maximum(blk, s_loc // _BLOCK), (e_loc - 1) // _BLOCK)
+        resid = target - excl[blk]
+        j = blk * _BLOCK + (loc[blk] <= resid.to(torch.float32)[:, None]).sum(1)
+        # u < 1, but rounding may put the target on the segment's last prefix: clamp into the segment.
+        j = torch.minimum(torch.maximum(j, s_loc), e_loc - 1)
+        out[v0:v1] = j - s_loc
     return out
 
 
@@ -191,21 +273,29 @@ def drop_nonfinite(vid: Tensor, st: Tensor, sc: Tensor, extra: list, what: str):
     return vid, st, sc, extra, nbad
 
 def record_occurrence(vid: Tensor) -> Tensor:
-    """occurrence[k] = how many earlier records (in the given order) have the same video."""
+    """occurrence[k] = how many earlier records (in the given order) have the same video: int64 [R]."""
+    occ = torch.zeros_like(vid)
     if vid.numel() == 0:
-        return vid.clone()
-    order = torch.sort(vid, stable=True).indices
-    sv = vid[order]
-    pos = torch.arange(vid.numel())
+        return occ
+    counts = torch.bincount(vid)
+    if int(counts.max()) <= 1:  # the usual case: no video twice, no sort needed
+        return occ
+    dup = (counts[vid] > 1).nonzero().flatten()  # only the repeated videos' records (DDP padding: few)
+    sub = vid[dup]
+    order = torch.sort(sub, stable=True).indices
+    sv = sub[order]
+    pos = torch.arange(sv.numel())
     new_group = torch.ones_like(sv, dtype=torch.bool)
     new_group[1:] = sv[1:] != sv[:-1]
     group_start = torch.cummax(torch.where(new_group, pos, torch.zeros_like(pos)), 0).values
-    occ = torch.empty_like(vid)
-    occ[order] = pos - group_start
+    occ_sub = torch.empty_like(sub)
+    occ_sub[order] = pos - group_start
+    occ[dup] = occ_sub
     return occ
 
-def record_rounds(vid: Tensor) -> Iterator[Tensor]:
-    """Yield the indices of the records of each round, round 0 first.
+
+def record_rounds(vid: Tensor) -> Iterator[Union[Tensor, slice]]:
+    """Yield the indices of the records of each round, round 0 first (``slice(None)`` if only one round).
 
     Record k is in round j when it is the j-th record of its video in the given order, so within a round
     every video occurs at most once (writes of one round never collide) and applying the rounds in turn
@@ -213,9 +303,8 @@ def record_rounds(vid: Tensor) -> Iterator[Tensor]:
     """
     occ = record_occurrence(vid)
     nrounds = int(occ.max()) + 1 if occ.numel() else 0
-    if nrounds <= 1:
-        if nrounds == 1:
-            yield torch.arange(vid.numel())
+    if nrounds == 1:
+        yield slice(None)
         return
     for j in range(nrounds):  # normally 1 round; loops over duplicates only, never over videos
         yield (occ == j).nonzero().flatten()
@@ -303,18 +392,20 @@ class ScoreTable:
         per_chunk = max(1, _CHUNK_ELEMS // rel.numel())
         for idx in record_rounds(vid):
             rounds += 1
+            v_r, t_r, f_r = vid[idx], st[idx], sc[idx]
             # Within a round every video occurs once, so windows of different records never overlap:
             # one gather + one scatter per chunk is exact.
-            for c in range(0, idx.numel(), per_chunk):
-                k = idx[c:c + per_chunk]
-                v, t, f = vid[k], st[k], sc[k]
-                pos = t[:, None] + rel[None, :]                        # R, 2F-1
-                ok = (pos >= 0) & (pos < self.lengths[v][:, None])     # R, 2F-1
-                flat = (self.offsets[v][:, None] + pos)[ok]
-                wgt = weight.expand_as(pos)[ok]
-                fv = f[:, None].expand_as(pos)[ok]
+            for c in range(0, v_r.numel(), per_chunk):
+                v, t, f = v_r[c:c + per_chunk], t_r[c:c + per_chunk], f_r[c:c + per_chunk]
+                pos = t[:, None] + rel                                  # R, 2F-1
+                ok = (pos >= 0) & (pos < self.lengths[v][:, None])      # R, 2F-1
+                # Out-of-range entries are sent to the record's own centre with weight 1: they compute
+                # exactly the centre's new value from the same old value, so the duplicate writes agree
+                # (no boolean compaction of the grid needed).
+                flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
+                wgt = torch.where(ok, weight, torch.ones((), dtype=torch.float32))
                 old = self.values[flat]
-                self.values[flat] = old + wgt * (fv - old)
+                self.values[flat] = old + wgt * (f[:, None] - old)
         return {"applied": int(vid.numel()), "nonfinite": nbad, "rounds": rounds}
 
     def fill(self, video_idx, start, score, radius) -> dict:
@@ -339,16 +430,32 @@ class ScoreTable:
         rounds = 0
         for idx in record_rounds(vid):
             rounds += 1
-            v, t, f, r = vid[idx], st[idx], sc[idx], rad[idx]
-            lo = torch.clamp(t - r, min=0)
-            hi = torch.minimum(t + r, self.lengths[v] - 1)
+            v_r, t_r, f_r, r_r = vid[idx], st[idx], sc[idx], rad[idx]
+            if v_r.numel() == 0:
+                continue
+            rmax = int(r_r.max())
+            lo = torch.clamp(t_r - r_r, min=0)
+            hi = torch.minimum(t_r + r_r, self.lengths[v_r] - 1)
             n = hi - lo + 1
-            # Ragged expansion of the intervals (memory = positions written, whatever the radii).
-            first = self.offsets[v] + lo
-            rec = torch.repeat_interleave(torch.arange(v.numel()), n)
-            seg_start = torch.cumsum(n, 0) - n
-            flat = first[rec] + (torch.arange(rec.numel()) - seg_start[rec])
-            self.values[flat] = f[rec]
+            width = 2 * rmax + 1
+            if v_r.numel() * width <= 2 * int(n.sum()) + 1024:
+                # Similar radii: a [R, 2r+1] grid; entries outside a record's window (or its video) point
+                # at the record's own start and write the same value f, so duplicate writes agree.
+                rel = torch.arange(-rmax, rmax + 1)
+                per_chunk = max(1, _CHUNK_ELEMS // width)
+                for c in range(0, v_r.numel(), per_chunk):
+                    v, t, f, r = (x[c:c + per_chunk] for x in (v_r, t_r, f_r, r_r))
+                    pos = t[:, None] + rel
+                    ok = (rel.abs() <= r[:, None]) & (pos >= 0) & (pos < self.lengths[v][:, None])
+                    flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
+                    self.values[flat] = f[:, None].expand_as(flat)
+            else:
+                # Very different radii: ragged expansion of the intervals (memory = positions written).
+                first = self.offsets[v_r] + lo
+                rec = torch.repeat_interleave(torch.arange(v_r.numel()), n)
+                seg_start = torch.cumsum(n, 0) - n
+                flat = first[rec] + (torch.arange(rec.numel()) - seg_start[rec])
+                self.values[flat] = f_r[rec]
         return {"applied": int(vid.numel()), "nonfinite": nbad, "rounds": rounds}
 
     # ------------------------------------------------------------- sampling

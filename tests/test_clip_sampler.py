@@ -1,0 +1,136 @@
+"""ClipSampler: one global plan per epoch, identical on every (simulated) rank, disjoint covering shards."""
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lightning_temporal.sampling.phases import PhaseSchedule
+from lightning_temporal.sampling.policies import StochasticSoftmaxPolicy, UniformPolicy
+from lightning_temporal.sampling.sampler import ClipSampler, epoch_generator
+from lightning_temporal.sampling.table import ScoreTable
+
+LENGTHS = [5, 1, 12, 30, 7, 7, 2, 100, 3, 9, 44]  # 11 videos
+
+
+def _rank_samplers(world, policy_factory=None, seed=5):
+    out = []
+    for r in range(world):
+        pol = policy_factory() if policy_factory else None
+        s = ClipSampler(LENGTHS, pol, seed=seed)
+        s.num_replicas, s.rank = world, r  # set after construction, as the data module does
+        out.append(s)
+    return out
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 4, 16])
+def test_shards_disjoint_covering_and_identical_plan(world):
+    factory = lambda: StochasticSoftmaxPolicy(LENGTHS, clip_len=3, schedule=PhaseSchedule(1, 2), seed=2)  # noqa: E731
+    samplers = _rank_samplers(world, factory)
+    for epoch in (0, 1, 4):
+        for s in samplers:
+            s.set_epoch(epoch)
+        plans = [s.epoch_plan() for s in samplers]
+        for v, st in plans[1:]:
+            assert torch.equal(v, plans[0][0]) and torch.equal(st, plans[0][1])
+        vid, st = plans[0]
+        V = len(LENGTHS)
+        total = -(-V // world) * world
+        assert vid.numel() == total
+        # the first V entries are a permutation of the videos; the padding repeats the first ones
+        assert sorted(vid[:V].tolist()) == list(range(V))
+        assert torch.equal(vid[V:], vid[:V].repeat(world)[:total - V])
+        assert torch.equal(st[V:], st[:V].repeat(world)[:total - V])
+        # shards: rank r gets plan[r::world]; together they are the plan, each plan index exactly once
+        shards = [list(s) for s in samplers]
+        assert all(len(sh) == len(s) == total // world for sh, s in zip(shards, samplers))
+        rebuilt = [None] * total
+        for r, sh in enumerate(shards):
+            for k, item in enumerate(sh):
+                rebuilt[k * world + r] = item
+        assert rebuilt == list(zip(vid.tolist(), st.tolist()))
+        assert all(isinstance(a, int) and isinstance(b, int) for a, b in shards[0])
+        # starts inside each video
+        assert all(0 <= t < LENGTHS[v] for v, t in rebuilt)
+
+
+def test_plan_depends_on_seed_and_epoch_and_shuffle_flag():
+    s = ClipSampler(LENGTHS, seed=1)
+    a0, a1 = s.epoch_plan(0), s.epoch_plan(1)
+    assert not torch.equal(a0[0], a1[0])
+    assert torch.equal(s.epoch_plan(0)[0], a0[0]) and torch.equal(s.epoch_plan(0)[1], a0[1])
+    assert not torch.equal(ClipSampler(LENGTHS, seed=2).epoch_plan(0)[0], a0[0])
+    ordered = ClipSampler(LENGTHS, shuffle=False, seed=1)
+    assert ordered.epoch_plan(3)[0].tolist() == list(range(len(LENGTHS)))
+    # (seed, epoch) are mixed: seed 0 epoch 1 is not seed 1 epoch 0
+    g1, g2 = epoch_generator(0, 1), epoch_generator(1, 0)
+    assert not torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+    # iterating follows set_epoch
+    s.set_epoch(1)
+    assert [v for v, _ in s] == a1[0].tolist()
+
+
+def test_uniform_default_start_frequencies():
+    # the default policy is uniform: start frequencies of a 7-position video over many epochs are flat
+    s = ClipSampler([7, 3], seed=0)
+    starts = torch.stack([s.epoch_plan(e)[1][s.epoch_plan(e)[0] == 0] for e in range(3000)]).flatten()
+    counts = torch.bincount(starts, minlength=7).double()
+    assert ((counts - 3000 / 7).abs() < 5 * (3000 / 7) ** 0.5).all()
+
+
+def test_records_in_plan_order_equal_sequential_updates():
+    """Padding duplicates videos; applying the gathered records in global-plan order must equal applying
+    them one by one (the callback gathers records of all ranks in plan order)."""
+    world = 4
+    pol = StochasticSoftmaxPolicy(LENGTHS, clip_len=3, gamma_s=1.0, schedule=PhaseSchedule(0, 1), seed=0)
+    s = ClipSampler(LENGTHS, pol, seed=9, num_replicas=world)
+    for epoch in range(4):
+        vid, st = s.epoch_plan(epoch)
+        assert vid.numel() > len(LENGTHS)  # there are duplicates
+        score = torch.linspace(-1, 2, vid.numel())
+        one_by_one = ScoreTable(LENGTHS, clip_len=3)
+        one_by_one.load_state_dict(pol.table.state_dict())
+        for k in range(vid.numel()):
+            if epoch == 0:
+                one_by_one.fill(vid[k:k + 1], st[k:k + 1], score[k:k + 1], pol.radius[vid[k:k + 1]])
+            else:
+                one_by_one.interpolate(vid[k:k + 1], st[k:k + 1], score[k:k + 1])
+        counts = pol.update(epoch, vid, st, score)
+        assert counts["rounds"] == 2
+        torch.testing.assert_close(pol.table.values, one_by_one.values, rtol=0, atol=1e-6)
+
+
+def test_is_a_distributed_sampler_and_works_in_a_dataloader():
+    class Clips(Dataset):
+        def __len__(self):
+            return len(LENGTHS)
+
+        def __getitem__(self, item):
+            v, t = item
+            return torch.tensor([v, t])
+
+    s = ClipSampler(LENGTHS, seed=0, num_replicas=2, rank=1)
+    assert isinstance(s, DistributedSampler)  # Lightning's DDP keeps it and calls set_epoch
+    s.set_epoch(3)
+    batches = list(DataLoader(Clips(), sampler=s, batch_size=4))
+    got = torch.cat(batches).tolist()
+    vid, st = s.epoch_plan(3)
+    assert got == [[v, t] for v, t in zip(vid[1::2].tolist(), st[1::2].tolist())]
+    assert len(s) == 6 and s.total_size == 12 and s.num_samples == 6
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="num_replicas must be an int >= 1"):
+        ClipSampler(LENGTHS, num_replicas=0)
+    with pytest.raises(ValueError, match=r"rank must be an int in 0..1"):
+        ClipSampler(LENGTHS, num_replicas=2, rank=2)
+    s = ClipSampler(LENGTHS)
+    s.num_replicas, s.rank = 2, 5
+    with pytest.raises(ValueError, match="rank must be an int in 0..1"):
+        list(s)
+    with pytest.raises(ValueError, match="policy was built for other videos"):
+        ClipSampler(LENGTHS, UniformPolicy(LENGTHS[:-1]))
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        ClipSampler(LENGTHS).set_epoch(-1)
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        ClipSampler(LENGTHS).epoch_plan(-2)
+    with pytest.raises(ValueError, match="num_positions"):
+        ClipSampler([3, 0])

@@ -1,0 +1,290 @@
+"""Policies: phase behaviour, updates against element-by-element Python, sampling frequencies, resume."""
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.stats import chisquare
+
+from lightning_temporal.sampling.phases import Phase, PhaseSchedule
+from lightning_temporal.sampling.policies import (
+    PriorPolicy,
+    ReinforcePolicy,
+    StochasticSoftmaxPolicy,
+    UniformPolicy,
+    clip_prior,
+)
+from lightning_temporal.sampling.sampler import ClipSampler
+
+
+def fake_score(video_idx, start):
+    """Deterministic stand-in for the model's target logit: a bump per video plus a video offset."""
+    v = video_idx.double()
+    centre = (v * 7.0) % 23.0
+    return (torch.cos((start.double() - centre) / 5.0) * 2.0 + 0.1 * (v % 5)).float()
+
+
+def _gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def _chi2_p(draws, probs):
+    counts = np.bincount(draws, minlength=len(probs))
+    keep = probs * len(draws) >= 5
+    obs = np.append(counts[keep], counts[~keep].sum())
+    exp = np.append(probs[keep], probs[~keep].sum()) * len(draws)
+    if exp[-1] == 0:
+        assert obs[-1] == 0
+        obs, exp = obs[:-1], exp[:-1]
+    return chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
+
+
+# --------------------------------------------------------------------------- stochastic softmax
+def test_stochastic_softmax_phases_and_updates_match_elementwise():
+    lengths = [30, 1, 4, 17, 60]
+    F, E, W = 4, 3, 2
+    pol = StochasticSoftmaxPolicy(lengths, clip_len=F, gamma_s=1.0,
+                                  schedule=PhaseSchedule(warmup_epochs=W, exploration_epochs=E), seed=1)
+    ref = [[0.0] * n for n in lengths]
+    vid = torch.arange(len(lengths))
+    visited = [set() for _ in lengths]
+    for epoch in range(W + E + 3):
+        st = pol.starts(epoch, _gen(epoch))
+        assert ((st >= 0) & (st < torch.tensor(lengths))).all()
+        sc = fake_score(vid, st)
+        counts = pol.update(epoch, vid, st, sc)
+        phase = pol.phase(epoch)
+        if phase is Phase.WARMUP:
+            assert counts["applied"] == 0 and counts["ignored"] == len(lengths)
+        elif phase is Phase.EXPLORATION:
+            for v, t, f in zip(vid.tolist(), st.tolist(), sc.tolist()):
+                N = lengths[v]
+                k = int(pol.slot_orders[v, epoch - W])
+                assert t == math.floor((N - 1) * k / (E - 1))
+                visited[v].add(k)
+                r = math.ceil(max(0, N - E) / (E - 1) / 2)
+                for j in range(max(0, t - r), min(N, t + r + 1)):
+                    ref[v][j] = f
+        else:
+            for v, t, f in zip(vid.tolist(), st.tolist(), sc.tolist()):
+                N = lengths[v]
+                for i in range(-(F - 1), F):
+                    if 0 <= t + i < N:
+                        ref[v][t + i] += ((F - abs(i)) / F) * (f - ref[v][t + i])
+        for v in range(len(lengths)):
+            np.testing.assert_allclose(pol.table[v].numpy(), ref[v], atol=1e-5, err_msg=f"epoch {epoch} video {v}")
+        if phase is Phase.WARMUP:
+            assert pol.table.values.abs().sum() == 0
+    assert all(s == set(range(E)) for s in visited)  # every video visited each of its slots once
+
+
+def test_exploitation_frequencies_match_softmax_of_table():
+    reps = 20000
+    w = torch.tensor([0.0, 2.0, -1.0, 1.0, 0.5, 3.0, 0.0])
+    for gamma in (0.0, 1.5):
+        pol = StochasticSoftmaxPolicy([7] * reps, clip_len=2, gamma_s=gamma,
+                                      schedule=PhaseSchedule(warmup_epochs=0, exploration_epochs=1))
+        pol.table.values.copy_(w.repeat(reps))
+        draws = pol.starts(1, _gen(11)).numpy()
+        assert _chi2_p(draws, torch.softmax(gamma * w.double(), 0).numpy()) > 1e-3
+        if gamma > 0:
+            assert _chi2_p(draws, np.full(7, 1 / 7)) < 1e-6
+        else:  # gamma_s = 0 is uniform even though the table is not flat
+            assert _chi2_p(draws, np.full(7, 1 / 7)) > 1e-3
+
+
+def test_entropy_per_phase():
+    pol = StochasticSoftmaxPolicy([8, 3], clip_len=2, gamma_s=2.0,
+                                  schedule=PhaseSchedule(warmup_epochs=1, exploration_epochs=2))
+    torch.testing.assert_close(pol.entropy(0), torch.log(torch.tensor([8.0, 3.0])))
+    assert pol.entropy(1).abs().sum() == 0
+    pol.table.values.copy_(torch.arange(11, dtype=torch.float32) / 4)
+    p = torch.softmax(2.0 * pol.table[0].double(), 0)
+    assert math.isclose(float(pol.entropy(3)[0]), float(-(p * p.log()).sum()), rel_tol=1e-5)
+    torch.testing.assert_close(pol.probabilities(0, 3), p.float())
+    e1 = pol.probabilities(1, 1)
+    assert e1.sum() == 1 and e1.max() == 1
+
+
+def test_policy_argument_errors():
+    with pytest.raises(ValueError, match="gamma_s must be a finite number >= 0"):
+        StochasticSoftmaxPolicy([5], clip_len=2, gamma_s=-1.0)
+    with pytest.raises(ValueError, match="gamma_s"):
+        PriorPolicy([[1.0, 2.0]], clip_len=1, gamma_s=float("nan"))
+    with pytest.raises(ValueError, match="clip_len must be an int >= 1"):
+        StochasticSoftmaxPolicy([5], clip_len=0)
+    with pytest.raises(ValueError, match="num_positions"):
+        StochasticSoftmaxPolicy([5, 0], clip_len=2)
+    with pytest.raises(ValueError, match="lr must be a finite number > 0"):
+        ReinforcePolicy([5], lr=0.0)
+    with pytest.raises(ValueError, match=r"baseline_momentum must be in \[0, 1\)"):
+        ReinforcePolicy([5], baseline_momentum=1.0)
+    pol = StochasticSoftmaxPolicy([5], clip_len=2)
+    with pytest.raises(ValueError, match="epoch must be an int >= 0"):
+        pol.starts(-1, _gen())
+    with pytest.raises(ValueError, match="video_idx must be in 0..0"):
+        pol.update(3, torch.tensor([1]), torch.tensor([0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="outside its positions"):
+        pol.update(9, torch.tensor([0]), torch.tensor([5]), torch.tensor([1.0]))
+
+
+def test_nonfinite_scores_counted_by_policies():
+    pol = StochasticSoftmaxPolicy([5, 5], clip_len=2, schedule=PhaseSchedule(0, 1))
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        c = pol.update(1, torch.tensor([0, 1]), torch.tensor([2, 2]), torch.tensor([float("nan"), 1.0]))
+    assert c["nonfinite"] == 1 and c["applied"] == 1 and torch.isfinite(pol.table.values).all()
+    rp = ReinforcePolicy([5, 5])
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        c = rp.update(0, torch.tensor([0, 1]), torch.tensor([2, 2]), torch.tensor([1.0, float("inf")]))
+    assert c["nonfinite"] == 1 and torch.isfinite(rp.theta.values).all() and not bool(rp.seen[1])
+
+
+def test_load_state_dict_rejects_other_configuration():
+    a = StochasticSoftmaxPolicy([5, 6], clip_len=2, gamma_s=1.0, schedule=PhaseSchedule(3, 5))
+    with pytest.raises(ValueError, match="schedule"):
+        StochasticSoftmaxPolicy([5, 6], clip_len=2, gamma_s=1.0, schedule=PhaseSchedule(2, 5)).load_state_dict(
+            a.state_dict())
+    with pytest.raises(ValueError, match="other videos"):
+        StochasticSoftmaxPolicy([5, 7], clip_len=2, gamma_s=1.0, schedule=PhaseSchedule(3, 5)).load_state_dict(
+            a.state_dict())
+
+
+# --------------------------------------------------------------------------- prior
+def test_clip_prior_matches_windowed_mean():
+    rng = np.random.default_rng(0)
+    F = 5
+    frames = [rng.normal(size=L) for L in (20, 5, 3, 1, 9)]
+    prior, n = clip_prior(frames, F)
+    assert n.tolist() == [16, 1, 1, 1, 5]
+    off = 0
+    for x, N in zip(frames, n.tolist()):
+        padded = list(x) + [x[-1]] * max(0, F - len(x))  # short videos repeat their last frame
+        ref = [sum(padded[t:t + F]) / F for t in range(N)]
+        np.testing.assert_allclose(prior[off:off + N].numpy(), ref, rtol=1e-5, atol=1e-6)
+        off += N
+
+
+def test_clip_prior_is_chunk_independent(monkeypatch):
+    import lightning_temporal.sampling.table as table_mod
+    rng = np.random.default_rng(1)
+    frames = [rng.normal(size=L) for L in rng.integers(1, 60, size=50)]
+    whole, n = clip_prior(frames, 6)
+    monkeypatch.setattr(table_mod, "_CHUNK_ELEMS", 100)
+    chunked, n2 = clip_prior(frames, 6)
+    assert torch.equal(n, n2)
+    torch.testing.assert_close(chunked, whole)
+
+
+def test_prior_policy_samples_softmax_of_prior_from_epoch_0():
+    reps = 20000
+    frames = [0.0, 0.0, 1.0, 3.0, 3.0, 1.0, 0.0, 0.0]
+    pol = PriorPolicy([frames] * reps, clip_len=2, gamma_s=2.0)
+    p = torch.softmax(2.0 * torch.tensor([0.0, 0.5, 2.0, 3.0, 2.0, 0.5, 0.0], dtype=torch.float64), 0)
+    assert pol.phase(0) is Phase.EXPLOITATION
+    draws = pol.starts(0, _gen(2)).numpy()
+    assert _chi2_p(draws, p.numpy()) > 1e-3
+    before = pol.prior.values.clone()
+    c = pol.update(0, torch.arange(3), torch.zeros(3, dtype=torch.long), torch.ones(3))
+    assert c["applied"] == 0 and torch.equal(pol.prior.values, before)
+    q = PriorPolicy.from_clip_prior([[0.0, 0.5, 2.0, 3.0, 2.0, 0.5, 0.0]], clip_len=2, gamma_s=2.0)
+    torch.testing.assert_close(q.probabilities(0, 5), p.float())
+
+
+def test_prior_rejects_bad_frame_scores():
+    with pytest.raises(ValueError, match="video 1 has a non-finite value nan at frame 2"):
+        PriorPolicy([[1.0, 2.0], [0.0, 1.0, float("nan")]], clip_len=2)
+    with pytest.raises(ValueError, match="video 0 is empty"):
+        PriorPolicy([[], [1.0]], clip_len=2)
+
+
+# --------------------------------------------------------------------------- reinforce
+@pytest.mark.parametrize("records", [7, 1])  # 7: whole-table pass; 1: ragged pass over few videos
+def test_reinforce_update_matches_elementwise(records):
+    rng = np.random.default_rng(5)
+    lengths = [6, 1, 9, 3]
+    lr, m = 0.7, 0.8
+    pol = ReinforcePolicy(lengths, lr=lr, baseline_momentum=m)
+    theta = [[0.0] * n for n in lengths]
+    base, seen = [0.0] * 4, [False] * 4
+    for epoch in range(5):
+        vid = rng.integers(0, 4, size=records)  # duplicates: applied in the given order
+        st = np.array([rng.integers(0, lengths[v]) for v in vid])
+        sc = rng.normal(size=records).astype(np.float32) * 3
+        pol.update(epoch, torch.from_numpy(vid), torch.from_numpy(st), torch.from_numpy(sc))
+        for v, t, f in zip(vid.tolist(), st.tolist(), sc.tolist()):
+            b = base[v] if seen[v] else f
+            reward = f - b
+            base[v] = m * b + (1 - m) * f if seen[v] else f
+            seen[v] = True
+            z = [math.exp(x) for x in theta[v]]
+            pi = [x / sum(z) for x in z]
+            theta[v] = [th + lr * reward * ((1.0 if j == t else 0.0) - pi[j]) for j, th in enumerate(theta[v])]
+    for v in range(4):
+        np.testing.assert_allclose(pol.theta[v].numpy(), theta[v], atol=1e-5)
+    np.testing.assert_allclose(pol.baseline.numpy(), base, atol=1e-6)
+    assert max(abs(x) for row in theta for x in row) > 0.1  # the updates were not trivially zero
+
+
+def test_reinforce_samples_softmax_of_theta():
+    reps = 20000
+    th = torch.tensor([0.0, 1.0, -0.5, 2.0])
+    pol = ReinforcePolicy([4] * reps)
+    pol.theta.values.copy_(th.repeat(reps))
+    assert _chi2_p(pol.starts(0, _gen(4)).numpy(), torch.softmax(th.double(), 0).numpy()) > 1e-3
+
+
+# --------------------------------------------------------------------------- resume
+def _make(kind, lengths):
+    if kind == "tss":
+        return StochasticSoftmaxPolicy(lengths, clip_len=4, gamma_s=2.0,
+                                       schedule=PhaseSchedule(warmup_epochs=2, exploration_epochs=3), seed=7)
+    if kind == "reinforce":
+        return ReinforcePolicy(lengths, lr=0.5, baseline_momentum=0.9)
+    if kind == "prior":
+        frames = [torch.sin(torch.arange(n + 3, dtype=torch.float32) / (3 + v % 4)) for v, n in enumerate(lengths)]
+        return PriorPolicy(frames, clip_len=4, gamma_s=3.0)
+    return UniformPolicy(lengths)
+
+
+def _run(policy, lengths, epochs, num_replicas=3):
+    sampler = ClipSampler(lengths, policy, seed=123, num_replicas=num_replicas, rank=0)
+    plans = []
+    for epoch in epochs:
+        sampler.set_epoch(epoch)
+        vid, st = sampler.epoch_plan()  # global plan order = the order records are gathered in
+        plans.append((vid.clone(), st.clone()))
+        policy.update(epoch, vid, st, fake_score(vid, st))
+    return plans
+
+
+@pytest.mark.parametrize("kind", ["tss", "reinforce", "prior", "uniform"])
+def test_resume_gives_same_clips_and_tables(kind):
+    lengths = [int(x) for x in torch.randint(1, 80, (41,), generator=_gen(0))]  # 41 videos: padded on 3 ranks
+    full = _make(kind, lengths)
+    plans_full = _run(full, lengths, range(12))
+
+    first = _make(kind, lengths)
+    plans_a = _run(first, lengths, range(6))
+    buf = io.BytesIO()
+    torch.save(first.state_dict(), buf)  # through a checkpoint file, as Lightning would
+    buf.seek(0)
+    resumed = _make(kind, lengths)
+    resumed.load_state_dict(torch.load(buf, weights_only=True))
+    plans_b = _run(resumed, lengths, range(6, 12))
+
+    for e, ((v1, s1), (v2, s2)) in enumerate(zip(plans_full, plans_a + plans_b)):
+        assert torch.equal(v1, v2) and torch.equal(s1, s2), f"epoch {e}"
+    assert torch.equal(full.state_dict().get("table", {}).get("values", torch.zeros(0)),
+                       resumed.state_dict().get("table", {}).get("values", torch.zeros(0)))
+    if kind == "tss":
+        assert torch.equal(full.table.values, resumed.table.values)
+        assert full.table.values.abs().sum() > 0
+        # exploitation starts really depend on the table (not uniform): they differ from a fresh policy's
+        fresh = _make(kind, lengths)
+        g1, g2 = _gen(1), _gen(1)
+        assert not torch.equal(full.starts(11, g1), fresh.starts(11, g2))
+    if kind == "reinforce":
+        assert torch.equal(full.theta.values, resumed.theta.values)
+        assert torch.equal(full.baseline, resumed.baseline)
+        assert full.theta.values.abs().sum() > 0
