@@ -21,12 +21,11 @@ import torch
 from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import lightning as L  # noqa: E402
 
 from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback  # noqa: E402
-from tiny_lightning import TinyDataModule, TinyVideoModule  # noqa: E402
+from tests.tiny_lightning import TinyDataModule, TinyVideoModule  # noqa: E402
 
 
 class Small3DCNN(TinyVideoModule):

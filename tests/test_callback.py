@@ -16,7 +16,7 @@ from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCal
 from lightning_temporal.distributed import gather_records
 from lightning_temporal.sampling.phases import PhaseSchedule
 from lightning_temporal.sampling.policies import StochasticSoftmaxPolicy
-from tiny_lightning import TinyDataModule, TinyVideoModule, clip_span
+from tests.tiny_lightning import TinyDataModule, TinyVideoModule, clip_span
 
 
 def _fit(module, dm, callbacks, max_epochs, **kw):
@@ -463,7 +463,7 @@ def test_epoch_end_applies_padding_duplicates_in_global_plan_order():
 
 
 def test_sampler_found_on_the_train_dataloader_without_datamodule():
-    from tiny_lightning import collate_tiny
+    from tests.tiny_lightning import collate_tiny
 
     dm = TinyDataModule(num_videos=6, batch_size=3)
     dm.setup("fit")

@@ -12,7 +12,7 @@ import torch
 from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
 from lightning_temporal.sampling.phases import PhaseSchedule
 from lightning_temporal.sampling.policies import StochasticSoftmaxPolicy
-from tiny_lightning import SaveStateCallback, TinyDataModule, TinyVideoModule, clip_span
+from tests.tiny_lightning import SaveStateCallback, TinyDataModule, TinyVideoModule, clip_span
 
 V, W, E, EPOCHS = 12, 1, 2, 5  # epochs 0 warm-up, 1-2 exploration, 3-4 exploitation
 

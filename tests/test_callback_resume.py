@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
-from tiny_lightning import TinyDataModule, TinyVideoModule
+from tests.tiny_lightning import TinyDataModule, TinyVideoModule
 
 W, E, EPOCHS, STOP = 2, 3, 10, 5
 
