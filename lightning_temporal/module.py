@@ -160,9 +160,9 @@ class VideoClassifier(LightningModule):
         logits = self(clips)
         loss = self.compute_loss(logits, labels)
         n = clips.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), on_epoch=True, on_step=False,
-                 batch_size=n)
+                 batch_size=n, sync_dist=True)
         return {"loss": loss, "logits": logits.detach()}
 
     def on_train_epoch_end(self) -> None:
@@ -229,7 +229,8 @@ class VideoClassifier(LightningModule):
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:
             metrics = self.metrics[f"{stage}_{_gamma_key(g)}"]
-            self.log_dict(metrics.compute(), prog_bar=g == self.gamma_p)
+            # compute() already reduced the states over ranks; sync_dist only averages identical values
+            self.log_dict(metrics.compute(), prog_bar=g == self.gamma_p, sync_dist=True)
             metrics.reset()
 
     def validation_step(self, batch: Dict[str, Any], batch_idx: int) -> None:
