@@ -275,8 +275,6 @@ def test_resume_gives_same_clips_and_tables(kind):
 
     for e, ((v1, s1), (v2, s2)) in enumerate(zip(plans_full, plans_a + plans_b)):
         assert torch.equal(v1, v2) and torch.equal(s1, s2), f"epoch {e}"
-    assert torch.equal(full.state_dict().get("table", {}).get("values", torch.zeros(0)),
-                       resumed.state_dict().get("table", {}).get("values", torch.zeros(0)))
     if kind == "tss":
         assert torch.equal(full.table.values, resumed.table.values)
         assert full.table.values.abs().sum() > 0

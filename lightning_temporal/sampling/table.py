@@ -394,18 +394,26 @@ class ScoreTable:
             rounds += 1
             v_r, t_r, f_r = vid[idx], st[idx], sc[idx]
             # Within a round every video occurs once, so windows of different records never overlap:
-            # one gather + one scatter per chunk is exact.
-            for c in range(0, v_r.numel(), per_chunk):
-                v, t, f = v_r[c:c + per_chunk], t_r[c:c + per_chunk], f_r[c:c + per_chunk]
-                pos = t[:, None] + rel                                  # R, 2F-1
-                ok = (pos >= 0) & (pos < self.lengths[v][:, None])      # R, 2F-1
-                # Out-of-range entries are sent to the record's own centre with weight 1: they compute
-                # exactly the centre's new value from the same old value, so the duplicate writes agree
-                # (no boolean compaction of the grid needed).
-                flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
-                wgt = torch.where(ok, weight, torch.ones((), dtype=torch.float32))
-                old = self.values[flat]
-                self.values[flat] = old + wgt * (f[:, None] - old)
+            # one gather + one scatter per chunk is exact, and the two groups below touch disjoint videos.
+            inside = (t_r >= F - 1) & (t_r + F <= self.lengths[v_r])      # whole window inside the video
+            for group, interior in ((inside.nonzero().flatten(), True), ((~inside).nonzero().flatten(), False)):
+                for c in range(0, group.numel(), per_chunk):
+                    k = group[c:c + per_chunk]
+                    v, t, f = v_r[k], t_r[k], f_r[k]
+                    if interior:
+                        flat = (self.offsets[v] + t)[:, None] + rel           # R, 2F-1
+                        wgt = weight.expand(k.numel(), -1)
+                    else:
+                        pos = t[:, None] + rel                                # R, 2F-1
+                        ok = (pos >= 0) & (pos < self.lengths[v][:, None])
+                        # Out-of-range entries are sent to the record's own centre with weight 1: they
+                        # compute exactly the centre's new value from the same old value, so duplicate
+                        # writes agree and the grid needs no boolean compaction.
+                        flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
+                        wgt = torch.where(ok, weight, torch.ones((), dtype=torch.float32))
+                    old = self.values[flat]
+                    # lerp(old, f, w) = old + w * (f - old) in one fused kernel; exactly f where w = 1.
+                    self.values[flat] = torch.lerp(old, f[:, None].expand_as(old), wgt)
         return {"applied": int(vid.numel()), "nonfinite": nbad, "rounds": rounds}
 
     def fill(self, video_idx, start, score, radius) -> dict:
@@ -443,12 +451,21 @@ class ScoreTable:
                 # at the record's own start and write the same value f, so duplicate writes agree.
                 rel = torch.arange(-rmax, rmax + 1)
                 per_chunk = max(1, _CHUNK_ELEMS // width)
-                for c in range(0, v_r.numel(), per_chunk):
-                    v, t, f, r = (x[c:c + per_chunk] for x in (v_r, t_r, f_r, r_r))
-                    pos = t[:, None] + rel
-                    ok = (rel.abs() <= r[:, None]) & (pos >= 0) & (pos < self.lengths[v][:, None])
-                    flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
-                    self.values[flat] = f[:, None].expand_as(flat)
+                # Records whose full window [t - rmax, t + rmax] lies inside their video need no mask.
+                inside = (r_r == rmax) & (t_r >= rmax) & (t_r + rmax < self.lengths[v_r])
+                for group, interior in ((inside.nonzero().flatten(), True), ((~inside).nonzero().flatten(), False)):
+                    for c in range(0, group.numel(), per_chunk):
+                        k = group[c:c + per_chunk]
+                        v, t, f, r = v_r[k], t_r[k], f_r[k], r_r[k]
+                        if interior:
+                            flat = (self.offsets[v] + t)[:, None] + rel
+                        else:
+                            # Entries outside a record's window (or video) point at the record's own start
+                            # and write the same f, so duplicate writes agree.
+                            pos = t[:, None] + rel
+                            ok = (rel.abs() <= r[:, None]) & (pos >= 0) & (pos < self.lengths[v][:, None])
+                            flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
+                        self.values[flat] = f[:, None].expand_as(flat)
             else:
                 # Very different radii: ragged expansion of the intervals (memory = positions written).
                 first = self.offsets[v_r] + lo
