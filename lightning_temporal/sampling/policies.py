@@ -1,7 +1,7 @@
 """Clip-position policies: which start each video gets in an epoch, and how scored clips update them.
 
-Every policy has the same narrow contract (CONTRACT §4), used by :class:`~lightning_temporal.sampling.sampler.ClipSampler`
-and by the Lightning callback:
+Every policy has the same narrow contract (CONTRACT §4), used by
+:class:`~lightning_temporal.sampling.sampler.ClipSampler` and by the Lightning callback:
 
 * ``starts(epoch, generator) -> int64 [V]``: one start per video for that epoch. All randomness comes
   from ``generator`` (the sampler seeds it from (seed, epoch)), so the same policy state gives the same
@@ -19,7 +19,7 @@ Policies: :class:`UniformPolicy`, :class:`StochasticSoftmaxPolicy` (SPEC §1.2-1
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import Sequence
 
 import torch
 from torch import Tensor
