@@ -13,6 +13,7 @@ from lightning_temporal.sampling.policies import (
     ReinforcePolicy,
     StochasticSoftmaxPolicy,
     UniformPolicy,
+    FlatFrameScores,
     clip_prior,
 )
 from lightning_temporal.sampling.sampler import ClipSampler
@@ -157,6 +158,9 @@ def test_clip_prior_matches_windowed_mean():
     frames = [rng.normal(size=L) for L in (20, 5, 3, 1, 9)]
     prior, n = clip_prior(frames, F)
     assert n.tolist() == [16, 1, 1, 1, 5]
+    flat_prior, flat_n = clip_prior(FlatFrameScores(torch.from_numpy(np.concatenate(frames)),
+                                                    torch.tensor([len(x) for x in frames])), F)
+    assert torch.equal(flat_prior, prior) and torch.equal(flat_n, n)
     off = 0
     for x, N in zip(frames, n.tolist()):
         padded = list(x) + [x[-1]] * max(0, F - len(x))  # short videos repeat their last frame
