@@ -325,24 +325,33 @@ def clip_prior(frame_scores, clip_len: int) -> tuple[Tensor, Tensor]:
     poff = _offsets(num_positions)
     prior = torch.empty(int(poff[-1]), dtype=torch.float32)
     for v0, v1 in _video_chunks(foff):
-        # float64 running sum over this chunk's frames only: window sums are exact to ~1e-16 relative.
+        # Window sums over this chunk's frame array at once, W[i] = sum(frames[i:i+F]) (float64 running
+        # sum, F zeros appended), then drop the windows that start in a video's last L - N frames
+        # (they straddle the next video): no per-position gathers.
         fa, fb = int(foff[v0]), int(foff[v1])
-        csum = torch.zeros(fb - fa + 1, dtype=torch.float64)
-        torch.cumsum(flat[fa:fb], 0, dtype=torch.float64, out=csum[1:])
-        lengths = num_positions[v0:v1]
-        vid = torch.repeat_interleave(torch.arange(v0, v1), lengths)
-        a, b = int(poff[v0]), int(poff[v1])
-        t = torch.arange(a, b) - poff[vid]
-        fstart = foff[vid] - fa                      # first frame of each position's video, chunk-local
-        end = torch.minimum(t + F, n_frames[vid])
-        prior[a:b] = ((csum[fstart + end] - csum[fstart + t]) / F).to(torch.float32)
-    # Videos shorter than F: their one window above summed the L real frames; the F - L missing frames
-    # repeat the last frame (CONTRACT §1).
+        csum = torch.zeros(fb - fa + F + 1, dtype=torch.float64)
+        torch.cumsum(flat[fa:fb], 0, dtype=torch.float64, out=csum[1:fb - fa + 1])
+        csum[fb - fa + 1:] = csum[fb - fa]
+        win = csum[F:F + fb - fa] - csum[:fb - fa]            # [frames in chunk]
+        drop = (n_frames[v0:v1] - num_positions[v0:v1])      # L - N per video, 0..F-1
+        first_drop = foff[v0:v1] - fa + num_positions[v0:v1]
+        rel = torch.arange(max(F - 1, 1))
+        idx = torch.where(rel < drop[:, None], first_drop[:, None] + rel, fb - fa)  # fb - fa = sentinel
+        keep = torch.ones(fb - fa + 1, dtype=torch.bool)
+        keep[idx.flatten()] = False
+        prior[int(poff[v0]):int(poff[v1])] = (win[keep[:-1]] / F).to(torch.float32)
+    # Videos shorter than F: their one window summed the L real frames (and appended zeros / the next
+    # video's frames); recompute it with the F - L missing frames repeating the last frame (CONTRACT §1).
     short = (n_frames < F).nonzero().flatten()
     if short.numel():
+        first = foff[short]
+        rel = torch.arange(F)
+        ok = rel < n_frames[short][:, None]
+        vals = flat[torch.where(ok, first[:, None] + rel, first[:, None])].to(torch.float64)
+        total = torch.where(ok, vals, 0.0).sum(1)
         last = flat[foff[short + 1] - 1].to(torch.float64)
         pad = (F - n_frames[short]).to(torch.float64)
-        prior[poff[short]] = (prior[poff[short]].to(torch.float64) + pad * last / F).to(torch.float32)
+        prior[poff[short]] = ((total + pad * last) / F).to(torch.float32)
     return prior, num_positions
 
 
