@@ -134,3 +134,11 @@ def test_bad_arguments():
         ClipSampler(LENGTHS).epoch_plan(-2)
     with pytest.raises(ValueError, match="num_positions"):
         ClipSampler([3, 0])
+
+
+def test_sampler_state_dict_restores_epoch_and_seed():
+    a = ClipSampler(LENGTHS, seed=4)
+    a.set_epoch(7)
+    b = ClipSampler(LENGTHS, seed=0)
+    b.load_state_dict(a.state_dict())
+    assert list(a) == list(b) and b.epoch == 7

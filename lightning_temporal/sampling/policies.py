@@ -1,7 +1,7 @@
 """Clip-position policies: which start each video gets in an epoch, and how scored clips update them.
 
-Every policy has the same narrow contract (CONTRACT §4), used by :class:`~lightning_temporal.sampling.sampler.ClipSampler`
-and by the Lightning callback:
+Every policy has the same narrow contract (CONTRACT §4), used by
+:class:`~lightning_temporal.sampling.sampler.ClipSampler` and by the Lightning callback:
 
 * ``starts(epoch, generator) -> int64 [V]``: one start per video for that epoch. All randomness comes
   from ``generator`` (the sampler seeds it from (seed, epoch)), so the same policy state gives the same
@@ -19,7 +19,7 @@ Policies: :class:`UniformPolicy`, :class:`StochasticSoftmaxPolicy` (SPEC §1.2-1
 from __future__ import annotations
 
 import math
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence
 
 import torch
 from torch import Tensor
@@ -46,7 +46,10 @@ from lightning_temporal.sampling.table import (
     record_rounds,
 )
 
-__all__ = ["UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy", "uniform_starts"]
+__all__ = [
+    "UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy", "uniform_starts",
+    "clip_prior", "FlatFrameScores",
+]
 
 
 def _check_gamma(gamma_s) -> float:
@@ -266,11 +269,22 @@ class StochasticSoftmaxPolicy:
         self.seed = int(state["seed"])
 
 
-def clip_prior(frame_scores: Sequence, clip_len: int) -> tuple[Tensor, Tensor]:
+class FlatFrameScores(NamedTuple):
+    """All videos' frame scores in one flat tensor: ``values`` float [sum L_v], ``num_frames`` int [V].
+
+    Lets :func:`clip_prior` / :class:`PriorPolicy` skip the per-video flattening of a list (large datasets).
+    """
+
+    values: Tensor
+    num_frames: Tensor
+
+
+def clip_prior(frame_scores, clip_len: int) -> tuple[Tensor, Tensor]:
     """Clip prior of SPEC §1.4: mean of the frame scores over [t, t + F) for every clip position.
 
     Args:
-        frame_scores: one 1-D sequence / tensor / array of per-frame scores per video (L_v >= 1 each).
+        frame_scores: one 1-D sequence / tensor / array of per-frame scores per video (L_v >= 1 each), or
+            a :class:`FlatFrameScores`.
         clip_len: F >= 1. For a clip taken with stride s pass its span (F - 1) * s + 1: the prior is then
             the mean over every frame the clip spans.
     Returns: ``(prior float32 [P], num_positions int64 [V])`` with N_v = max(1, L_v - F + 1); a video
@@ -281,17 +295,24 @@ def clip_prior(frame_scores: Sequence, clip_len: int) -> tuple[Tensor, Tensor]:
     """
     if isinstance(clip_len, bool) or not isinstance(clip_len, int) or clip_len < 1:
         raise ValueError(f"clip_len must be an int >= 1 (frames per clip), got {clip_len!r}")
-    if len(frame_scores) == 0:
+    if not isinstance(frame_scores, FlatFrameScores) and len(frame_scores) == 0:
         raise ValueError("frame_scores must hold one 1-D sequence of frame scores per video, got none")
     F = clip_len
-    parts = [torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in frame_scores]
-    n_frames = torch.tensor([p.numel() for p in parts], dtype=torch.int64)
-    empty = (n_frames == 0).nonzero().flatten()
+    if isinstance(frame_scores, FlatFrameScores):
+        flat = torch.as_tensor(frame_scores.values, dtype=torch.float32).reshape(-1)
+        n_frames = torch.as_tensor(frame_scores.num_frames, dtype=torch.int64).reshape(-1)
+        if int(n_frames.sum()) != flat.numel():
+            raise ValueError(f"FlatFrameScores: num_frames sum to {int(n_frames.sum())} but values holds "
+                             f"{flat.numel()} frame scores")
+    else:  # one-time O(V) Python pass to flatten per-video sequences (not a per-epoch path)
+        parts = [torch.as_tensor(f, dtype=torch.float32).reshape(-1) for f in frame_scores]
+        n_frames = torch.tensor([p.numel() for p in parts], dtype=torch.int64)
+        flat = torch.cat(parts)
+        del parts
+    empty = (n_frames < 1).nonzero().flatten()
     if empty.numel():
         raise ValueError(f"frame_scores of video {int(empty[0])} is empty ({empty.numel()} empty video(s)): "
                          "every video needs at least one frame score")
-    flat = torch.cat(parts)
-    del parts
     foff = _offsets(n_frames)
     bad = (~torch.isfinite(flat)).nonzero().flatten()
     if bad.numel():
@@ -304,24 +325,33 @@ def clip_prior(frame_scores: Sequence, clip_len: int) -> tuple[Tensor, Tensor]:
     poff = _offsets(num_positions)
     prior = torch.empty(int(poff[-1]), dtype=torch.float32)
     for v0, v1 in _video_chunks(foff):
-        # float64 running sum over this chunk's frames only: window sums are exact to ~1e-16 relative.
+        # Window sums over this chunk's frame array at once, W[i] = sum(frames[i:i+F]) (float64 running
+        # sum, F zeros appended), then drop the windows that start in a video's last L - N frames
+        # (they straddle the next video): no per-position gathers.
         fa, fb = int(foff[v0]), int(foff[v1])
-        csum = torch.zeros(fb - fa + 1, dtype=torch.float64)
-        torch.cumsum(flat[fa:fb], 0, dtype=torch.float64, out=csum[1:])
-        lengths = num_positions[v0:v1]
-        vid = torch.repeat_interleave(torch.arange(v0, v1), lengths)
-        a, b = int(poff[v0]), int(poff[v1])
-        t = torch.arange(a, b) - poff[vid]
-        fstart = foff[vid] - fa                      # first frame of each position's video, chunk-local
-        end = torch.minimum(t + F, n_frames[vid])
-        prior[a:b] = ((csum[fstart + end] - csum[fstart + t]) / F).to(torch.float32)
-    # Videos shorter than F: their one window above summed the L real frames; the F - L missing frames
-    # repeat the last frame (CONTRACT §1).
+        csum = torch.zeros(fb - fa + F + 1, dtype=torch.float64)
+        torch.cumsum(flat[fa:fb], 0, dtype=torch.float64, out=csum[1:fb - fa + 1])
+        csum[fb - fa + 1:] = csum[fb - fa]
+        win = csum[F:F + fb - fa] - csum[:fb - fa]            # [frames in chunk]
+        drop = (n_frames[v0:v1] - num_positions[v0:v1])      # L - N per video, 0..F-1
+        first_drop = foff[v0:v1] - fa + num_positions[v0:v1]
+        rel = torch.arange(max(F - 1, 1))
+        idx = torch.where(rel < drop[:, None], first_drop[:, None] + rel, fb - fa)  # fb - fa = sentinel
+        keep = torch.ones(fb - fa + 1, dtype=torch.bool)
+        keep[idx.flatten()] = False
+        prior[int(poff[v0]):int(poff[v1])] = (win[keep[:-1]] / F).to(torch.float32)
+    # Videos shorter than F: their one window summed the L real frames (and appended zeros / the next
+    # video's frames); recompute it with the F - L missing frames repeating the last frame (CONTRACT §1).
     short = (n_frames < F).nonzero().flatten()
     if short.numel():
+        first = foff[short]
+        rel = torch.arange(F)
+        ok = rel < n_frames[short][:, None]
+        vals = flat[torch.where(ok, first[:, None] + rel, first[:, None])].to(torch.float64)
+        total = torch.where(ok, vals, 0.0).sum(1)
         last = flat[foff[short + 1] - 1].to(torch.float64)
         pad = (F - n_frames[short]).to(torch.float64)
-        prior[poff[short]] = (prior[poff[short]].to(torch.float64) + pad * last / F).to(torch.float32)
+        prior[poff[short]] = ((total + pad * last) / F).to(torch.float32)
     return prior, num_positions
 
 
@@ -343,7 +373,7 @@ class PriorPolicy:
     Use :meth:`from_clip_prior` to give the clip prior directly.
     """
 
-    def __init__(self, frame_scores: Sequence, clip_len: int, gamma_s: float = 1.0):
+    def __init__(self, frame_scores, clip_len: int, gamma_s: float = 1.0):
         self.gamma_s = _check_gamma(gamma_s)
         values, num_positions = clip_prior(frame_scores, clip_len)
         self.prior = ScoreTable(num_positions, clip_len)

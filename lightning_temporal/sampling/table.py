@@ -176,16 +176,16 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
     Inverse-CDF sampling, vectorised over videos, in chunks of about ``_CHUNK_ELEMS`` positions:
 
     1. x = gamma * w minus each segment's max (exp never overflows; every segment's mass is >= 1);
-    2. p = exp(x) and a two-level prefix sum: float32 cumulative sums inside blocks of 32 positions
-       (a cheap 2-D ``cumsum``) plus a float64 cumulative sum of the block totals, so the prefix at any
-       position is ``block_prefix[j // 32] + local[j]`` -- no float32 sum runs over more than 32 terms,
-       and the float64 part keeps later segments exact over millions of positions;
-    3. one uniform u per video, target = prefix(segment start - 1) + u * segment mass, and the smallest j
-       whose prefix exceeds the target (``searchsorted`` over blocks, then a count inside the block).
-       Zero-probability positions (exp underflow) can never be chosen.
+    2. p = exp(x) and a two-level prefix sum in float64: the masses of blocks of 32 positions and their
+       cumulative sum (P / 32 values), so the prefix at position j is ``block_prefix[j // 32]`` plus a sum
+       of at most 32 terms of j's block -- no full-length cumulative sum is ever written;
+    3. one uniform u per video, target = prefix(segment start - 1) + u * segment mass, the block holding
+       it (``searchsorted`` over block prefixes) and, inside that block only, the smallest j whose
+       prefix exceeds the target. Zero-probability positions (exp underflow) can never be chosen.
 
-    Error: the float32 in-block sums are off by at most ~32 * 2^-19 absolute (typically ~1e-6) against a
-    segment mass >= 1, so each probability is exact to ~1e-5 or better. ``generator`` is used by exactly
+    Sums over more than 32 terms are float64 (block prefixes reach ~P); sums inside a block are float32
+    (<= 32 terms, each <= 1: error ~1e-6 against a segment mass >= 1), so probabilities are exact to
+    ~1e-5 or better. ``generator`` is used by exactly
     one ``torch.rand(V)`` call: the result is a deterministic function of its state. ``gamma = 0`` is exactly
     uniform (no table read).
     """
@@ -195,8 +195,8 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
     if gamma == 0:
         return torch.minimum((u * lengths_all).to(torch.int64), lengths_all - 1)
     out = torch.empty(V, dtype=torch.int64)
-    ws = _Workspace(offsets, "x", "tmp", "loc")
-    x_buf, loc_buf = ws.x, ws.loc
+    ws = _Workspace(offsets, "x", "tmp")
+    cols = torch.arange(_BLOCK)
     for v0, v1 in ws.chunks:
         a, b, lengths, ids, x = _chunk_shifted(values, offsets, gamma, ws, v0, v1)
         n = b - a
@@ -204,24 +204,23 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
         s_loc = offsets[v0:v1] - a                         # first position of each segment, chunk-local
         e_loc = s_loc + lengths                            # exclusive end
         x.exp_()
-        x_buf[n:nb * _BLOCK].zero_()                       # padding of the last block: probability 0
-        loc = loc_buf[:nb * _BLOCK].view(nb, _BLOCK)
-        torch.cumsum(x_buf[:nb * _BLOCK].view(nb, _BLOCK), 1, out=loc)   # in-block prefix, float32
-        tot = loc[:, -1].to(torch.float64)
-        incl = torch.cumsum(tot, 0)                        # float64 prefix of block totals
-        excl = torch.zeros_like(incl)
-        excl[1:] = incl[:-1]
-        flat_loc = loc_buf[:nb * _BLOCK]
+        ws.x[n:nb * _BLOCK].zero_()                        # padding of the last block: probability 0
+        xb = ws.x[:nb * _BLOCK].view(nb, _BLOCK)
+        tot = xb.sum(1).to(torch.float64)                  # block masses (32 terms: float32 is enough)
+        incl = torch.cumsum(tot, 0)                        # float64 prefix over blocks
+        excl = incl - tot
 
-        def prefix(j: Tensor) -> Tensor:                   # inclusive prefix at chunk-local position j
-            return excl[j // _BLOCK] + flat_loc[j].to(torch.float64)
+        def prefix(j: Tensor) -> Tensor:                   # inclusive prefix of p at chunk-local positions j
+            blk = j // _BLOCK
+            part = torch.where(cols <= (j - blk * _BLOCK)[:, None], xb[blk], 0.0).sum(1).to(torch.float64)
+            return excl[blk] + part
 
-        before = torch.where(s_loc > 0, prefix(torch.clamp(s_loc - 1, min=0)), torch.zeros((), dtype=torch.float64))
+        before = torch.where(s_loc > 0, prefix(torch.clamp(s_loc - 1, min=0)), 0.0)
         target = before + u[v0:v1] * (prefix(e_loc - 1) - before)
         blk = torch.searchsorted(incl, target, right=True)  # first block whose prefix exceeds the target
         blk = torch.minimum(torch.maximum(blk, s_loc // _BLOCK), (e_loc - 1) // _BLOCK)
-        resid = target - excl[blk]
-        j = blk * _BLOCK + (loc[blk] <= resid.to(torch.float32)[:, None]).sum(1)
+        row = torch.cumsum(xb[blk], 1)                     # in-block prefix of the chosen blocks only
+        j = blk * _BLOCK + (row <= (target - excl[blk]).to(torch.float32)[:, None]).sum(1)
         # u < 1, but rounding may put the target on the segment's last prefix: clamp into the segment.
         j = torch.minimum(torch.maximum(j, s_loc), e_loc - 1)
         out[v0:v1] = j - s_loc
@@ -394,18 +393,26 @@ class ScoreTable:
             rounds += 1
             v_r, t_r, f_r = vid[idx], st[idx], sc[idx]
             # Within a round every video occurs once, so windows of different records never overlap:
-            # one gather + one scatter per chunk is exact.
-            for c in range(0, v_r.numel(), per_chunk):
-                v, t, f = v_r[c:c + per_chunk], t_r[c:c + per_chunk], f_r[c:c + per_chunk]
-                pos = t[:, None] + rel                                  # R, 2F-1
-                ok = (pos >= 0) & (pos < self.lengths[v][:, None])      # R, 2F-1
-                # Out-of-range entries are sent to the record's own centre with weight 1: they compute
-                # exactly the centre's new value from the same old value, so the duplicate writes agree
-                # (no boolean compaction of the grid needed).
-                flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
-                wgt = torch.where(ok, weight, torch.ones((), dtype=torch.float32))
-                old = self.values[flat]
-                self.values[flat] = old + wgt * (f[:, None] - old)
+            # one gather + one scatter per chunk is exact, and the two groups below touch disjoint videos.
+            inside = (t_r >= F - 1) & (t_r + F <= self.lengths[v_r])      # whole window inside the video
+            for group, interior in ((inside.nonzero().flatten(), True), ((~inside).nonzero().flatten(), False)):
+                for c in range(0, group.numel(), per_chunk):
+                    k = group[c:c + per_chunk]
+                    v, t, f = v_r[k], t_r[k], f_r[k]
+                    if interior:
+                        flat = (self.offsets[v] + t)[:, None] + rel           # R, 2F-1
+                        wgt = weight.expand(k.numel(), -1)
+                    else:
+                        pos = t[:, None] + rel                                # R, 2F-1
+                        ok = (pos >= 0) & (pos < self.lengths[v][:, None])
+                        # Out-of-range entries are sent to the record's own centre with weight 1: they
+                        # compute exactly the centre's new value from the same old value, so duplicate
+                        # writes agree and the grid needs no boolean compaction.
+                        flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
+                        wgt = torch.where(ok, weight, torch.ones((), dtype=torch.float32))
+                    old = self.values[flat]
+                    # lerp(old, f, w) = old + w * (f - old) in one fused kernel; exactly f where w = 1.
+                    self.values[flat] = torch.lerp(old, f[:, None].expand_as(old), wgt)
         return {"applied": int(vid.numel()), "nonfinite": nbad, "rounds": rounds}
 
     def fill(self, video_idx, start, score, radius) -> dict:
@@ -443,12 +450,21 @@ class ScoreTable:
                 # at the record's own start and write the same value f, so duplicate writes agree.
                 rel = torch.arange(-rmax, rmax + 1)
                 per_chunk = max(1, _CHUNK_ELEMS // width)
-                for c in range(0, v_r.numel(), per_chunk):
-                    v, t, f, r = (x[c:c + per_chunk] for x in (v_r, t_r, f_r, r_r))
-                    pos = t[:, None] + rel
-                    ok = (rel.abs() <= r[:, None]) & (pos >= 0) & (pos < self.lengths[v][:, None])
-                    flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
-                    self.values[flat] = f[:, None].expand_as(flat)
+                # Records whose full window [t - rmax, t + rmax] lies inside their video need no mask.
+                inside = (r_r == rmax) & (t_r >= rmax) & (t_r + rmax < self.lengths[v_r])
+                for group, interior in ((inside.nonzero().flatten(), True), ((~inside).nonzero().flatten(), False)):
+                    for c in range(0, group.numel(), per_chunk):
+                        k = group[c:c + per_chunk]
+                        v, t, f, r = v_r[k], t_r[k], f_r[k], r_r[k]
+                        if interior:
+                            flat = (self.offsets[v] + t)[:, None] + rel
+                        else:
+                            # Entries outside a record's window (or video) point at the record's own start
+                            # and write the same f, so duplicate writes agree.
+                            pos = t[:, None] + rel
+                            ok = (rel.abs() <= r[:, None]) & (pos >= 0) & (pos < self.lengths[v][:, None])
+                            flat = self.offsets[v][:, None] + torch.where(ok, pos, t[:, None])
+                        self.values[flat] = f[:, None].expand_as(flat)
             else:
                 # Very different radii: ragged expansion of the intervals (memory = positions written).
                 first = self.offsets[v_r] + lo
