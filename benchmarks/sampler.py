@@ -109,13 +109,12 @@ def sampler_part1(videos: int, frames: int, clip_len: int, repeat: int, seed: in
 
 
 def clean_scoring_overhead(**kwargs) -> list[dict]:
-    """PART 2 HOOK (to be written by the lead once StochasticSoftmaxCallback exists).
+    """Part 2: epoch time with the callback (clean scoring) vs uniform sampling on a small 3D CNN, next to the
+    bound 1 + t(eval forward) / t(train step) measured in the same run (``benchmarks/clean_scoring.py``)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from clean_scoring import clean_scoring_overhead as measure
 
-    Epoch time with the callback (clean scoring) vs uniform sampling on a small 3D CNN, printed next to the
-    bound 1 + t(eval forward) / t(train step) measured in the same run. Return rows like
-    ``{"setting": ..., "epoch_s": ..., "ratio": ..., "bound": ...}``; ``main`` prints them if any.
-    """
-    return []
+    return measure(**kwargs)
 
 
 def main(argv=None) -> None:
@@ -125,6 +124,7 @@ def main(argv=None) -> None:
     ap.add_argument("--clip-len", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=2, help="best of this many runs")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--skip-training", action="store_true", help="skip part 2 (clean-scoring overhead)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -139,7 +139,7 @@ def main(argv=None) -> None:
     for r in rows:
         print(f"| {r['policy']} | {r['phase']} | {r['plan_s'][0]:.3f} ({r['plan_s'][1]:.3f}) "
               f"| {r['update_s'][0]:.3f} ({r['update_s'][1]:.3f}) | {r['bytes_per_pos']:.3f} |")
-    part2 = clean_scoring_overhead()
+    part2 = [] if args.skip_training else clean_scoring_overhead()
     if part2:
         print("\n| setting | epoch time (s) | ratio to uniform | bound 1 + t_eval / t_train |")
         print("|---|---:|---:|---:|")
