@@ -5,15 +5,22 @@ and Similarity Guided Sampling (backbones whose temporal resolution adapts to ea
 """
 from lightning_temporal.pooling import lengths_to_mask, softmax_temporal_pool
 from lightning_temporal.metrics import EERAccuracy, MeanClassAccuracy, classification_metrics, eer_accuracy
-from lightning_temporal.callbacks import SamplingMapLogger, StochasticSoftmaxCallback
+from lightning_temporal.callbacks import SamplingHistory, SamplingMapLogger, SGSFeatureMapLogger, StochasticSoftmaxCallback
 from lightning_temporal.datamodule import TemporalDataModule
 from lightning_temporal.module import VideoClassifier
+from lightning_temporal.models import build_backbone, SimilarityGuidedSampling
+from lightning_temporal.flops import count_gmacs
 
 __version__ = "0.1.0"
 
 __all__ = [
     "StochasticSoftmaxCallback",
     "SamplingMapLogger",
+    "SamplingHistory",
+    "SGSFeatureMapLogger",
+    "build_backbone",
+    "SimilarityGuidedSampling",
+    "count_gmacs",
     "TemporalDataModule",
     "VideoClassifier",
     "softmax_temporal_pool",

@@ -207,3 +207,16 @@ def test_bad_config_fails_before_training_naming_the_key(override, message, tmp_
               "min_frames: 24, max_frames: 32}"])
     assert message in str(err.value)
     assert not os.path.exists(tmp_path / "synth"), "the error must come before any data is generated"
+
+
+def test_sgs_feature_map_logger_draws_the_layer_of_a_validation_clip(synth, tmp_path):
+    from lightning_temporal import SGSFeatureMapLogger
+
+    model = VideoClassifier("r3d18_a1", num_classes=4, sgs={"after": "res2", "num_bins": 8})
+    logger = SGSFeatureMapLogger(out_dir=str(tmp_path / "sgs"))
+    _trainer(tmp_path, max_epochs=1, callbacks=[logger], num_sanity_val_steps=0, limit_train_batches=1,
+             limit_val_batches=1).fit(model, datamodule=_dm(synth))
+    assert len(logger.saved) == 1 and os.path.getsize(logger.saved[0]) > 10_000
+    with pytest.raises(ValueError, match="SimilarityGuidedSampling"):
+        _trainer(tmp_path, callbacks=[SGSFeatureMapLogger()]).validate(VideoClassifier("simple3d", num_classes=4),
+                                                                       datamodule=_dm(synth))

@@ -1,5 +1,6 @@
-"""Lightning callbacks: the Temporal Stochastic Softmax sampler and its sampling-map plots."""
+"""Lightning callbacks: the Temporal Stochastic Softmax sampler and the figures of both methods."""
 from lightning_temporal.callbacks.stochastic_softmax import SamplingHistory, StochasticSoftmaxCallback
 from lightning_temporal.callbacks.sampling_plots import SamplingMapLogger
+from lightning_temporal.callbacks.sgs_plots import SGSFeatureMapLogger
 
-__all__ = ["StochasticSoftmaxCallback", "SamplingHistory", "SamplingMapLogger"]
+__all__ = ["StochasticSoftmaxCallback", "SamplingHistory", "SamplingMapLogger", "SGSFeatureMapLogger"]
