@@ -17,8 +17,21 @@ __all__ = ["TemporalCLI", "main"]
 
 
 class TemporalCLI(LightningCLI):
-    """LightningCLI whose model and data default to this package's classes (subclasses allowed by
-    ``class_path``)."""
+    """LightningCLI over :class:`VideoClassifier` and :class:`TemporalDataModule` (subclasses allowed through
+    ``class_path``). ``fit --test_after_fit true`` also tests the best checkpoint (or the last weights when no
+    checkpoint callback monitors a metric) on the data module's test split."""
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after fit, evaluate the best checkpoint on the test split")
+
+    def after_fit(self) -> None:
+        config = self.config.get(self.subcommand, self.config)
+        if not config.get("test_after_fit", False) or self.trainer.fast_dev_run:
+            return
+        ckpt = self.trainer.checkpoint_callback
+        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
 def main(args: Optional[List[str]] = None) -> Optional[TemporalCLI]:

@@ -220,3 +220,21 @@ def test_sgs_feature_map_logger_draws_the_layer_of_a_validation_clip(synth, tmp_
     with pytest.raises(ValueError, match="SimilarityGuidedSampling"):
         _trainer(tmp_path, callbacks=[SGSFeatureMapLogger()]).validate(VideoClassifier("simple3d", num_classes=4),
                                                                        datamodule=_dm(synth))
+
+
+def test_quickstart_cli_fits_then_tests_and_writes_figures(tmp_path, monkeypatch):
+    """The main job's path end to end (tiny data, 2 epochs): fit, test with softmax pooling, sampling maps."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lightning-temporal"])
+    config = os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.yaml")
+    cli = main(["fit", "--config", config, "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1",
+                "--trainer.enable_progress_bar=false", "--data.init_args.clip_len=8",
+                "--data.init_args.crop_size=24", "--data.init_args.short_side=32",
+                "--data.init_args.synthetic={root: synth, num_train: 6, num_val: 2, num_test: 3, size: 32, "
+                "min_frames: 24, max_frames: 32}"])
+    metrics = cli.trainer.callback_metrics
+    assert "test/top1" in metrics and "test/gp0/top1" in metrics and "test/gp1e06/top1" in metrics
+    pngs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "outputs") for f in fs if f.endswith(".png")]
+    assert any("sampling_map_epoch001" in p for p in pngs), pngs
+    csvs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "outputs") for f in fs if f == "metrics.csv"]
+    assert csvs and "epochs_trained" in open(csvs[0]).read()
