@@ -238,3 +238,16 @@ def test_quickstart_cli_fits_then_tests_and_writes_figures(tmp_path, monkeypatch
     assert any("sampling_map_epoch001" in p for p in pngs), pngs
     csvs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "outputs") for f in fs if f == "metrics.csv"]
     assert csvs and "epochs_trained" in open(csvs[0]).read()
+
+
+def test_readme_subclass_example_trains_with_the_callback(synth, tmp_path):
+    """The subclass shown in the README (own network, own loss) works with StochasticSoftmaxCallback."""
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md")).read()
+    block = next(b for b in readme.split("```python")[1:] if "class FocalVideoClassifier" in b).split("```")[0]
+    namespace = {}
+    exec(block, namespace)
+    model = namespace["FocalVideoClassifier"](num_classes=4)
+    cb = StochasticSoftmaxCallback(gamma_s=1.0, warmup_epochs=1, exploration_epochs=2)
+    _trainer(tmp_path, max_epochs=4, callbacks=[cb], num_sanity_val_steps=0, limit_val_batches=0).fit(
+        model, datamodule=_dm(synth))
+    assert cb.metrics[-1]["records"] == 8 and bool((cb.policy.table.values != 0).any())
