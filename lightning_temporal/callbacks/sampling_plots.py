@@ -9,7 +9,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
-from lightning_temporal.plots.sampling_map import figure_to_array, plot_sampling_maps
+from lightning_temporal.callbacks.figures import save_and_log_figure
+from lightning_temporal.plots.sampling_map import plot_sampling_maps
 
 __all__ = ["SamplingMapLogger"]
 
@@ -84,13 +85,4 @@ class SamplingMapLogger(Callback):
         if not panels:
             return
         fig = plot_sampling_maps(panels, ncols=self.ncols, title=f"sampling maps after epoch {epoch}")
-        out_dir = self.out_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "sampling_maps")
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, f"sampling_map_epoch{epoch:03d}.png")
-        fig.savefig(path)
-        self.saved.append(path)
-        experiment = getattr(trainer.logger, "experiment", None)
-        if hasattr(experiment, "add_image"):  # TensorBoard
-            experiment.add_image("sampling_maps", figure_to_array(fig), epoch, dataformats="HWC")
-        elif hasattr(trainer.logger, "log_image"):  # W&B, Neptune, ...
-            trainer.logger.log_image("sampling_maps", [path], step=trainer.global_step)
+        self.saved.append(save_and_log_figure(trainer, fig, self.out_dir, "sampling_maps", "sampling_map"))

@@ -1,7 +1,6 @@
 """``SGSFeatureMapLogger``: input vs SGS output feature maps of a validation clip (ATFR seed Fig. A.1)."""
 from __future__ import annotations
 
-import os
 from typing import Any, Optional
 
 import lightning.pytorch as pl
@@ -10,8 +9,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_temporal.models.sgs import SimilarityGuidedSampling
+from lightning_temporal.callbacks.figures import save_and_log_figure
 from lightning_temporal.plots.feature_maps import plot_sgs_feature_maps
-from lightning_temporal.plots.sampling_map import figure_to_array
 
 __all__ = ["SGSFeatureMapLogger"]
 
@@ -65,13 +64,4 @@ class SGSFeatureMapLogger(Callback):
         clip = self._clip[0].float()
         clip = (clip - clip.min()) / (clip.max() - clip.min()).clamp(min=1e-6)  # undo normalisation for display
         fig = plot_sgs_feature_maps(seen["inp"], seen["out"], seen["mask"], self.channels, self.frames, clip=clip)
-        out_dir = self.out_dir or os.path.join(trainer.log_dir or trainer.default_root_dir, "sgs_maps")
-        os.makedirs(out_dir, exist_ok=True)
-        path = os.path.join(out_dir, f"sgs_maps_epoch{trainer.current_epoch:03d}.png")
-        fig.savefig(path)
-        self.saved.append(path)
-        experiment = getattr(trainer.logger, "experiment", None)
-        if hasattr(experiment, "add_image"):
-            experiment.add_image("sgs_feature_maps", figure_to_array(fig), trainer.current_epoch, dataformats="HWC")
-        elif hasattr(trainer.logger, "log_image"):
-            trainer.logger.log_image("sgs_feature_maps", [path], step=trainer.global_step)
+        self.saved.append(save_and_log_figure(trainer, fig, self.out_dir, "sgs_maps", "sgs_maps"))
