@@ -137,6 +137,9 @@ def _open(path: str):
             f"{path}: no video stream (streams: {kinds}); remove it from the manifest or point it at the video"
         )
     stream = container.streams.video[0]
+    # One decoder thread: FFmpeg's automatic thread count made every RGB conversion of a frame taken while the
+    # decoder was open ~10x slower here (3.5 ms vs 0.35 ms for 320x240), and loaders parallelise over clips.
+    stream.codec_context.thread_count = 1
     return container, stream
 
 
