@@ -229,17 +229,18 @@ def test_quickstart_cli_fits_then_tests_and_writes_figures(tmp_path, monkeypatch
     config = os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.yaml")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cli = main(["fit", "--config", config, "--trainer.max_epochs=2", "--trainer.check_val_every_n_epoch=1",
+        cli = main(["fit", "--config", config, "--trainer.max_epochs=5", "--trainer.check_val_every_n_epoch=1",
                     "--trainer.enable_progress_bar=false", "--data.init_args.clip_len=8",
                     "--data.init_args.crop_size=24", "--data.init_args.short_side=32",
                     "--data.init_args.synthetic={root: synth, num_train: 6, num_val: 2, num_test: 3, size: 32, "
                     "min_frames: 24, max_frames: 32}"])
-    # checkpoints are written at training-epoch ends, after the tables were updated: resumable exactly
+    # checkpoints are written at training-epoch ends, after the score tables were updated: resumable exactly
     assert not [w for w in caught if "middle of training epoch" in str(w.message)]
+    assert cli.trainer.checkpoint_callback._save_on_train_epoch_end is True
     metrics = cli.trainer.callback_metrics
     assert "test/top1" in metrics and "test/gp0/top1" in metrics and "test/gp1e06/top1" in metrics
     pngs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "outputs") for f in fs if f.endswith(".png")]
-    assert any("sampling_map_epoch001" in p for p in pngs), pngs
+    assert any("sampling_map_epoch004" in p for p in pngs), pngs
     csvs = [os.path.join(d, f) for d, _, fs in os.walk(tmp_path / "outputs") for f in fs if f == "metrics.csv"]
     assert csvs and "epochs_trained" in open(csvs[0]).read()
 
