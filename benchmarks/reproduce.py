@@ -38,12 +38,12 @@ ALL_TABLES = ("S.1", "S.4", "A.3", "A.4", "S.2", "S.2-fig", "S.3")
 
 # Dataset of each variant at reproduction scale (32x32, so that a run fits in minutes on 2 cores).
 DATA = {
-    "multiclass": dict(variant="multiclass", size=32, num_train=300, num_val=60, num_test=100, min_frames=64,
-                       max_frames=144, event_fraction=(0.10, 0.20)),
-    "binary": dict(variant="binary", size=32, num_train=300, num_val=60, num_test=100, min_frames=64,
-                   max_frames=144, event_fraction=(0.10, 0.20)),
-    "redundancy": dict(variant="redundancy", size=32, num_train=300, num_val=60, num_test=100, min_frames=64,
-                       max_frames=144, event_fraction=(0.10, 0.20)),
+    "multiclass": dict(variant="multiclass", size=32, num_train=240, num_val=60, num_test=120, min_frames=48,
+                       max_frames=128, event_fraction=(0.15, 0.25)),
+    "binary": dict(variant="binary", size=32, num_train=240, num_val=60, num_test=120, min_frames=48,
+                   max_frames=128, event_fraction=(0.15, 0.25)),
+    "redundancy": dict(variant="redundancy", size=32, num_train=240, num_val=60, num_test=120, min_frames=48,
+                       max_frames=128, event_fraction=(0.15, 0.25)),
 }
 
 # Shared training settings (tuned on the multiclass variant, see benchmarks/results/README.md).

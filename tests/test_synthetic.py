@@ -177,7 +177,8 @@ def test_class_is_in_the_motion_not_in_a_single_frame(multi):
     # where the object is does not tell which way it moves
     for c, p in mid_positions.items():
         assert len(p) == 8
-        assert min(p) < S / 2 < max(p), (c, p)
+        # (8 draws per class: "spread" = they cover more than a quarter of the frame, not a fixed spot)
+        assert max(p) - min(p) > S / 4, (c, p)
 
 
 def test_binary_variant_labels_windows_and_distractors(tmp_path):
@@ -213,8 +214,10 @@ def test_redundancy_variant_static_stretches(tmp_path):
         frames = decode_grey(os.path.join(str(tmp_path), row["path"]))
         L, s, e = len(frames), int(row["event_start"]), int(row["event_end"])
         # a frozen frame decodes (near-)identical to its predecessor; dynamic frames get fresh noise
-        change = np.abs(np.diff(frames, axis=0)).max(axis=(1, 2))
-        static = np.r_[False, change <= 10]
+        # (mean absolute change: fresh noise of std 0.03 gives ~6 grey levels; a frozen frame right after fast
+        # motion may keep a few pixels of codec drift, so the max over pixels is not a reliable test)
+        change = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2))
+        static = np.r_[False, change <= 3]
         assert static.sum() / L == pytest.approx(float(row["static_fraction"]), abs=1e-4), row
         assert not static[s:e].any(), "the event window must stay dynamic"
         # stretches: runs of >= 4 consecutive static frames exist
