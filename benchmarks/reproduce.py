@@ -49,7 +49,7 @@ DATA = {
 # Shared training settings (tuned on the multiclass variant, see benchmarks/results/README.md).
 BASE = dict(clip_len=16, crop_size=28, short_side=32, batch_size=8, lr=5e-4, max_epochs=30,
             warmup_epochs=3, exploration_epochs=5, test_gamma_p=[0.0, 1.0, 1e6], gmacs_clips=16)
-EARLY = dict(early_stopping=True, val_every=2, patience=3, min_epochs=10)
+EARLY = dict(early_stopping=True, val_every=2, patience=3, min_epochs=20)  # the model needs ~15 epochs to start
 
 
 def data_cfg(variant: str, seed: int, root: str, scale: float = 1.0) -> Dict[str, Any]:
