@@ -152,13 +152,18 @@ def test_class_is_in_the_motion_not_in_a_single_frame(multi):
         L, s, e = len(frames), int(row["event_start"]), int(row["event_end"])
         pos = _track(frames)
         step = wrap(np.diff(pos, axis=0), S)  # per-frame displacement, [L-1, 2]
-        # displacement over the window: the motion has the class direction, >= S/4 pixels
+        # displacement over the window: the motion has the class direction and the trapezoid speed profile
+        # (peak event_speed * S/32 = 2 px/frame, ramps over the first and last quarter), summed here frame by frame
         a, b = max(s - 1, 0), min(e, L - 1)
         disp = step[a:b].sum(axis=0)
         along = disp @ np.array(unit[row["label"]])
         across = disp @ np.array(unit[row["label"]][::-1])
-        assert along >= S / 4 - 2, (row, disp)
+        w = e - s
+        ramp = [min(1.0, min(k + 0.5, w - k - 0.5) / (w / 4.0)) for k in range(w)]
+        expected = 2.0 * (S / 32) * sum(ramp) / max(ramp)
+        assert abs(along - expected) <= 1.5, (row, disp, expected)
         assert abs(across) <= 1.5, (row, disp)
+        assert 1.4 <= (step[a:b] @ np.array(unit[row["label"]])).max() <= 2.6, row  # peak speed ~ 2 px/frame
         # outside the window the object only jitters (well under a pixel per frame)
         outside = np.r_[step[: max(s - 1, 0)], step[e:]]
         if len(outside):
@@ -172,7 +177,8 @@ def test_class_is_in_the_motion_not_in_a_single_frame(multi):
     # where the object is does not tell which way it moves
     for c, p in mid_positions.items():
         assert len(p) == 8
-        assert min(p) < S / 2 < max(p), (c, p)
+        # (8 draws per class: "spread" = they cover more than a quarter of the frame, not a fixed spot)
+        assert max(p) - min(p) > S / 4, (c, p)
 
 
 def test_binary_variant_labels_windows_and_distractors(tmp_path):
@@ -208,8 +214,10 @@ def test_redundancy_variant_static_stretches(tmp_path):
         frames = decode_grey(os.path.join(str(tmp_path), row["path"]))
         L, s, e = len(frames), int(row["event_start"]), int(row["event_end"])
         # a frozen frame decodes (near-)identical to its predecessor; dynamic frames get fresh noise
-        change = np.abs(np.diff(frames, axis=0)).max(axis=(1, 2))
-        static = np.r_[False, change <= 10]
+        # (mean absolute change: fresh noise of std 0.03 gives ~6 grey levels; a frozen frame right after fast
+        # motion may keep a few pixels of codec drift, so the max over pixels is not a reliable test)
+        change = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2))
+        static = np.r_[False, change <= 3]
         assert static.sum() / L == pytest.approx(float(row["static_fraction"]), abs=1e-4), row
         assert not static[s:e].any(), "the event window must stay dynamic"
         # stretches: runs of >= 4 consecutive static frames exist
@@ -260,6 +268,7 @@ def test_existing_dataset_needs_overwrite(tmp_path):
         (dict(min_frames=10, event_fraction=(0.1, 0.2)), "min_frames"),
         (dict(num_distractors=(2, 1)), "num_distractors"),
         (dict(noise=-1.0), "noise"),
+        (dict(event_speed=0.0), "event_speed"),
     ],
 )
 def test_bad_arguments_name_the_parameter(tmp_path, bad, match):

@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 # Bump whenever the rendered content or the layout changes, so ensure_dataset regenerates old copies.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 SPLITS = ("train", "val", "test")
 VARIANTS = ("multiclass", "binary", "redundancy")
 # (dy, dx) unit steps in image coordinates (y grows downwards).
@@ -124,6 +124,7 @@ class _Params:
     num_distractors: Tuple[int, int]
     noise: float
     fps: int
+    event_speed: float = 2.0
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -134,7 +135,7 @@ class _Params:
 
 def _make_params(
     variant, num_train, num_val, num_test, seed, size, min_frames, max_frames, event_fraction,
-    num_classes, num_distractors, noise, fps,
+    num_classes, num_distractors, noise, fps, event_speed=2.0,
 ) -> _Params:
     _check_variant(variant)
     for name, v in (("num_train", num_train), ("num_val", num_val), ("num_test", num_test)):
@@ -169,10 +170,13 @@ def _make_params(
         raise ValueError(f"noise={noise!r}: pixel-noise standard deviation in grey levels / 255, must be in [0, 0.5]")
     if int(fps) != fps or fps <= 0:
         raise ValueError(f"fps={fps!r}: must be a positive integer")
+    if not (0.0 < float(event_speed) <= 8.0):
+        raise ValueError(f"event_speed={event_speed!r}: peak speed of the event in units of size/32 px per frame, "
+                         "must be in (0, 8] (the distractors move at 0.4-0.9 units diagonally)")
     class_names(variant, num_classes)  # validates num_classes
     return _Params(
         variant, int(num_train), int(num_val), int(num_test), int(seed), int(size), int(min_frames),
-        int(max_frames), (lo, hi), int(num_classes), (dlo, dhi), float(noise), int(fps),
+        int(max_frames), (lo, hi), int(num_classes), (dlo, dhi), float(noise), int(fps), float(event_speed),
     )
 
 
@@ -231,11 +235,12 @@ def render_video(
     event_fraction: Tuple[float, float],
     num_distractors: Tuple[int, int],
     noise: float,
+    event_speed: float = 2.0,
 ) -> RenderedVideo:
     """Render one video for class `label` (a name from :func:`class_names`) from the generator `rng`.
 
-    The object moves by ``D`` pixels (a quarter to three quarters of the frame, about ``size/32`` px per
-    frame on average) along its class direction with a trapezoidal speed profile over the window.
+    The object moves along its class direction with a trapezoidal speed profile over the window, peaking at
+    ``event_speed * size/32`` px per frame (the distractors move at 0.4-0.9 ``size/32`` px per frame).
     """
     S = size
     L = int(rng.integers(min_frames, max_frames + 1))
@@ -267,7 +272,10 @@ def render_video(
         # overlap only an edge carried a label without a visible motion and uniform training stalled.)
         k = np.arange(w) + 0.5
         ramp = np.minimum(1.0, np.minimum(k, w - k) / (w / 4.0))
-        dist = float(np.clip(unit * w, S / 4.0, 0.75 * S))
+        # peak speed = event_speed * unit px/frame; the frame wraps (torus), so no cap on the distance is
+        # needed to keep the position distribution class-independent. (Version 2 moved ~1.1 unit/frame at
+        # most, about the distractors' speed: a tiny CNN with uniform clips learnt it only after ~40 epochs.)
+        dist = float(event_speed * unit * ramp.sum() / ramp.max())
         ds = int(dyn[s])  # the window holds no frozen frame, so it maps to [ds, ds + w)
         shift = np.zeros(T)
         shift[ds : ds + w] = np.cumsum(ramp) / ramp.sum() * dist
@@ -353,6 +361,7 @@ def _make_one(job) -> dict:
         rng, variant=params["variant"], label=label, size=params["size"], min_frames=params["min_frames"],
         max_frames=params["max_frames"], event_fraction=tuple(params["event_fraction"]),
         num_distractors=tuple(params["num_distractors"]), noise=params["noise"],
+        event_speed=params.get("event_speed", 2.0),
     )
     name = f"{split}_{index:05d}"
     rel_video = f"videos/{split}/{name}.mp4"
@@ -417,6 +426,7 @@ def generate_dataset(
     num_distractors: Sequence[int] = (1, 2),
     noise: float = 0.03,
     fps: int = 25,
+    event_speed: float = 2.0,
     progress: bool = True,
     overwrite: bool = False,
     num_workers: Optional[int] = None,
@@ -433,6 +443,7 @@ def generate_dataset(
         num_classes: number of motion classes (2–4) for multiclass/redundancy; ignored by binary.
         num_distractors: (low, high) inclusive number of diagonally moving distractor squares per video.
         noise: std of Gaussian pixel noise in grey levels / 255. fps: frame rate stored in the files.
+        event_speed: peak speed of the event's motion in units of ``size/32`` px per frame.
         progress: show a tqdm bar. overwrite: replace an existing dataset under `root` (only the files
             this generator writes are removed). num_workers: processes (0 = in this process; None = auto).
 
@@ -441,7 +452,7 @@ def generate_dataset(
     """
     params = _make_params(
         variant, num_train, num_val, num_test, seed, size, min_frames, max_frames, event_fraction,
-        num_classes, num_distractors, noise, fps,
+        num_classes, num_distractors, noise, fps, event_speed,
     )
     info_path = os.path.join(root, "dataset.json")
     existing = [p for p in [info_path] + [os.path.join(root, f"{s}.csv") for s in SPLITS] if os.path.exists(p)]
@@ -565,6 +576,7 @@ def ensure_dataset(root: str, *, progress: bool = True, num_workers: Optional[in
 _GENERATE_DEFAULTS = dict(
     variant="multiclass", num_train=160, num_val=80, num_test=80, seed=0, size=64, min_frames=64,
     max_frames=192, event_fraction=(0.10, 0.20), num_classes=4, num_distractors=(1, 2), noise=0.03, fps=25,
+    event_speed=2.0,
 )
 
 

@@ -1,0 +1,107 @@
+"""Tiny end-to-end run of the reproduction machinery (benchmarks/reproduce.py + experiments.runner)."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+import torch
+
+from lightning_temporal.experiments.runner import _merge, run_experiment
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def _load_reproduce():
+    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "benchmarks", "reproduce.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+TINY_DATA = dict(size=16, num_train=8, num_val=4, num_test=4, min_frames=24, max_frames=32,
+                 event_fraction=[0.2, 0.3])
+
+
+def test_run_experiment_tss_end_to_end(tmp_path):
+    data = dict(TINY_DATA, root=str(tmp_path / "data"))
+    res = run_experiment({"method": "tss", "gamma_s": 1.0, "warmup_epochs": 1, "exploration_epochs": 1,
+                          "max_epochs": 3, "clip_len": 8, "crop_size": 16, "short_side": 16, "batch_size": 4,
+                          "data": data, "gmacs_clips": 2, "backbone_kwargs": {"widths": [4, 4, 8, 8]},
+                          "test_gamma_p": [0.0, 1e6]})
+    assert res["epochs"] == 3
+    assert res["phase_per_epoch"] == [0, 1, 2]  # warm-up, exploration, exploitation
+    # the hit rate is the mean over epochs >= W + E of the per-epoch rates; recompute it from the manifest
+    hr = [h for e, h in enumerate(res["hit_rate_per_epoch"]) if e >= 2]
+    assert res["hit_rate"] == pytest.approx(sum(hr) / len(hr))
+    assert all(0.0 <= h <= 1.0 for h in res["hit_rate_per_epoch"])
+    assert set(res["test"]) == {"0", "1e+06"}
+    for g in res["test"].values():
+        assert 0.0 <= g["top1"] <= 1.0
+        # 4 test videos: an accuracy is a multiple of 1/4
+        assert g["top1"] * 4 == pytest.approx(round(g["top1"] * 4))
+    assert res["gmacs"] > 0
+    json.dumps(res)  # serialisable (the cache and --out rely on it)
+
+
+def test_hit_rate_matches_event_windows(tmp_path):
+    """A uniform run's per-epoch hit rate equals the overlap fraction computed here from the sampled starts."""
+    import csv
+
+    from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback  # noqa: F401
+
+    data = dict(TINY_DATA, root=str(tmp_path / "data"))
+    res = run_experiment({"method": "uniform", "max_epochs": 2, "clip_len": 8, "crop_size": 16, "short_side": 16,
+                          "batch_size": 4, "data": data, "gmacs_clips": 0, "track_videos": 0,
+                          "backbone_kwargs": {"widths": [4, 4, 8, 8]}, "test_gamma_p": [1.0],
+                          "warmup_epochs": 0, "exploration_epochs": 1})
+    with open(os.path.join(data["root"], "train.csv")) as f:
+        rows = list(csv.DictReader(f))
+    starts = torch.tensor(res["starts_per_epoch"])  # [E, V]
+    for e in range(starts.shape[0]):
+        hits = [int(starts[e, v]) < int(r["event_end"]) and int(starts[e, v]) + 8 > int(r["event_start"])
+                for v, r in enumerate(rows)]
+        assert res["hit_rate_per_epoch"][e] == pytest.approx(sum(hits) / len(hits))
+
+
+def test_unknown_config_key_is_named():
+    with pytest.raises(ValueError, match="gama_s"):
+        _merge({"gama_s": 1.0, "data": {"root": "x"}})
+    with pytest.raises(ValueError, match="method"):
+        _merge({"method": "oracle", "data": {"root": "x"}})
+
+
+def test_reproduce_quick_writes_rows_and_tables(tmp_path, capsys):
+    rep = _load_reproduce()
+    rep.BASE.update(backbone_kwargs={"widths": [4, 4, 8, 8]}, crop_size=16, short_side=16, clip_len=8,
+                    warmup_epochs=1, exploration_epochs=1, gmacs_clips=2)
+    for d in rep.DATA.values():
+        d.update(size=16, min_frames=24, max_frames=32, event_fraction=(0.2, 0.3))
+    out = tmp_path / "quick.json"
+    cache = tmp_path / "runs.jsonl"
+    argv = ["--quick", "--out", str(out), "--data-root", str(tmp_path / "d"), "--cache", str(cache),
+            "--max-epochs", "3", "--data-scale", "0.02"]
+    rep.main(argv)
+    printed = capsys.readouterr().out
+    assert "| uniform |" in printed and "| tss g_s=1 |" in printed
+    rows = json.load(open(out))["rows"]
+    assert {r["method"] for r in rows} == {"uniform", "tss"}
+    for r in rows:
+        for key in ("method", "gamma_s", "gamma_p", "video_acc", "hit_rate", "epochs", "gmacs"):
+            assert key in r
+        assert 0.0 <= r["video_acc"] <= 1.0 and r["epochs"] == 3
+    assert sorted({r["gamma_p"] for r in rows}) == [0.0, 1.0, 1e6]
+    # a second call reuses the cached runs (no training: the cache holds both configs)
+    n_lines = len(open(cache).read().splitlines())
+    rep.main(argv)
+    assert len(open(cache).read().splitlines()) == n_lines == 2
+
+
+def test_mean_std_against_formula():
+    rep = _load_reproduce()
+    vals = [0.5, 0.75, 0.25]
+    m = sum(vals) / 3
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / 2)
+    assert rep.mean_std(vals, 100.0) == f"{100 * m:.1f} ± {100 * sd:.1f}"
+    assert rep.mean_std([0.5], 100.0) == "50.0"
+    assert rep.mean_std([None], 100.0) == "–"
