@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
@@ -145,6 +146,9 @@ class TemporalDataModule(LightningDataModule):
                 what = "the folder of the official split files" if folder else "a manifest file"
                 raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
                                         f"(manifest_format={manifest_format!r}) or leave it unset")
+        if synthetic is not None and flip and synthetic.get("variant", "multiclass") != "binary":
+            warnings.warn("data.flip is true with the synthetic dataset, whose classes are motion directions: a "
+                          "horizontal flip turns a 'left' video into a 'right' one; set data.flip: false")
         try:
             self.train_transform = TrainTransform(crop_size, short_side, flip=flip, mean=mean, std=std)
             self.clean_transform = CleanTransform(crop_size, short_side, mean=mean, std=std)

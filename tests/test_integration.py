@@ -256,3 +256,8 @@ def test_readme_subclass_example_trains_with_the_callback(synth, tmp_path):
     _trainer(tmp_path, max_epochs=4, callbacks=[cb], num_sanity_val_steps=0, limit_val_batches=0).fit(
         model, datamodule=_dm(synth))
     assert cb.metrics[-1]["records"] == 8 and bool((cb.policy.table.values != 0).any())
+
+
+def test_flip_with_direction_classes_warns():
+    with pytest.warns(UserWarning, match="flip"):
+        TemporalDataModule(synthetic={"root": "unused"}, flip=True, **CROP)
