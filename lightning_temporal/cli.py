@@ -13,7 +13,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning_temporal.datamodule import TemporalDataModule
 from lightning_temporal.module import VideoClassifier
 
-__all__ = ["TemporalCLI", "main"]
+__all__ = ["TemporalCLI", "run", "main"]
 
 
 class TemporalCLI(LightningCLI):
@@ -34,14 +34,18 @@ class TemporalCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def main(args: Optional[List[str]] = None) -> Optional[TemporalCLI]:
+def run(args: Optional[List[str]] = None) -> TemporalCLI:
+    """Run the CLI on ``args`` (default: the command line) and return it (its trainer, model, data)."""
+    return TemporalCLI(VideoClassifier, TemporalDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                       save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
+
+
+def main() -> None:
+    """The ``lightning-temporal`` console script: exit status 0 on success, 2 with a one-line message on a bad
+    config (it fails before training, naming the key and what is allowed)."""
     try:
-        return TemporalCLI(VideoClassifier, TemporalDataModule, subclass_mode_model=True, subclass_mode_data=True,
-                           save_config_kwargs={"overwrite": True}, args=args, auto_configure_optimizers=False)
+        run()
     except (ValueError, TypeError, FileNotFoundError) as err:
-        # bad configs fail before training with the key and what is allowed; no traceback for the user
-        if args is not None:
-            raise
         print(f"lightning-temporal: error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -20,7 +20,7 @@ from lightning_temporal import (
     VideoClassifier,
     softmax_temporal_pool,
 )
-from lightning_temporal.cli import main
+from lightning_temporal.cli import run as main
 from lightning_temporal.data.synthetic import generate_dataset
 from lightning_temporal.data.video import read_clip
 from lightning_temporal.data.video_dataset import VideoDataset, collate_videos, eval_clip_starts
@@ -261,3 +261,22 @@ def test_readme_subclass_example_trains_with_the_callback(synth, tmp_path):
 def test_flip_with_direction_classes_warns():
     with pytest.warns(UserWarning, match="flip"):
         TemporalDataModule(synthetic={"root": "unused"}, flip=True, **CROP)
+
+
+def test_console_script_exit_status(tmp_path):
+    """`lightning-temporal` exits 0 after a run and 2 with a one-line message on a bad config."""
+    import subprocess
+    import sys
+
+    config = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.yaml"))
+    tiny = ("--data.init_args.synthetic={root: synth, num_train: 4, num_val: 2, num_test: 2, size: 32, "
+            "min_frames: 24, max_frames: 32}")
+    base = [sys.executable, "-m", "lightning_temporal.cli", "fit", "--config", config, tiny,
+            "--data.init_args.clip_len=8", "--data.init_args.crop_size=24", "--trainer.enable_progress_bar=false"]
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    ok = subprocess.run(base + ["--trainer.fast_dev_run=1"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    bad = subprocess.run(base + ["--model.init_args.gamma_p=-1"], cwd=tmp_path, capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2 and "gamma_p" in bad.stderr and "Traceback" not in bad.stderr

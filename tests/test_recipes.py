@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lightning_temporal.cli import main
+from lightning_temporal.cli import run as main
 from tests.videos import write_video
 
 RECIPES = sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "*.yaml")))
