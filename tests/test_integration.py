@@ -271,7 +271,9 @@ def test_console_script_exit_status(tmp_path):
     config = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "recipes", "quickstart.yaml"))
     tiny = ("--data.init_args.synthetic={root: synth, num_train: 4, num_val: 2, num_test: 2, size: 32, "
             "min_frames: 24, max_frames: 32}")
-    base = [sys.executable, "-m", "lightning_temporal.cli", "fit", "--config", config, tiny,
+    # exactly what the installed `lightning-temporal` entry point runs
+    script = "import sys; from lightning_temporal.cli import main; sys.exit(main())"
+    base = [sys.executable, "-c", script, "fit", "--config", config, tiny,
             "--data.init_args.clip_len=8", "--data.init_args.crop_size=24", "--trainer.enable_progress_bar=false"]
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
