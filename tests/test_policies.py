@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 from lightning_temporal.sampling.phases import Phase, PhaseSchedule
 from lightning_temporal.sampling.policies import (
@@ -17,6 +16,7 @@ from lightning_temporal.sampling.policies import (
     clip_prior,
 )
 from lightning_temporal.sampling.sampler import ClipSampler
+from tests.stats import chi2_pvalue
 
 
 def fake_score(video_idx, start):
@@ -30,15 +30,6 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def _chi2_p(draws, probs):
-    counts = np.bincount(draws, minlength=len(probs))
-    keep = probs * len(draws) >= 5
-    obs = np.append(counts[keep], counts[~keep].sum())
-    exp = np.append(probs[keep], probs[~keep].sum()) * len(draws)
-    if exp[-1] == 0:
-        assert obs[-1] == 0
-        obs, exp = obs[:-1], exp[:-1]
-    return chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
 
 
 # --------------------------------------------------------------------------- stochastic softmax
@@ -88,11 +79,11 @@ def test_exploitation_frequencies_match_softmax_of_table():
                                       schedule=PhaseSchedule(warmup_epochs=0, exploration_epochs=1))
         pol.table.values.copy_(w.repeat(reps))
         draws = pol.starts(1, _gen(11)).numpy()
-        assert _chi2_p(draws, torch.softmax(gamma * w.double(), 0).numpy()) > 1e-3
+        assert chi2_pvalue(draws, torch.softmax(gamma * w.double(), 0).numpy()) > 1e-3
         if gamma > 0:
-            assert _chi2_p(draws, np.full(7, 1 / 7)) < 1e-6
+            assert chi2_pvalue(draws, np.full(7, 1 / 7)) < 1e-6
         else:  # gamma_s = 0 is uniform even though the table is not flat
-            assert _chi2_p(draws, np.full(7, 1 / 7)) > 1e-3
+            assert chi2_pvalue(draws, np.full(7, 1 / 7)) > 1e-3
 
 
 def test_entropy_per_phase():
@@ -187,7 +178,7 @@ def test_prior_policy_samples_softmax_of_prior_from_epoch_0():
     p = torch.softmax(2.0 * torch.tensor([0.0, 0.5, 2.0, 3.0, 2.0, 0.5, 0.0], dtype=torch.float64), 0)
     assert pol.phase(0) is Phase.EXPLOITATION
     draws = pol.starts(0, _gen(2)).numpy()
-    assert _chi2_p(draws, p.numpy()) > 1e-3
+    assert chi2_pvalue(draws, p.numpy()) > 1e-3
     before = pol.prior.values.clone()
     c = pol.update(0, torch.arange(3), torch.zeros(3, dtype=torch.long), torch.ones(3))
     assert c["applied"] == 0 and torch.equal(pol.prior.values, before)
@@ -235,7 +226,7 @@ def test_reinforce_samples_softmax_of_theta():
     th = torch.tensor([0.0, 1.0, -0.5, 2.0])
     pol = ReinforcePolicy([4] * reps)
     pol.theta.values.copy_(th.repeat(reps))
-    assert _chi2_p(pol.starts(0, _gen(4)).numpy(), torch.softmax(th.double(), 0).numpy()) > 1e-3
+    assert chi2_pvalue(pol.starts(0, _gen(4)).numpy(), torch.softmax(th.double(), 0).numpy()) > 1e-3
 
 
 # --------------------------------------------------------------------------- resume

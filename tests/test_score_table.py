@@ -5,7 +5,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy.stats import chisquare
 
 import lightning_temporal.sampling.table as table_mod
 from lightning_temporal.sampling.table import (
@@ -15,6 +14,7 @@ from lightning_temporal.sampling.table import (
     segment_softmax_entropy,
     segment_softmax_sample,
 )
+from tests.stats import chi2_pvalue
 
 
 def _random_records(rng, lengths, R, dup=True):
@@ -171,15 +171,6 @@ def test_state_dict_roundtrip_and_mismatch():
         ScoreTable([7, 9, 3], clip_len=3).load_state_dict(table.state_dict())
 
 
-def _chi2(draws, probs):
-    counts = np.bincount(draws, minlength=len(probs))
-    keep = probs * len(draws) >= 5  # chi-square needs expected counts >= 5; pool the rest
-    obs = np.append(counts[keep], counts[~keep].sum())
-    exp = np.append(probs[keep], probs[~keep].sum()) * len(draws)
-    if exp[-1] == 0:
-        assert obs[-1] == 0
-        obs, exp = obs[:-1], exp[:-1]
-    return chisquare(obs, exp * obs.sum() / exp.sum()).pvalue
 
 
 @pytest.mark.parametrize("gamma", [0.0, 1.0, 3.0])
@@ -194,11 +185,11 @@ def test_sampled_frequencies_match_softmax(gamma):
     s = table.sample(gamma, torch.Generator().manual_seed(123)).numpy()
     for w, draws in ((w_a, s[0::2]), (w_b, s[1::2])):
         probs = torch.softmax(gamma * w.double(), 0).numpy()
-        p = _chi2(draws, probs)
+        p = chi2_pvalue(draws, probs)
         assert p > 1e-3, (gamma, p)
         # a sampler that ignores gamma would fail: with gamma > 0 the frequencies are far from uniform
         if gamma >= 1:
-            assert _chi2(draws, np.full(len(w), 1 / len(w))) < 1e-6
+            assert chi2_pvalue(draws, np.full(len(w), 1 / len(w))) < 1e-6
 
 
 def test_sampling_large_logits_and_zero_probabilities():
