@@ -124,6 +124,14 @@ def clean_scoring_overhead(videos: int = 96, batch: int = 8, frames: int = 16, s
     ]
 
 
+def print_table(rows: list[dict]) -> None:
+    """The markdown table of :func:`clean_scoring_overhead`'s rows."""
+    print("| setting | epoch time (s) | ratio to uniform | bound 1 + t_eval / t_train |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['setting']} | {r['epoch_s']:.2f} | {r['ratio']:.3f} | {r['bound']:.3f} |")
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=96)
@@ -136,10 +144,7 @@ def main(argv=None) -> None:
     rows = clean_scoring_overhead(a.videos, a.batch, a.frames, a.size, a.epochs, a.rounds)
     print(f"{a.videos} videos, batch {a.batch}, clips 3x{a.frames}x{a.size}x{a.size}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; best epoch of {a.epochs - 1} x {a.rounds} rounds\n")
-    print("| setting | epoch time (s) | ratio to uniform | bound 1 + t_eval / t_train |")
-    print("|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['setting']} | {r['epoch_s']:.2f} | {r['ratio']:.3f} | {r['bound']:.3f} |")
+    print_table(rows)
 
 
 if __name__ == "__main__":
