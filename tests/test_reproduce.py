@@ -105,3 +105,39 @@ def test_mean_std_against_formula():
     assert rep.mean_std(vals, 100.0) == f"{100 * m:.1f} ± {100 * sd:.1f}"
     assert rep.mean_std([0.5], 100.0) == "50.0"
     assert rep.mean_std([None], 100.0) == "–"
+
+
+def test_reproduce_sgs_tables_a3_a4(tmp_path, capsys):
+    """A.3 trains one model per B (plus one without SGS); A.4 re-tests the B = 32 model with fewer bins."""
+    rep = _load_reproduce()
+    rep.BASE.update(backbone_kwargs={"widths": [4, 4, 8, 8]}, crop_size=16, short_side=16, gmacs_clips=2)
+    for d in rep.DATA.values():
+        d.update(size=16, min_frames=40, max_frames=48, event_fraction=(0.2, 0.3))
+    out = tmp_path / "a.json"
+    rep.main(["--tables", "A.3,A.4", "--seeds", "1", "--data-root", str(tmp_path / "d"), "--cache", "",
+              "--max-epochs", "1", "--data-scale", "0.03", "--threads", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "Table A.3" in printed and "Table A.4" in printed
+    rows = json.load(open(out))["rows"]
+    a3 = {r["label"]: r for r in rows if r["table"] == "A.3"}
+    a4 = {r["num_bins"]: r for r in rows if r["table"] == "A.4"}
+    assert set(a3) == {"no SGS", "SGS B=4", "SGS B=8", "SGS B=16", "SGS B=32"}
+    assert set(a4) == {4, 8, 16}
+    assert all(r["clip_len"] == rep.SGS_CLIP_LEN for r in rows)
+    for r in rows:
+        assert 0.0 <= r["video_acc"] <= 1.0 and r["gmacs"] > 0
+    # SGS keeps at most B temporal feature maps after res2, so no SGS model costs more than the plain CNN
+    assert all(r["gmacs"] <= a3["no SGS"]["gmacs"] + 1e-9 for r in rows)
+
+
+def test_run_experiment_records_learning_curves(tmp_path):
+    data = dict(TINY_DATA, root=str(tmp_path / "data"))
+    res = run_experiment({"method": "uniform", "max_epochs": 2, "clip_len": 8, "crop_size": 16, "short_side": 16,
+                          "batch_size": 4, "data": data, "gmacs_clips": 0, "test_gamma_p": [1.0],
+                          "backbone_kwargs": {"widths": [4, 4, 8, 8]}, "early_stopping": True, "val_every": 1,
+                          "patience": 5})
+    assert [c["epoch"] for c in res["train_curve"]] == [0, 1]
+    assert [c["epoch"] for c in res["val_curve"]] == [0, 1]
+    for c in res["train_curve"]:
+        assert c["train/loss_epoch"] > 0 and 0.0 <= c["train/top1"] <= 1.0
+    assert all(0.0 <= c["val/top1"] <= 1.0 for c in res["val_curve"])

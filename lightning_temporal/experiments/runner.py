@@ -129,6 +129,32 @@ def _gmacs(model, dm, n: int) -> Optional[float]:
     return count_gmacs(model.backbone, torch.cat(clips)[:n])
 
 
+class _Curves:
+    """Per-epoch ``train/loss``, ``train/top1`` and ``val/top1`` (when validated) of one run."""
+
+    def __init__(self) -> None:
+        self.train: List[Dict[str, float]] = []
+        self.val: List[Dict[str, float]] = []
+
+    def callback(self):
+        import lightning as L
+
+        curves = self
+
+        class _Cb(L.Callback):
+            def on_train_epoch_end(self, trainer, pl_module):
+                m = trainer.callback_metrics
+                curves.train.append({"epoch": trainer.current_epoch, **{
+                    k: float(m[k]) for k in ("train/loss_epoch", "train/top1") if k in m}})
+
+            def on_validation_end(self, trainer, pl_module):  # after the module logged val/top1
+                if not trainer.sanity_checking and "val/top1" in trainer.callback_metrics:
+                    curves.val.append({"epoch": trainer.current_epoch,
+                                       "val/top1": float(trainer.callback_metrics["val/top1"])})
+
+        return _Cb()
+
+
 def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
     """Train and test one model; returns a JSON-serialisable dict (see the module docstring).
 
@@ -136,7 +162,8 @@ def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
     ["eer_acc"]}}``), ``epochs`` (epochs trained), ``best_epoch`` (epoch of the tested weights),
     ``hit_rate`` (mean hit rate over epochs >= W+E, the exploitation phase of TSS, same epochs for every
     method), ``hit_rate_per_epoch``, ``phase_per_epoch``, ``gmacs``, ``gmacs_by_bins`` / ``test_by_bins``
-    (when ``test_num_bins``), ``seconds``.
+    (when ``test_num_bins``), ``train_curve`` / ``val_curve`` (per-epoch ``train/loss_epoch``, ``train/top1``
+    and ``val/top1``), ``seconds``.
     """
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -171,7 +198,8 @@ def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lt_exp_")
         out_dir = tmp.name
-    callbacks = [sampler_cb]
+    curves = _Curves()
+    callbacks = [sampler_cb, curves.callback()]
     ckpt = None
     if cfg["early_stopping"]:
         ckpt = ModelCheckpoint(dirpath=os.path.join(out_dir, "ckpt"), monitor="val/top1", mode="max",
@@ -216,6 +244,7 @@ def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
     result["starts_per_epoch"] = h.starts.tolist() if h.columns.numel() == len(sampler_cb.num_positions) else None
     late = [x["hit_rate"] for x in m if x["epoch"] >= first and x.get("hit_rate") is not None]
     result["hit_rate"] = sum(late) / len(late) if late else None
+    result["train_curve"], result["val_curve"] = curves.train, curves.val
     result["seconds"] = round(time.perf_counter() - t0, 1)
     if tmp is not None:
         tmp.cleanup()
