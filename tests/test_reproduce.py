@@ -141,3 +141,12 @@ def test_run_experiment_records_learning_curves(tmp_path):
     for c in res["train_curve"]:
         assert c["train/loss_epoch"] > 0 and 0.0 <= c["train/top1"] <= 1.0
     assert all(0.0 <= c["val/top1"] <= 1.0 for c in res["val_curve"])
+
+
+def test_epochs_to_val_target_reads_the_first_crossing():
+    rep = _load_reproduce()
+    curve = [{"epoch": 1, "val/top1": 0.5}, {"epoch": 3, "val/top1": 0.8}, {"epoch": 5, "val/top1": 0.7},
+             {"epoch": 7, "val/top1": 0.9}]
+    assert rep.epochs_to_target({"val_curve": curve}, 0.75) == 4  # validated after epoch index 3 = 4 epochs
+    assert rep.epochs_to_target({"val_curve": curve}, 0.95) is None
+    assert rep.epochs_to_target({}, 0.5) is None  # runs cached before curves were recorded
