@@ -10,7 +10,8 @@ epochs under early stopping), S.2 (clean vs augmented scoring), S.3 (clip length
 γ_s = 2 / γ_p = 0, prior-guided; EER accuracy and epochs), S.2-fig (REINFORCE vs TSS hit rate per epoch),
 A.3 / A.4 (SGS after res2 of the small 3D CNN, as in the seed's 3D ResNet-18, on the redundancy variant,
 B ∈ {4, 8, 16, 32}: trained with each B, and trained with 32 then tested with fewer; accuracy and average
-GMACs per test clip; clips of T = 32 frames), long (uniform vs TSS γ_s ∈ {1, 10} for 60 epochs without early stopping).
+GMACs per test clip; clips of T = 32 frames), long (uniform vs TSS γ_s ∈ {1, 10} for 60 epochs without early
+stopping).
 
 Every trained model is one ``run_experiment`` call; its result is appended to a cache (``--cache``, JSON
 lines keyed by the full config) so interrupted or partial runs resume and tables share runs (e.g. S.2 reuses
