@@ -12,7 +12,11 @@ event, without decoding. The quickstart CNN (``simple3d``) is trained with Adam 
   an average over H, W; bins ordered by the similarity coordinate);
 * ``identity bins``: the same SGS module and masking path, but with Psi = identity (every frame its own bin, in
   time order). It isolates the SGS plumbing (compaction, masks, re-zeroing) from the binning itself.
-* ``SGS B=32, bins in time order``: the SGS bins re-sorted by the mean time of their frames.
+* ``SGS B=32, bins in time order``: the SGS bins re-sorted by the mean time of their frames;
+* ``SGS B=32, dirac kernel``: every frame at full weight in its bin (the linear kernel weighs a frame by
+  1 - its distance to the bin centre, so the frame with the largest coordinate keeps a 1e-7 weight);
+* ``SGS blocks of 4, B=4``: SGS on consecutive blocks of 4 frames (how the seed runs it on SlowFast for SSv2);
+* ``SGS B=32, weights detached``: no gradient from the bins into the embedding.
 
 Printed: held-out accuracy per epoch and the mean number of kept bins B' per clip. What it shows (see
 ``benchmarks/results/README.md``): the plain CNN and the identity bins learn within 2-3 epochs; every SGS
@@ -68,6 +72,12 @@ class _IdentityBins(sgs_lib.SimilarityGuidedSampling):
         return self._compact(torch.eye(t, dtype=x.dtype, device=x.device).expand(n, t, t).contiguous())
 
 
+class _DetachedBins(sgs_lib.SimilarityGuidedSampling):
+    def weights(self, x):
+        w, mask, counts = super().weights(x)
+        return w.detach(), mask, counts
+
+
 def _time_ordered(weights: torch.Tensor):
     """compact_bins after sorting the bins by the mean time of their frames (empty bins last)."""
     t = torch.arange(weights.shape[-1], dtype=weights.dtype, device=weights.device)
@@ -80,11 +90,14 @@ def _time_ordered(weights: torch.Tensor):
 def build(kind: str, after: str, bins: int):
     if kind == "none":
         return build_backbone("simple3d", 4)
-    model = build_backbone("simple3d", 4, sgs={"after": after, "num_bins": bins})
+    extra = {"dirac": {"kernel": "dirac"}, "block4": {"block_size": 4}}.get(kind, {})
+    model = build_backbone("simple3d", 4, sgs={"after": after, "num_bins": bins, **extra})
     if kind == "identity":
         model.temporal.__class__ = _IdentityBins
     elif kind == "time":
         model.temporal._compact = _time_ordered  # instance attribute: this model only
+    elif kind == "detach":
+        model.temporal.__class__ = _DetachedBins
     return model
 
 
@@ -120,7 +133,9 @@ def main(argv=None):
     g = torch.Generator().manual_seed(0)
     train, test = make_clips(args.train, g), make_clips(args.test, g)
     runs = [("no SGS", "none", 32), ("identity bins (SGS plumbing, Psi = I)", "identity", 32),
-            ("SGS B=32", "sgs", 32), ("SGS B=8", "sgs", 8), ("SGS B=32, bins in time order", "time", 32)]
+            ("SGS B=32", "sgs", 32), ("SGS B=8", "sgs", 8), ("SGS B=32, bins in time order", "time", 32),
+            ("SGS B=32, dirac kernel", "dirac", 32), ("SGS blocks of 4, B=4", "block4", 4),
+            ("SGS B=32, weights detached", "detach", 32)]
     print(f"SGS after {args.after}; held-out top-1 % per epoch ({args.train} train / {args.test} test clips, "
           f"T = 32, chance 25 %)\n")
     print("| model | " + " | ".join(f"ep {e + 1}" for e in range(args.epochs)) + " | B' (last epoch) | s |")
