@@ -138,7 +138,7 @@ def rows_of(res: Dict[str, Any], table: str, gammas: Iterable[float], *, metric:
 
 
 def run_tables(tables: List[str], seeds: List[int], runner: Runner, data_root: str, quick: bool,
-               data_scale: float = 1.0) -> Dict[str, Any]:
+               data_scale: float = 1.0, clip_lens: Iterable[int] = (8, 16, 32)) -> Dict[str, Any]:
     rows: List[Dict[str, Any]] = []
     curves: Dict[str, List[List[Optional[float]]]] = {}
     missing: List[str] = []
@@ -205,7 +205,7 @@ def run_tables(tables: List[str], seeds: List[int], runner: Runner, data_root: s
                 go("long", method_cfg(m, g, data=mc, seed=seed, max_epochs=LONG_EPOCHS),
                    "uniform" if m == "uniform" else f"tss g_s={g:g}", [0.0, 1.0, 1e6])
         if "S.3" in tables:
-            for F in (8, 16, 32):
+            for F in clip_lens:
                 for g in (0.0, 1.0, 10.0):
                     m = "uniform" if g == 0 else "tss"
                     tg = [0.0, 1.0, 10.0, 1e6]
@@ -278,6 +278,11 @@ def markdown(result: Dict[str, Any]) -> str:
         for g in (0.0, 1.0, 10.0):
             cells = [pct(_select(rows, "S.3", f"F={F} g={g:g}", g)) for F in (8, 16, 32)]
             out.append(f"| {g:g} | " + " | ".join(cells) + " |")
+        for gp in (1.0, 10.0):  # the same uniform models under TSS's test pooling: the sampler's share alone
+            cells = [pct(_select(rows, "S.3", f"F={F} g=0", gp)) for F in (8, 16, 32)]
+            out.append(f"| 0, tested at γ_p = {gp:g} | " + " | ".join(cells) + " |")
+        out += ["", "Seeds per column (F = 8 / 16 / 32): " + " / ".join(
+            str(_n(_select(rows, "S.3", f"F={F} g=0"))) for F in (8, 16, 32)) + "."]
         out += ["", "| γ (hit rate) | F = 8 | F = 16 | F = 32 |", "|---|---|---|---|"]
         for g in (0.0, 1.0, 10.0):
             cells = [mean_std([r["hit_rate"] for r in _select(rows, "S.3", f"F={F} g={g:g}", g)], 1, 2) for F in (8, 16, 32)]
@@ -351,6 +356,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     ap.add_argument("--cache", default="data_cache/repro/runs.jsonl", help="JSON-lines cache of finished runs ('' = none)")
     ap.add_argument("--max-epochs", type=int, default=None, help="override the epochs of every run (smoke tests)")
     ap.add_argument("--data-scale", type=float, default=1.0, help="scale the number of videos (smoke tests)")
+    ap.add_argument("--clip-lens", default="8,16,32", help="Table S.3: clip lengths F to run (comma-separated)")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch threads per run (default 2; e.g. 1 to run two reproductions side by side)")
     args = ap.parse_args(argv)
@@ -365,7 +371,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     seeds = [args.first_seed] if args.quick else list(range(args.first_seed, args.first_seed + args.seeds))
     runner = Runner(args.cache or None, threads=args.threads)
     t0 = time.time()
-    result = run_tables(tables, seeds, runner, args.data_root, args.quick, args.data_scale)
+    clip_lens = [int(f) for f in args.clip_lens.split(",") if f.strip()]
+    result = run_tables(tables, seeds, runner, args.data_root, args.quick, args.data_scale, clip_lens)
     result["meta"] = {"command": "python benchmarks/reproduce.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                       "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores (shared), torch threads {args.threads or 2}",
                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
