@@ -17,7 +17,7 @@ import re
 import sys
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -186,6 +186,16 @@ class _Row:
 
 def _where(file: str, line: int) -> str:
     return f"{file}, row {line}"
+
+
+def _split_lines(path: str) -> Iterator[Tuple[str, List[str], str]]:
+    """``(where, fields, line)`` of each non-blank line of the text file ``path``: ``where`` names the file and
+    row for error messages, ``fields`` is the line split on whitespace."""
+    with open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            parts = line.split()
+            if parts:
+                yield _where(path, line_no), parts, line
 
 
 def _parse_count(text: str, column: str, where: str, minimum: int) -> Optional[int]:
@@ -530,15 +540,10 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
     split_dir, root = os.fspath(split_dir), os.path.abspath(os.fspath(root))
     class_file = _require_file(os.path.join(split_dir, "classInd.txt"), "UCF101 class list classInd.txt")
     names: Dict[int, str] = {}
-    with open(class_file) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            if len(parts) != 2 or not parts[0].isdigit():
-                raise ManifestError(f"{_where(class_file, line_no)}: expected '<index> <ClassName>', got "
-                                    f"{line.strip()!r}")
-            names[int(parts[0])] = parts[1]
+    for where, parts, line in _split_lines(class_file):
+        if len(parts) != 2 or not parts[0].isdigit():
+            raise ManifestError(f"{where}: expected '<index> <ClassName>', got {line.strip()!r}")
+        names[int(parts[0])] = parts[1]
     if sorted(names) != list(range(1, len(names) + 1)):
         raise ManifestError(f"{class_file}: class indices must run 1..{len(names)} without gaps")
     class_names = [names[k] for k in range(1, len(names) + 1)]
@@ -546,27 +551,22 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
     list_file = _require_file(os.path.join(split_dir, f"{'train' if train else 'test'}list0{split}.txt"),
                               "UCF101 split list")
     rows = []
-    with open(list_file) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if not parts:
-                continue
-            where = _where(list_file, line_no)
-            if len(parts) != (2 if train else 1):
-                raise ManifestError(f"{where}: expected {'Class/video.avi <index>' if train else 'Class/video.avi'}"
-                                    f", got {line.strip()!r}")
-            folder = parts[0].replace("\\", "/").split("/")[0]
-            if folder not in lookup:
-                raise ManifestError(f"{where}: class folder {folder!r} is not in {class_file}; fix the line")
-            label = lookup[folder]
-            if train:
-                k = _parse_count(parts[1], "class index", where, 1)
-                if k > len(class_names):
-                    raise ManifestError(f"{where}: class index {k} is outside 1..{len(class_names)}")
-                if k - 1 != label:
-                    raise ManifestError(f"{where}: class index {k} ({class_names[k - 1]}) disagrees with the "
-                                        f"folder {folder!r}; fix the line")
-            rows.append(_Row(where, _join(root, parts[0]), str(label)))
+    for where, parts, line in _split_lines(list_file):
+        if len(parts) != (2 if train else 1):
+            raise ManifestError(f"{where}: expected {'Class/video.avi <index>' if train else 'Class/video.avi'}"
+                                f", got {line.strip()!r}")
+        folder = parts[0].replace("\\", "/").split("/")[0]
+        if folder not in lookup:
+            raise ManifestError(f"{where}: class folder {folder!r} is not in {class_file}; fix the line")
+        label = lookup[folder]
+        if train:
+            k = _parse_count(parts[1], "class index", where, 1)
+            if k > len(class_names):
+                raise ManifestError(f"{where}: class index {k} is outside 1..{len(class_names)}")
+            if k - 1 != label:
+                raise ManifestError(f"{where}: class index {k} ({class_names[k - 1]}) disagrees with the "
+                                    f"folder {folder!r}; fix the line")
+        rows.append(_Row(where, _join(root, parts[0]), str(label)))
     return _build(rows, file=list_file, classes=class_names, cache_path=list_file + ".frames.json",
                   probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
                   on_bad_video=on_bad_video, csv_dir=None)
@@ -594,17 +594,11 @@ def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe
     wanted = "1" if train else "2"
     rows = []
     for label, (name, fname) in enumerate(zip(class_names, files)):
-        list_file = os.path.join(split_dir, fname)
-        with open(list_file) as f:
-            for line_no, line in enumerate(f, 1):
-                parts = line.split()
-                if not parts:
-                    continue
-                where = _where(list_file, line_no)
-                if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
-                    raise ManifestError(f"{where}: expected '<video>.avi 0|1|2', got {line.strip()!r}")
-                if parts[1] == wanted:
-                    rows.append(_Row(where, _join(root, os.path.join(name, parts[0])), str(label)))
+        for where, parts, line in _split_lines(os.path.join(split_dir, fname)):
+            if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
+                raise ManifestError(f"{where}: expected '<video>.avi 0|1|2', got {line.strip()!r}")
+            if parts[1] == wanted:
+                rows.append(_Row(where, _join(root, os.path.join(name, parts[0])), str(label)))
     cache = os.path.join(split_dir, f"hmdb51_split{split}_{'train' if train else 'test'}.frames.json")
     return _build(rows, file=split_dir, classes=class_names, cache_path=cache, probe=probe, probe_fn=probe_fn,
                   num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None)
