@@ -1,5 +1,4 @@
 """Tiny end-to-end run of the reproduction machinery (benchmarks/reproduce.py + experiments.runner)."""
-import importlib.util
 import json
 import math
 import os
@@ -8,15 +7,7 @@ import pytest
 import torch
 
 from lightning_temporal.experiments.runner import _merge, run_experiment
-
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def _load_reproduce():
-    spec = importlib.util.spec_from_file_location("reproduce", os.path.join(ROOT, "benchmarks", "reproduce.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.bench import load_benchmark
 
 
 TINY_DATA = dict(size=16, num_train=8, num_val=4, num_test=4, min_frames=24, max_frames=32,
@@ -72,7 +63,7 @@ def test_unknown_config_key_is_named():
 
 
 def test_reproduce_quick_writes_rows_and_tables(tmp_path, capsys):
-    rep = _load_reproduce()
+    rep = load_benchmark("reproduce")
     rep.BASE.update(backbone_kwargs={"widths": [4, 4, 8, 8]}, crop_size=16, short_side=16, clip_len=8,
                     warmup_epochs=1, exploration_epochs=1, gmacs_clips=2)
     for d in rep.DATA.values():
@@ -98,7 +89,7 @@ def test_reproduce_quick_writes_rows_and_tables(tmp_path, capsys):
 
 
 def test_mean_std_against_formula():
-    rep = _load_reproduce()
+    rep = load_benchmark("reproduce")
     vals = [0.5, 0.75, 0.25]
     m = sum(vals) / 3
     sd = math.sqrt(sum((v - m) ** 2 for v in vals) / 2)
@@ -109,7 +100,7 @@ def test_mean_std_against_formula():
 
 def test_reproduce_sgs_tables_a3_a4(tmp_path, capsys):
     """A.3 trains one model per B (plus one without SGS); A.4 re-tests the B = 32 model with fewer bins."""
-    rep = _load_reproduce()
+    rep = load_benchmark("reproduce")
     rep.BASE.update(backbone_kwargs={"widths": [4, 4, 8, 8]}, crop_size=16, short_side=16, gmacs_clips=2)
     for d in rep.DATA.values():
         d.update(size=16, min_frames=40, max_frames=48, event_fraction=(0.2, 0.3))
@@ -144,7 +135,7 @@ def test_run_experiment_records_learning_curves(tmp_path):
 
 
 def test_epochs_to_val_target_reads_the_first_crossing():
-    rep = _load_reproduce()
+    rep = load_benchmark("reproduce")
     curve = [{"epoch": 1, "val/top1": 0.5}, {"epoch": 3, "val/top1": 0.8}, {"epoch": 5, "val/top1": 0.7},
              {"epoch": 7, "val/top1": 0.9}]
     assert rep.epochs_to_target({"val_curve": curve}, 0.75) == 4  # validated after epoch index 3 = 4 epochs

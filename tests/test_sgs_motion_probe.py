@@ -1,21 +1,11 @@
 """The SGS motion probe (benchmarks/sgs_motion.py): its data and its control are what the report says they are."""
-import importlib.util
-import os
-
 import torch
 
-ROOT = os.path.join(os.path.dirname(__file__), "..")
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("sgs_motion", os.path.join(ROOT, "benchmarks", "sgs_motion.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from tests.bench import load_benchmark
 
 
 def test_squares_wrap_around_the_torus():
-    probe = _load()
+    probe = load_benchmark("sgs_motion")
     m = probe.squares(torch.tensor([[[0, 27]]]), 28, half=3)[0, 0]
     rows, cols = m.any(1).nonzero().flatten().tolist(), m.any(0).nonzero().flatten().tolist()
     assert rows == [0, 1, 2, 25, 26, 27] and cols == [0, 1, 24, 25, 26, 27]  # 6x6, split over the edges
@@ -23,7 +13,7 @@ def test_squares_wrap_around_the_torus():
 
 
 def test_clips_hold_two_squares_per_frame_and_balanced_labels():
-    probe = _load()
+    probe = load_benchmark("sgs_motion")
     g = torch.Generator().manual_seed(3)
     x, y = probe.make_clips(6, g)
     bright = (x[:, 0] * 0.25 + 0.5) > 0.85  # [N, T, S, S]: the two squares
@@ -40,7 +30,7 @@ def test_clips_hold_two_squares_per_frame_and_balanced_labels():
 
 def test_identity_bins_control_matches_the_plain_cnn():
     """With Psi = identity the SGS path must compute exactly the plain CNN: the control isolates the binning."""
-    probe = _load()
+    probe = load_benchmark("sgs_motion")
     torch.manual_seed(0)
     plain = probe.build("none", "res2", 32).eval()
     ident = probe.build("identity", "res2", 32).eval()
@@ -55,7 +45,7 @@ def test_identity_bins_control_matches_the_plain_cnn():
 
 
 def test_time_ordered_bins_sort_by_mean_frame_time():
-    probe = _load()
+    probe = load_benchmark("sgs_motion")
     w = torch.tensor([[[0.0, 0.0, 0.5, 0.5],     # bin 0: mean time 2.5
                        [1.0, 0.0, 0.0, 0.0],     # bin 1: mean time 0
                        [0.0, 0.0, 0.0, 0.0],     # empty

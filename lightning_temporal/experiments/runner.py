@@ -24,6 +24,7 @@ import time
 import warnings
 from typing import Any, Dict, List, Optional
 
+import lightning as L
 import torch
 
 __all__ = ["DEFAULTS", "METHODS", "run_experiment", "gamma_key"]
@@ -129,30 +130,21 @@ def _gmacs(model, dm, n: int) -> Optional[float]:
     return count_gmacs(model.backbone, torch.cat(clips)[:n])
 
 
-class _Curves:
-    """Per-epoch ``train/loss``, ``train/top1`` and ``val/top1`` (when validated) of one run."""
+class _LearningCurves(L.Callback):
+    """Records per-epoch ``train/loss_epoch`` and ``train/top1``, and ``val/top1`` when validated."""
 
     def __init__(self) -> None:
         self.train: List[Dict[str, float]] = []
         self.val: List[Dict[str, float]] = []
 
-    def callback(self):
-        import lightning as L
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        m = trainer.callback_metrics
+        self.train.append({"epoch": trainer.current_epoch,
+                           **{k: float(m[k]) for k in ("train/loss_epoch", "train/top1") if k in m}})
 
-        curves = self
-
-        class _Cb(L.Callback):
-            def on_train_epoch_end(self, trainer, pl_module):
-                m = trainer.callback_metrics
-                curves.train.append({"epoch": trainer.current_epoch, **{
-                    k: float(m[k]) for k in ("train/loss_epoch", "train/top1") if k in m}})
-
-            def on_validation_end(self, trainer, pl_module):  # after the module logged val/top1
-                if not trainer.sanity_checking and "val/top1" in trainer.callback_metrics:
-                    curves.val.append({"epoch": trainer.current_epoch,
-                                       "val/top1": float(trainer.callback_metrics["val/top1"])})
-
-        return _Cb()
+    def on_validation_end(self, trainer, pl_module) -> None:  # after the module logged val/top1
+        if not trainer.sanity_checking and "val/top1" in trainer.callback_metrics:
+            self.val.append({"epoch": trainer.current_epoch, "val/top1": float(trainer.callback_metrics["val/top1"])})
 
 
 def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
@@ -165,7 +157,6 @@ def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
     (when ``test_num_bins``), ``train_curve`` / ``val_curve`` (per-epoch ``train/loss_epoch``, ``train/top1``
     and ``val/top1``), ``seconds``.
     """
-    import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
@@ -198,8 +189,8 @@ def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="lt_exp_")
         out_dir = tmp.name
-    curves = _Curves()
-    callbacks = [sampler_cb, curves.callback()]
+    curves = _LearningCurves()
+    callbacks = [sampler_cb, curves]
     ckpt = None
     if cfg["early_stopping"]:
         ckpt = ModelCheckpoint(dirpath=os.path.join(out_dir, "ckpt"), monitor="val/top1", mode="max",
