@@ -4,6 +4,8 @@ import csv
 import filecmp
 import json
 import os
+import subprocess
+import sys
 
 import av
 import numpy as np
@@ -67,10 +69,44 @@ def test_same_seed_same_manifests_and_frames(default_pair):
     for split in ("train", "val", "test"):
         assert filecmp.cmp(os.path.join(a, f"{split}.csv"), os.path.join(b, f"{split}.csv"), shallow=False)
         for row in read_rows(os.path.join(a, f"{split}.csv")):
+            # byte-identical files, not only equal frames: the encoder must not depend on the process
+            assert filecmp.cmp(os.path.join(a, row["path"]), os.path.join(b, row["path"]), shallow=False), row["path"]
             np.testing.assert_array_equal(decode_grey(os.path.join(a, row["path"])), decode_grey(os.path.join(b, row["path"])))
             np.testing.assert_array_equal(np.load(os.path.join(a, row["frame_scores"])), np.load(os.path.join(b, row["frame_scores"])))
     with open(os.path.join(a, "dataset.json")) as f:
         assert json.load(f)["params"]["seed"] == 7
+
+
+def test_same_seed_same_bytes_in_fresh_processes(tmp_path):
+    """x264 state that differs from process to process (the first encode of a process is where it showed,
+    with mbtree on) must not reach the files: three fresh interpreters write byte-identical videos."""
+    roots = [str(tmp_path / f"r{i}") for i in range(3)]
+    for root in roots:
+        subprocess.run(
+            [sys.executable, "-m", "lightning_temporal.data.synthetic", root, "--num_train", "3", "--num_val", "0",
+             "--num_test", "0", "--size", "32", "--min_frames", "24", "--max_frames", "48", "--num_workers", "0"],
+            check=True, capture_output=True, timeout=300,
+        )
+    rows = read_rows(os.path.join(roots[0], "train.csv"))
+    assert len(rows) == 3
+    for row in rows:
+        for other in roots[1:]:
+            assert filecmp.cmp(os.path.join(roots[0], row["path"]), os.path.join(other, row["path"]), shallow=False), row
+
+
+def test_grey_to_yuv420p_matches_ffmpeg_conversion():
+    """The generator hands x264 yuv420p frames it converts itself; swscale's rgb24 -> yuv420p of the same grey
+    image is the independent reference (within its one-level fixed-point rounding)."""
+    from lightning_temporal.data.synthetic import _grey_to_yuv420p
+
+    grey = np.repeat(np.arange(256, dtype=np.uint8)[None, :], 4, axis=0)  # every grey level, [4, 256]
+    ref = av.VideoFrame.from_ndarray(np.repeat(grey[:, :, None], 3, axis=2), format="rgb24").reformat(format="yuv420p")
+    ref = ref.to_ndarray().astype(np.int32)
+    ours = _grey_to_yuv420p(grey).astype(np.int32)
+    assert ours.shape == ref.shape == (6, 256)
+    assert np.abs(ours[:4] - ref[:4]).max() <= 1 and (ours[:4] != ref[:4]).mean() < 0.01
+    assert ours[0, 0] == 16 and ours[0, 255] == 235  # limited range ends
+    assert (ours[4:] == 128).all() and (ref[4:] == 128).all()
 
 
 def test_other_seed_differs(default_pair):

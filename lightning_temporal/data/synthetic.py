@@ -75,7 +75,7 @@ __all__ = [
 ]
 
 # Bump whenever the rendered content or the layout changes, so ensure_dataset regenerates old copies.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 SPLITS = ("train", "val", "test")
 VARIANTS = ("multiclass", "binary", "redundancy")
 # (dy, dx) unit steps in image coordinates (y grows downwards).
@@ -312,8 +312,26 @@ def render_video(
 # Encoding and files
 
 
+def _grey_to_yuv420p(grey: np.ndarray) -> np.ndarray:
+    """Grey uint8 [H, W] -> the planar yuv420p layout PyAV takes, uint8 [H * 3 / 2, W] (H, W even).
+
+    Y is the BT.601 limited-range luma of a grey pixel, ``16 + 219 * g / 255`` rounded to nearest; chroma is the
+    neutral 128. This is what swscale's rgb24 -> yuv420p conversion gives for grey (it differs by one level at
+    g = 39, from its fixed-point rounding), computed here in numpy so that the encoded bytes depend on nothing
+    but these frames.
+    """
+    h, w = grey.shape
+    out = np.full((h * 3 // 2, w), 128, dtype=np.uint8)
+    out[:h] = (grey.astype(np.int32) * 438 + 255) // 510 + 16  # rint(16 + 219 g / 255), exact in integers
+    return out
+
+
 def _encode(path: str, frames: np.ndarray, fps: int) -> int:
-    """Write grey frames uint8 [L, H, W] as H.264 yuv420p; returns the number of frames muxed."""
+    """Write grey frames uint8 [L, H, W] as H.264 yuv420p; returns the number of frames muxed.
+
+    Deterministic: the same frames give the same bytes in any process, whatever ran before or beside it
+    (single-threaded x264 without mbtree, and no colour conversion inside FFmpeg: frames go in as yuv420p).
+    """
     tmp = path + ".part"
     written = 0
     with av.open(tmp, mode="w", format="mp4") as container:
@@ -321,14 +339,18 @@ def _encode(path: str, frames: np.ndarray, fps: int) -> int:
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = _GOP
-        # threads=1: x264 output then depends only on the input (determinism); regular keyframes.
+        stream.codec_context.thread_count = 1
+        # Determinism: one x264 thread, and no macroblock-tree rate control. With mbtree on, the first P/B
+        # packets of a GOP of these tiny frames changed from process to process (3 of 6 encodes of one video
+        # differed, threads=1 or not): an uninitialised read in x264's lookahead, it seems. With mbtree=0 the
+        # bytes were identical in 20 of 20 processes under load. scenecut=0: regular keyframes.
         stream.options = {
             "crf": str(_CRF), "preset": "veryfast", "threads": "1",
-            "x264-params": f"scenecut=0:keyint_min={_GOP}",
+            "x264-params": f"scenecut=0:keyint_min={_GOP}:mbtree=0",
         }
         stream.codec_context.time_base = Fraction(1, fps)
         for i, grey in enumerate(frames):
-            frame = av.VideoFrame.from_ndarray(np.repeat(grey[:, :, None], 3, axis=2), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(_grey_to_yuv420p(grey), format="yuv420p")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
             for packet in stream.encode(frame):
