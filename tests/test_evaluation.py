@@ -16,7 +16,7 @@ from lightning_temporal import TemporalDataModule, VideoClassifier
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import CleanTransform
 from lightning_temporal.data.video import VideoReader, read_clip
-from lightning_temporal.data.video_dataset import VideoDataset, collate_videos, gather_clips
+from lightning_temporal.data.video_dataset import VideoDataset, clip_views, collate_videos, gather_clips
 from lightning_temporal.models.backbone import StagedBackbone
 from lightning_temporal.models.head import ClassifierHead
 from tests.videos import reference_frames, write_video
@@ -209,3 +209,13 @@ def test_worker_batches_equal_in_process_batches(videos):
             for v, n in enumerate(batch["lengths"].tolist()):  # padding repeats each video's last frame
                 tail = batch["video"][v, :, n:]
                 assert torch.equal(tail, batch["video"][v, :, n - 1:n].expand_as(tail))
+
+
+def test_clip_views_are_views_of_the_one_video():
+    video = torch.randn(2, 3, 10, 4, 4)
+    views = clip_views(video, 3, stride=2)  # span 5: starts 0..5
+    assert views.shape == (2, 6, 3, 3, 4, 4)
+    assert views.untyped_storage().data_ptr() == video.untyped_storage().data_ptr()  # no copy
+    assert torch.equal(views[1, 4], video[1, :, 4:9:2])
+    with pytest.raises(ValueError, match="L >= 5"):
+        clip_views(video[:, :, :4], 3, stride=2)
