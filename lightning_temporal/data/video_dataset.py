@@ -135,7 +135,7 @@ class VideoDataset(Dataset):
 
     def decode(self, i: int) -> Tensor:
         """uint8 ``[max(L, span), H, W, 3]``: every frame of video ``i`` at the evaluation size, the last one
-        repeated up to one clip span. A view of the dataset's reused buffer: valid until the next call.
+        repeated up to one clip span. Usually a view of the dataset's reused buffer: valid until the next call.
         Raises ``VideoError`` when the video cannot be decoded."""
         record = self.manifest[i]
         size = self.frame_size(record)
