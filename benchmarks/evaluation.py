@@ -184,7 +184,9 @@ def main(argv=None) -> None:
         datasets = _datasets(args)
         F = args.clip_len
         print(f"{args.videos} videos of {args.frames} frames, {args.size}x{args.size} H.264, crop {args.crop}, "
-              f"F = {F}; clip-wise: starts every {max(1, F // 4)} frames + the last "
+              f"F = {F}. Both are this package's evaluation modes on the same decoded video; clip-wise "
+              "(eval_mode='clips') reads its clips as views of it (no per-clip decode or transform): starts every "
+              f"{max(1, F // 4)} frames + the last "
               f"({len(datasets['clips'].clip_starts(0))} clips of {F} frames = "
               f"{len(datasets['clips'].clip_starts(0)) * F} frames through the model per video); dense: one pass "
               f"over {args.frames} frames, {args.frames - F + 1} clip scores; model simple3d; medians of "
