@@ -183,7 +183,7 @@ class _EpochClock(L.Callback):
         lines += ["", f"score tables identical on all {world} ranks: {identical} (goal: True); table checksum "
                   f"{float(table.double().sum()):.6f}, {int((table != 0).sum())} of {table.numel()} positions "
                   "written"]
-        print("\n".join(lines), flush=True)
+        print("\n".join(lines) + "\n", flush=True)
 
 
 def ddp_run(s: dict, smoke: bool, devices: int = 2) -> None:
