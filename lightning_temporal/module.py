@@ -12,6 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lightning_temporal.data.dataset import SkipCounter
+from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.metrics import classification_metrics
 from lightning_temporal.pooling import softmax_temporal_pool
 
@@ -180,19 +181,48 @@ class VideoClassifier(LightningModule):
 
     # -------------------------------------------------------------------------------------- evaluation
     def video_clip_scores(self, batch: Dict[str, Any]) -> Tuple[Tensor, Tensor, Tensor]:
-        """Clip logits of each video of an evaluation batch: ``scores [V, T, K]``, ``mask [V, T]`` and the
-        frame index each temporal position starts at, ``starts [V, T]`` (clip starts, or frames in dense mode).
-        """
-        if "clips" in batch:
-            clips = batch["clips"]
-            logits = torch.cat([self.score_clips(c) for c in clips.split(self.eval_chunk)])  # sum K, C
-            scores, mask = pad_clip_scores(logits, batch["clip_counts"])
-            starts, _ = pad_clip_scores(batch["starts"][:, None].to(logits), batch["clip_counts"])
-            return scores, mask, starts[..., 0].long()
-        return self.dense_scores(batch["video"], batch["lengths"])
+        """Clip logits of each video of an evaluation batch (:func:`~lightning_temporal.data.collate_videos`):
+        ``scores [V, T, K]``, ``mask [V, T]`` and the frame each clip starts at, ``starts [V, T]``.
 
-    def dense_scores(self, video: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """One fully convolutional pass over whole videos ``[V, 3, L, H, W]``: a score per temporal position."""
+        Clips mode (the batch has ``"clip_counts"``): the clips at the batch's starts, read as views of the one
+        decoded video and scored ``eval_chunk`` at a time by :meth:`score_clips`. Dense mode: :meth:`dense_scores`.
+        """
+        video, clip_len, stride = batch["video"], int(batch["clip_len"]), int(batch["stride"])
+        if "clip_counts" not in batch:
+            return self.dense_scores(video, batch["lengths"], clip_len, stride)
+        counts, starts = batch["clip_counts"], batch["starts"]
+        video_idx = torch.repeat_interleave(torch.arange(counts.numel(), device=video.device), counts.to(video.device))
+        logits = torch.cat([  # one contiguous copy per chunk of clips, made from views of the video
+            self.score_clips(gather_clips(video, video_idx[i:i + self.eval_chunk], starts[i:i + self.eval_chunk],
+                                          clip_len, stride))
+            for i in range(0, video_idx.numel(), self.eval_chunk)])  # sum K, C
+        scores, mask = pad_clip_scores(logits, counts)
+        padded_starts, _ = pad_clip_scores(starts[:, None].to(logits), counts)
+        return scores, mask, padded_starts[..., 0].long()
+
+    def dense_scores(self, video: Tensor, lengths: Tensor, clip_len: Optional[int] = None,
+                     stride: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
+        """Clip logits of every clip start of whole videos from one fully convolutional pass per video.
+
+        The backbone runs once over all frames; the head then pools the features over each clip's window of
+        temporal positions the way it pools a clip's own features (``head.forward_dense(feat, window)``), so a
+        score differs from the clip-wise one only where the clip's receptive field crosses the clip's borders
+        (the dense pass sees the neighbouring frames, a lone clip sees zero padding). With ``stride > 1`` the
+        video is split into its ``stride`` phases (frames p, p + stride, ...), one pass each, so that every
+        clip start is scored. A backbone with temporal stride r scores every r-th start of each phase.
+
+        Args:
+            video: ``[V, 3, L, H, W]``, videos padded to the longest by repeating their last frame.
+            lengths: int ``[V]`` frames of each video (at least one clip span).
+            clip_len: frames per clip; None classifies every temporal position alone (window of 1).
+            stride: temporal stride of the clips.
+        Returns:
+            ``scores [V, T, K]``, ``mask [V, T]`` (True where the whole clip lies in the video) and ``starts
+            [V, T]``, the frame each scored clip starts at (increasing).
+        Raises:
+            TypeError for a backbone without ``forward_features`` / ``head.forward_dense``; ValueError for one
+            with SGS or attention (they change the time axis).
+        """
         backbone = self.backbone
         head = getattr(backbone, "head", None)
         if not hasattr(backbone, "forward_features") or not hasattr(head, "forward_dense"):
@@ -201,13 +231,29 @@ class VideoClassifier(LightningModule):
         if getattr(backbone, "temporal", None) is not None:
             raise ValueError("dense evaluation needs a backbone without SGS/attention (they change the time "
                              "axis); use data.eval_mode: clips")
-        feat, _ = backbone.forward_features(video)
-        scores = head.forward_dense(feat)  # V, T', K
-        t_out, longest = scores.shape[1], video.shape[2]
-        # temporal position j of the output covers input frames from j * L / T'
-        starts = (torch.arange(t_out, device=video.device) * longest) // t_out
-        mask = starts[None, :] < lengths.to(video.device)[:, None]
-        return scores, mask, starts.expand(scores.shape[0], -1)
+        num_videos, channels, longest, height, width = video.shape
+        frames = clip_len or 1
+        span = (frames - 1) * stride + 1
+        per_phase = max(-(-longest // stride), frames)
+        alpha = getattr(backbone, "alpha", 1)  # SlowFast takes a multiple of its frame-rate ratio
+        per_phase = -(-per_phase // alpha) * alpha
+        x = video
+        if stride > 1 or per_phase != longest:  # phases side by side in the batch, the tail repeats the last frame
+            idx = torch.arange(per_phase * stride, device=video.device).clamp_(max=longest - 1)
+            x = video[:, :, idx].view(num_videos, channels, per_phase, stride, height, width)
+            x = x.permute(0, 3, 1, 2, 4, 5).reshape(num_videos * stride, channels, per_phase, height, width)
+        feat, _ = backbone.forward_features(x)  # V * stride, C', T', H', W'
+        t_out = feat.shape[2]
+        step = max(1, round(per_phase / t_out))  # frames of a phase per output position (temporal stride)
+        window = min(-(-frames // step), t_out)
+        scores = head.forward_dense(feat, window)  # V * stride, n, K
+        n = scores.shape[1]
+        scores = scores.view(num_videos, stride, n, -1).transpose(1, 2).reshape(num_videos, n * stride, -1)
+        starts = (torch.arange(n, device=video.device)[:, None] * (step * stride)
+                  + torch.arange(stride, device=video.device)[None, :]).reshape(-1)  # position (j, p) -> frame
+        last = (lengths.to(video.device) - span).clamp(min=0)
+        mask = starts[None, :] <= last[:, None]
+        return scores, mask, starts.expand(num_videos, -1)
 
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
         skipped = batch["skipped"].numel()
@@ -217,14 +263,13 @@ class VideoClassifier(LightningModule):
                           + "; ".join(batch["skip_errors"]))
         if batch["label"].numel() == 0:
             return
-        scores, mask, _ = self.video_clip_scores(batch)
+        scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
         labels = batch["label"]
-        for g in self.gammas:
-            pooled = softmax_temporal_pool(scores, g, mask=mask)
-            self.metrics[f"{stage}_{_gamma_key(g)}"].update(pooled, labels)
-            if g == self.gamma_p:
-                self.log(f"{stage}/loss", F.cross_entropy(pooled, labels), batch_size=labels.numel(),
-                         sync_dist=True)
+        gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
+        pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
+        for g, video_logits in zip(self.gammas, pooled):
+            self.metrics[f"{stage}_{_gamma_key(g)}"].update(video_logits, labels)
+        self.log(f"{stage}/loss", F.cross_entropy(pooled[0], labels), batch_size=labels.numel(), sync_dist=True)
 
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:
