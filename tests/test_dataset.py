@@ -102,8 +102,8 @@ def test_index_errors(data):
         ds[(1, -1)]
     with pytest.raises(IndexError, match="video_idx 3 out of range: the manifest has 3 videos"):
         ds[(3, 0)]
-    with pytest.raises(TypeError, match=r"indexed by \(video_idx, start\) pairs, got 0; give the DataLoader a "
-                                        "ClipSampler"):
+    with pytest.raises(TypeError, match=r"indexed by \(video_idx, start\[, clip_seed\]\) tuples, got 0; give the "
+                                        "DataLoader a ClipSampler"):
         ds[0]
 
 
