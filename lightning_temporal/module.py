@@ -161,14 +161,19 @@ class VideoClassifier(LightningModule):
         k = getattr(dm, "num_classes", None) if dm is not None else None
         if k is None or k == self.num_classes:
             return
-        where = ""
+        head = f"model.num_classes={self.num_classes} but the data has {k} classes ({', '.join(dm.class_names)})"
         train = getattr(dm, "train_manifest", None) if stage == "fit" else None
-        if train is not None and hasattr(train, "rarest_labels"):
-            where = (f"; its rarest labels: {train.rarest_labels()}. A label seen once is usually a typo: fix it "
-                     "in the manifest, or give data.classes the class list so unknown labels are named")
-        raise ValueError(f"model.num_classes={self.num_classes} but the data has {k} classes "
-                         f"({', '.join(dm.class_names)}){where}. Set model.num_classes: {k} only if the data "
-                         "really has these classes")
+        if k > self.num_classes and train is not None and hasattr(train, "rarest_labels"):
+            # more labels than the model has classes: usually a typo makes a class of its own (seen once)
+            raise ValueError(f"{head}; the training manifest's rarest labels: {train.rarest_labels()}. A label seen "
+                             "once is usually a typo: fix it in the manifest, or give data.classes the class list "
+                             f"so that unknown labels are named. Set model.num_classes: {k} only if the data really "
+                             "has these classes")
+        if k < self.num_classes:
+            raise ValueError(f"{head}: the class list is the labels the training manifest uses unless data.classes "
+                             f"gives it; give data.classes all {self.num_classes} class names (or set "
+                             f"model.num_classes: {k} if the data has only these)")
+        raise ValueError(f"{head}; set model.num_classes: {k} if the data really has these classes")
 
     # ---------------------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:

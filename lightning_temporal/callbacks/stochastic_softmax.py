@@ -284,6 +284,8 @@ class StochasticSoftmaxCallback(Callback):
         if self._pending_stash is not None:
             pending, self._pending_stash = self._pending_stash, None
             self._restore_pending(pending)
+            # before the loader draws this epoch's plan (lazily, at the first batch) from the tables
+            self._finish_stale_epoch(trainer, pl_module)
         s = self.clip_sampler
         if getattr(s, "num_replicas", 1) != trainer.world_size or getattr(s, "rank", 0) != trainer.global_rank:
             raise RuntimeError(
@@ -494,16 +496,19 @@ class StochasticSoftmaxCallback(Callback):
             if score is not None:
                 self._scored.append((vid, start, score, ordinal))
 
-    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        # Lightning counts an epoch whose last batch was checkpointed (every_n_train_steps) as done on resume
-        # without calling on_train_epoch_end: apply its records (restored from the checkpoint) now.
+    def _finish_stale_epoch(self, trainer, pl_module) -> None:
+        """Apply the records of an epoch that ended without ``on_train_epoch_end``: resumed from a checkpoint of its
+        last batch (every_n_train_steps), Lightning counts that epoch as done and goes on with the next one."""
         p = self._pending_epoch
-        if self.policy is not None and p is not None and p < trainer.current_epoch \
-                and not (self._epochs and self._epochs[-1] >= p):
+        if self.policy is not None and p is not None and p < trainer.current_epoch:
             self._finish_epoch(trainer, pl_module, p, log=False)
+
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._finish_stale_epoch(trainer, pl_module)
 
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
+        self._finish_stale_epoch(trainer, pl_module)
         epoch = trainer.current_epoch
         self._pending_epoch = epoch
         score = None

@@ -22,7 +22,7 @@ from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size, to_float_clip
 from lightning_temporal.data.video import VideoError, read_clip
 
-__all__ = ["num_clip_positions", "clip_frame_indices", "load_clip", "SkippedClip", "ClipDataset",
+__all__ = ["num_clip_positions", "load_clip", "SkippedClip", "ClipDataset",
            "collate_clips", "SkipCounter", "key_seed"]
 
 DecodeSize = Union[None, int, Tuple[int, int]]
@@ -32,11 +32,6 @@ def num_clip_positions(num_frames: torch.Tensor, clip_len: int, stride: int = 1)
     """int64 [V]: clip positions per video, N = max(1, L - span + 1) with span = (clip_len - 1) * stride + 1."""
     span = (clip_len - 1) * stride + 1
     return (torch.as_tensor(num_frames, dtype=torch.int64) - span + 1).clamp_(min=1)
-
-
-def clip_frame_indices(start: int, clip_len: int, stride: int, num_frames: int) -> torch.Tensor:
-    """int64 [clip_len]: decoded-frame index of each clip frame; past the end the last frame repeats."""
-    return (start + stride * torch.arange(clip_len)).clamp_(max=num_frames - 1)
 
 
 def _decode_size(record: VideoRecord, size: DecodeSize) -> Optional[Tuple[int, int]]:
