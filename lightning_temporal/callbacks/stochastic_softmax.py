@@ -137,7 +137,7 @@ class StochasticSoftmaxCallback(Callback):
 
     Exact resume. The state (policy tables, exploration slots, history, metrics, and the records of the epoch in
     progress, gathered from every rank) goes through ``state_dict``, with a fingerprint of the training manifest
-    (each video's path, relative to the videos' common folder, and its number of clip positions, in order);
+    (each video's folder/file name and its number of clip positions, in order);
     loading it on another manifest, a reordered one included, raises an error naming the first differing row.
     The sampler draws each epoch from (its seed, the epoch, the policy state) and ``ClipLoader`` saves its
     position in the epoch, so a run resumed from any checkpoint of ``fit`` (end of epoch,
@@ -369,7 +369,7 @@ class StochasticSoftmaxCallback(Callback):
 
     @staticmethod
     def _manifest_fingerprint(manifest, num_positions: Tensor) -> dict:
-        """Paths (hashed, relative to their common folder) and clip positions of the training videos, in order."""
+        """Paths (hashed folder/file names) and clip positions of the training videos, in order."""
         paths = getattr(manifest, "paths", None)
         if paths is not None and len(paths) != num_positions.numel():
             raise ValueError(f"train_manifest has {len(paths)} videos but the clip sampler {num_positions.numel()}; "

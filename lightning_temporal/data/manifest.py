@@ -193,23 +193,18 @@ class VideoManifest:
 
 
 def path_fingerprint(paths: Sequence[str]) -> torch.Tensor:
-    """int64 ``[V]``: a 64-bit hash (BLAKE2b) of each path relative to the paths' common folder, in order.
+    """int64 ``[V]``: a 64-bit hash (BLAKE2b) of the last two components (folder/file) of each path, in order.
 
-    Relative paths keep the fingerprint of a dataset that moved to another folder or machine; the order matters
-    (row i of a manifest is video i of its score tables).
+    The last two components name a video in the common layouts (``Class/v_x.avi``, ``label/id.mp4``,
+    ``videos/train_00001.mp4``) and survive moving the dataset to another folder or machine; the order matters
+    (row i of a manifest is video i of the score tables).
     """
-    if not paths:
-        return torch.zeros(0, dtype=torch.int64)
-    norm = [os.path.normpath(os.fspath(p)) for p in paths]
-    try:
-        common = os.path.commonpath(norm) if len(norm) > 1 else os.path.dirname(norm[0])
-    except ValueError:  # absolute and relative paths mixed: hash them as written
-        common = ""
-    if common in norm:  # a single video, or one path is a folder prefix of the rest: keep the names
-        common = os.path.dirname(common)
-    rel = [os.path.relpath(p, common) if common else p for p in norm]
-    digests = b"".join(hashlib.blake2b(r.encode("utf-8", "surrogateescape"), digest_size=8).digest() for r in rel)
-    return torch.from_numpy(np.frombuffer(digests, dtype="<i8").copy())
+    tails = []
+    for p in paths:
+        parts = os.path.normpath(os.fspath(p)).replace("\\", "/").split("/")
+        tails.append("/".join(parts[-2:]))
+    digests = b"".join(hashlib.blake2b(t.encode("utf-8", "surrogateescape"), digest_size=8).digest() for t in tails)
+    return torch.from_numpy(np.frombuffer(digests, dtype="<i8").copy()) if tails else torch.zeros(0, dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------- parsing helpers
@@ -305,8 +300,9 @@ def _resolve_labels(rows: Sequence[_Row], classes: Optional[List[str]]) -> Tuple
             out.append(k)
         else:
             shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
-            close = difflib.get_close_matches(text, classes, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            lower = {c.lower(): c for c in classes}
+            close = difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.7)
+            hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
             raise UnknownLabelError(f"{r.source}: label {text!r} is not in the class list{hint}; known classes: "
                                 f"{shown}. Fix the label, or add the class to the class list")
     return out, classes
