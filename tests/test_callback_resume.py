@@ -95,6 +95,11 @@ def _video_parts(train_csv, num_classes=4):
     return dm, model, StochasticSoftmaxCallback(warmup_epochs=0, exploration_epochs=2)
 
 
+def _resume(tss, model, dm, path):
+    _trainer([tss], max_epochs=2, limit_val_batches=0, enable_checkpointing=False).fit(model, datamodule=dm,
+                                                                                      ckpt_path=path)
+
+
 def _write_rows(path, rows):
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows(rows)
@@ -119,19 +124,19 @@ def test_resume_on_another_manifest_names_the_first_differing_row(tmp_path):
     swapped = _write_rows(os.path.join(folder, "swapped.csv"), [rows[0], rows[1], rows[3], rows[2], rows[4]])
     dm, model, tss = _video_parts(swapped)
     with pytest.raises(ValueError, match=r"another training manifest: video 1 \(.*swapped\.csv, row 3: "
-                                         r".*train_00002\.mp4\) was video 2 in the checkpoint's manifest \(the rows are "
-                                         r"reordered\); 2 of 4 rows differ\. Resume with the training manifest"):
-        _trainer([tss], max_epochs=2, limit_val_batches=0).fit(model, datamodule=dm, ckpt_path=path)
+                                         r".*train_00002\.mp4\) was video 2 in the checkpoint's manifest \(the rows "
+                                         r"are reordered\); 2 of 4 rows differ\. Resume with the training manifest"):
+        _resume(tss, model, dm, path)
 
     val = list(csv.reader(open(paths["val"])))[1]  # another video of the same length in the last row
     other = _write_rows(os.path.join(folder, "other.csv"), rows[:4] + [[val[0], rows[4][1], *val[2:]]])
     dm, model, tss = _video_parts(other)
     with pytest.raises(ValueError, match=r"video 3 \(.*other\.csv, row 5: .*val_00000\.mp4\) is not in the "
                                          r"checkpoint's manifest \(another video is in its row\); 1 of 4 rows differ"):
-        _trainer([tss], max_epochs=2, limit_val_batches=0).fit(model, datamodule=dm, ckpt_path=path)
+        _resume(tss, model, dm, path)
 
     # the same rows in a folder moved elsewhere: the fingerprint is relative to the videos' folder, resuming works
     moved = shutil.copytree(folder, tmp_path / "moved" / "data")
     dm, model, tss = _video_parts(str(moved / os.path.basename(paths["train"])))
-    _trainer([tss], max_epochs=2, limit_val_batches=0).fit(model, datamodule=dm, ckpt_path=path)
+    _resume(tss, model, dm, path)
     assert tss.history.epochs.tolist() == [0, 1]

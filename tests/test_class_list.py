@@ -29,7 +29,8 @@ def test_more_training_labels_than_classes_names_the_rarest_with_their_rows(tmp_
                             short_side=32, progress=False)
     with pytest.raises(ValueError, match=r"model\.num_classes=4 but the data has 5 classes \(down, left, lfet, "
                                          r"right, up\); the training manifest's rarest labels: 'lfet': 1 video \(.*"
-                                         r"train\.csv, row 7\); 'down': 2 videos .*A label seen once is usually a typo"):
+                                         r"train\.csv, row 7\); 'down': 2 videos .*A label seen once is usually a "
+                                         r"typo"):
         _fit(dm)
     # fewer labels than classes: the advice is the class list, not a smaller model
     dm = TemporalDataModule(train_manifest=_manifest(tmp_path, "three.csv", ROWS[:3]), clip_len=4, crop_size=24,

@@ -2,8 +2,9 @@
 
 The training manifest holds 3 real videos and one file of garbage bytes (its frame count given, so the manifest
 reads); with ``batch_size=1`` that file is a batch of its own in every epoch: an empty batch. Scoring (clean, or
-of the training logits) is on from the first epoch. Under DDP the empty batch falls on one rank only, while the other trains a real clip: every
-collective (the gradient all-reduce, the synced epoch means, the callback's gathers) must still be joined by both.
+of the training logits) is on from the first epoch. Under DDP the empty batch falls on one rank only, while the
+other trains a real clip: every collective (the gradient all-reduce, the synced epoch means, the callback's
+gathers) must still be joined by both.
 """
 from __future__ import annotations
 

@@ -6,5 +6,6 @@ from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler, clip_se
 
 __all__ = [
     "ScoreTable", "Phase", "PhaseSchedule", "exploration_radius", "exploration_starts",
-    "UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy", "ClipSampler", "ClipLoader", "clip_seeds",
+    "UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy", "ClipSampler", "ClipLoader",
+    "clip_seeds",
 ]
