@@ -99,10 +99,20 @@ def test_ddp_two_ranks_hold_identical_tables_equal_to_single_process(tmp_path):
     assert torch.equal(b0["policy"]["table"]["values"], t0)
     assert torch.equal(b0["history_starts"], r0["history_starts"])
     assert torch.equal(b0["shards"][3], r0["shards"][3][3:])  # only the rest of epoch 3 was trained again
+    assert all(torch.equal(b0["params"][k], r0["params"][k]) for k in r0["params"])
 
     # the records of a mid-epoch checkpoint belong to the ranks that trained them: not resumable on one process
+    def one_process(path):
+        tss = StochasticSoftmaxCallback(gamma_s=1.0, warmup_epochs=W, exploration_epochs=E, seed=3)
+        L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False, callbacks=[tss]).fit(
+            TinyVideoModule(), datamodule=TinyDataModule(num_videos=V, batch_size=3, clip_len=4), ckpt_path=str(path))
+        return tss
+
     with pytest.raises(ValueError, match=r"written in the middle of epoch 3 by 2 rank\(s\) with batch_size 3; this "
                                          r"run has 1 rank\(s\)"):
-        L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=False, enable_checkpointing=False,
-                  enable_progress_bar=False, enable_model_summary=False).fit(
-            TinyVideoModule(), datamodule=TinyDataModule(num_videos=V, batch_size=3, clip_len=4), ckpt_path=str(path))
+        one_process(path)
+    # one written at the end of an epoch resumes on any number of processes
+    tss = one_process(tmp_path / "ckpt" / "epoch=2-step=6.ckpt")
+    assert tss.history.epochs.tolist() == list(range(EPOCHS))
+    assert torch.equal(tss.history.starts[:3], r0["history_starts"][:3])

@@ -1,9 +1,10 @@
 """Exact resume through real ``Trainer.fit`` on real (synthetic) video files, with random crop + flip and dropout.
 
-Run A trains without interruption and writes a checkpoint after every training step, after every validation and at
-every epoch end. Runs B are built from scratch (new module, data module, callback, Trainer) and resume from chosen
-checkpoints: in warm-up (mid-epoch), in exploration (after a mid-epoch validation, and at an epoch end), in
-exploitation (mid-epoch, and after the last batch of an epoch, before its end-of-epoch hooks). Each must end with
+Run A trains without interruption and writes a checkpoint after every training step, after every validation (every
+second step: in the middle of an epoch or after its last batch) and at every epoch end. Runs B are built from scratch
+(new module, data module, callback, Trainer, global seed) and resume from chosen checkpoints: in warm-up
+(mid-epoch), in exploration (after a mid-epoch validation, after the validation that ends an epoch, and at an epoch
+end), in exploitation (mid-epoch, and after the last batch of an epoch, before its end-of-epoch hooks). Each must end with
 bit-identical tables, sampling history (every clip position of every epoch), per-epoch numbers and model weights.
 Run A with ``num_workers=0`` and ``num_workers=2`` must also be identical: augmentation does not depend on workers.
 """
@@ -24,7 +25,8 @@ STEPS = 3
 # (checkpoint file, where it was written); global step = optimizer steps done when it was written
 RESUMES = [
     ("step/epoch=0-step=1.ckpt", "warm-up, mid-epoch (every_n_train_steps)"),
-    ("val/epoch=1-step=5.ckpt", "exploration, after a mid-epoch validation"),
+    ("val/epoch=1-step=4.ckpt", "exploration, after a mid-epoch validation"),
+    ("val/epoch=1-step=6.ckpt", "exploration, after the validation that ends the epoch (before its epoch-end hooks)"),
     ("end/epoch=1.ckpt", "exploration, end of epoch"),
     ("step/epoch=2-step=8.ckpt", "exploitation, mid-epoch"),
     ("step/epoch=2-step=9.ckpt", "exploitation, after the epoch's last batch (before its epoch-end hooks)"),
@@ -61,11 +63,11 @@ def _parts(videos, num_workers, seed=3):
 def _trainer(callbacks, **kw):
     return L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, callbacks=callbacks, logger=False,
                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-                     val_check_interval=2, **kw)  # one validation an epoch, after its 2nd batch
+                     check_val_every_n_epoch=None, val_check_interval=2, **kw)  # every 2nd step: mid-epoch or last
 
 
-def _fit(videos, num_workers, tmp_path=None, ckpt_path=None):
-    dm, model, tss = _parts(videos, num_workers)
+def _fit(videos, num_workers, tmp_path=None, ckpt_path=None, seed=11, data_seed=3):
+    dm, model, tss = _parts(videos, num_workers, data_seed)
     callbacks = [tss]
     if tmp_path is not None:
         callbacks += [ModelCheckpoint(dirpath=tmp_path / "step", filename="{epoch}-{step}", every_n_train_steps=1,
@@ -74,7 +76,7 @@ def _fit(videos, num_workers, tmp_path=None, ckpt_path=None):
                                       monitor="val/top1", mode="max", save_on_train_epoch_end=False),
                       ModelCheckpoint(dirpath=tmp_path / "end", filename="{epoch}", save_top_k=-1, every_n_epochs=1,
                                       save_on_train_epoch_end=True)]
-    L.seed_everything(11)
+    L.seed_everything(seed)
     trainer = _trainer(callbacks, enable_checkpointing=tmp_path is not None)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*callbacks used to create the checkpoint.*")
@@ -112,4 +114,9 @@ def test_resume_from_any_checkpoint_is_bit_identical(videos, tmp_path, num_worke
     for name, what in RESUMES:
         path = tmp_path / name
         assert path.exists(), sorted(p.name for p in (tmp_path / name.split("/")[0]).iterdir())
-        _assert_same_run(full, _fit(videos, num_workers, ckpt_path=str(path)), f"resumed from {what}")
+        # another global seed: the run's seed (dropout) comes from the checkpoint
+        _assert_same_run(full, _fit(videos, num_workers, ckpt_path=str(path), seed=99), f"resumed from {what}")
+    # a data module built with another seed: the checkpoint's plans go on, and a warning says so
+    with pytest.warns(RuntimeWarning, match="the checkpoint's clip sampler ran with seed 3, this one is built with 4"):
+        resumed = _fit(videos, num_workers, ckpt_path=str(tmp_path / RESUMES[-2][0]), data_seed=4)
+    _assert_same_run(full, resumed, "resumed with another data seed")

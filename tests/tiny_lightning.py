@@ -215,4 +215,5 @@ class SaveStateCallback(L.Callback):
             "shards": {e: torch.cat(s) for e, s in self.shards.items()},
             "records": self.records,
             "history_starts": tss.history.starts.clone(),
+            "params": {k: p.detach().clone() for k, p in pl_module.named_parameters()},
         }, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
