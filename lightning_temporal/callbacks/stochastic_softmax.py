@@ -137,15 +137,15 @@ class StochasticSoftmaxCallback(Callback):
 
     Exact resume. The state (policy tables, exploration slots, history, metrics, and the records of the epoch in
     progress, gathered from every rank) goes through ``state_dict``, with a fingerprint of the training manifest
-    (each video's folder/file name and its number of clip positions, in order);
-    loading it on another manifest, a reordered one included, raises an error naming the first differing row.
-    The sampler draws each epoch from (its seed, the epoch, the policy state) and ``ClipLoader`` saves its
-    position in the epoch, so a run resumed from any checkpoint of ``fit`` (end of epoch,
-    ``every_n_train_steps``, after validation) draws the same clips and ends with the same tables as an
-    uninterrupted run. A mid-epoch checkpoint resumes on the same number of ranks only.
+    (each video's folder/file name and its number of clip positions, in order); loading it on another manifest, a
+    reordered one included, raises an error naming the first differing row. The sampler draws each epoch from (its
+    seed, the epoch, the policy state) and ``ClipLoader`` saves its position in the epoch, so a run resumed from any
+    checkpoint of ``fit`` (end of epoch, ``every_n_train_steps``, after validation) draws the same clips and ends
+    with the same tables as an uninterrupted run. A checkpoint written in the middle of an epoch resumes on the same
+    number of ranks only; one written after its last batch or at its end, on any.
 
     Empty batches. A batch whose clips all failed to decode is recorded as skipped items (nothing scored).
-        """
+    """
 
     def __init__(self, gamma_s: float = 1.0, warmup_epochs: int = 3, exploration_epochs: int = 5,
                  scoring: str = "clean", mode: str = "tss", clip_len: Optional[int] = None,
@@ -283,9 +283,7 @@ class StochasticSoftmaxCallback(Callback):
         self._rank, self._world_size = trainer.global_rank, trainer.world_size
         if self._pending_stash is not None:
             pending, self._pending_stash = self._pending_stash, None
-            self._restore_pending(pending)
-            # before the loader draws this epoch's plan (lazily, at the first batch) from the tables
-            self._finish_stale_epoch(trainer, pl_module)
+            self._restore_pending(trainer, pl_module, pending)
         s = self.clip_sampler
         if getattr(s, "num_replicas", 1) != trainer.world_size or getattr(s, "rank", 0) != trainer.global_rank:
             raise RuntimeError(
@@ -420,10 +418,17 @@ class StochasticSoftmaxCallback(Callback):
                 "scored": {"video_idx": v, "start": t, "score": score, "ordinal": ordinal, "rank": ranks[1]},
                 "next_ordinal": nxt}
 
-    def _restore_pending(self, pending: dict) -> None:
-        """Take this rank's part of the records of an unfinished epoch saved in a checkpoint."""
+    def _restore_pending(self, trainer, pl_module, pending: dict) -> None:
+        """The records of an unfinished epoch saved in a checkpoint: applied now if Lightning resumes after that
+        epoch, else this rank's part is taken to go on with the epoch."""
         self._reset_pending()
         if pending.get("epoch") is None:
+            return
+        if pending["epoch"] < trainer.current_epoch:
+            # Written after the epoch's last batch (every_n_train_steps): Lightning counts that epoch as done and
+            # resumes with the next one without calling on_train_epoch_end. Apply it before the loader draws the
+            # next plan (lazily, at the first batch) from the tables; any number of ranks can, from the saved records.
+            self._finish_epoch(trainer, pl_module, int(pending["epoch"]), log=False, saved=pending)
             return
         if pending["world_size"] != self._world_size:
             raise ValueError(
@@ -496,19 +501,8 @@ class StochasticSoftmaxCallback(Callback):
             if score is not None:
                 self._scored.append((vid, start, score, ordinal))
 
-    def _finish_stale_epoch(self, trainer, pl_module) -> None:
-        """Apply the records of an epoch that ended without ``on_train_epoch_end``: resumed from a checkpoint of its
-        last batch (every_n_train_steps), Lightning counts that epoch as done and goes on with the next one."""
-        p = self._pending_epoch
-        if self.policy is not None and p is not None and p < trainer.current_epoch:
-            self._finish_epoch(trainer, pl_module, p, log=False)
-
-    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._finish_stale_epoch(trainer, pl_module)
-
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
-        self._finish_stale_epoch(trainer, pl_module)
         epoch = trainer.current_epoch
         self._pending_epoch = epoch
         score = None
@@ -547,13 +541,20 @@ class StochasticSoftmaxCallback(Callback):
             return
         self._finish_epoch(trainer, pl_module, trainer.current_epoch)
 
-    def _finish_epoch(self, trainer, pl_module, epoch: int, log: bool = True) -> None:
-        """Gather the epoch's records of every rank, apply them, append the history; every rank calls this."""
+    def _finish_epoch(self, trainer, pl_module, epoch: int, log: bool = True, saved: Optional[dict] = None) -> None:
+        """Gather the epoch's records of every rank, apply them, append the history; every rank calls this.
+
+        ``saved``: the records of every rank as a checkpoint holds them (see :meth:`_pending_state`), applied
+        without gathering (every rank read the same checkpoint).
+        """
         V = self.num_positions.numel()
         phase = self.phase(epoch)
 
         # Every rank takes part in both gathers, whatever it recorded (collectives must match).
-        (seen_v, seen_t), _, _ = self._gather(trainer, self._seen, 2, (torch.long, torch.long))
+        if saved is None:
+            (seen_v, seen_t), _, _ = self._gather(trainer, self._seen, 2, (torch.long, torch.long))
+        else:
+            seen_v, seen_t = saved["seen"]["video_idx"], saved["seen"]["start"]
         row = torch.full((V,), -1, dtype=torch.int32)
         row[seen_v] = seen_t.to(torch.int32)  # padding duplicates carry the same start
 
@@ -564,10 +565,16 @@ class StochasticSoftmaxCallback(Callback):
         n_dup = 0
         recording = self.records_scores(epoch)
         if recording:
-            (vid, start, score, ordinal), rank, _ = self._gather(
-                trainer, self._scored, 4, (torch.long, torch.long, torch.float32, torch.long))
+            if saved is None:
+                (vid, start, score, ordinal), rank, _ = self._gather(
+                    trainer, self._scored, 4, (torch.long, torch.long, torch.float32, torch.long))
+                world = trainer.world_size
+            else:
+                s = saved["scored"]
+                vid, start, score, ordinal, rank = s["video_idx"], s["start"], s["score"], s["ordinal"], s["rank"]
+                world = saved["world_size"]
             # Global-plan order: plan index = ordinal * world_size + rank (ClipSampler deals plan[r::R]).
-            key = ordinal * trainer.world_size + rank
+            key = ordinal * world + rank
             order = torch.sort(key, stable=True).indices
             vid, start, score, rank = vid[order], start[order], score[order], rank[order]
             n_dup = int(vid.numel() - torch.unique(vid).numel()) if vid.numel() else 0
