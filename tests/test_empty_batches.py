@@ -64,6 +64,7 @@ class WatchEmptySteps(L.Callback):
     def __init__(self, out_dir=None):
         self.out_dir = out_dir
         self.changed = []
+        self.losses = []  # (epoch, loss, clips) of every batch that trained
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.before = [p.detach().clone() for p in pl_module.parameters()]
@@ -71,13 +72,15 @@ class WatchEmptySteps(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if batch["clip"].shape[0] == 0:
             self.changed.append(any(not torch.equal(a, p) for a, p in zip(self.before, pl_module.parameters())))
+        else:
+            self.losses.append((trainer.current_epoch, float(outputs["loss"]), batch["clip"].shape[0]))
 
     def on_fit_end(self, trainer, pl_module):
         if self.out_dir is None:
             return
         tss = next(c for c in trainer.callbacks if isinstance(c, StochasticSoftmaxCallback))
         torch.save({"table": [tss.policy.table[v].clone() for v in range(4)], "skips": pl_module.skips.state_dict(),
-                    "changed": self.changed,
+                    "changed": self.changed, "losses": self.losses,
                     "params": {k: p.detach().clone() for k, p in pl_module.named_parameters()}, "records": tss.metrics,
                     "logged": {k: float(v) for k, v in trainer.callback_metrics.items()}},
                    os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
@@ -101,7 +104,10 @@ def test_an_empty_batch_trains_nothing_is_counted_and_checkpointed(manifest, tmp
     assert watch.changed == [False] * EPOCHS  # the empty batch's step changed no weight (Adam has momentum)
     assert model.skips.total_skipped == model.skips.total_empty_batches == EPOCHS
     assert model.trainer.callback_metrics["train/empty_batches"] == 1.0
-    assert torch.isfinite(model.trainer.callback_metrics["train/loss_epoch"])
+    # the epoch's mean loss is over the clips that trained (the empty batch adds nothing)
+    last = [(loss, n) for e, loss, n in watch.losses if e == EPOCHS - 1]
+    assert len(last) == 3 and model.trainer.callback_metrics["train/loss_epoch"].item() == pytest.approx(
+        sum(loss * n for loss, n in last) / sum(n for _, n in last), rel=1e-6)
     table = tss.policy.table
     assert not bool((table[BROKEN] != 0).any())  # never scored
     assert all(bool((table[v] != 0).any()) for v in range(4) if v != BROKEN)
@@ -132,6 +138,9 @@ def test_two_process_ddp_with_an_empty_batch_on_one_rank_does_not_hang(manifest,
     empties = [x["skips"]["total_empty_batches"] for x in r]
     assert sum(empties) == EPOCHS and min(empties) < EPOCHS
     assert all(x["logged"]["train/empty_batches"] == 1.0 for x in r)  # summed over the ranks, every epoch
+    last = [(loss, n) for x in r for e, loss, n in x["losses"] if e == EPOCHS - 1]  # both ranks' clips
+    assert len(last) == 3 and all(x["logged"]["train/loss_epoch"] == pytest.approx(
+        sum(loss * n for loss, n in last) / sum(n for _, n in last), rel=1e-6) for x in r)
     assert all(torch.equal(a, b) for a, b in zip(r[0]["table"], r[1]["table"]))
     assert not bool((r[0]["table"][BROKEN] != 0).any())
     assert all(bool((r[0]["table"][v] != 0).any()) for v in range(4) if v != BROKEN)
