@@ -5,7 +5,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lightning_temporal.sampling.phases import PhaseSchedule
 from lightning_temporal.sampling.policies import StochasticSoftmaxPolicy, UniformPolicy
-from lightning_temporal.sampling.sampler import ClipSampler, clip_seeds, counter_seed, epoch_generator
+from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler, clip_seeds, counter_seed, epoch_generator
 from lightning_temporal.sampling.table import ScoreTable
 
 LENGTHS = [5, 1, 12, 30, 7, 7, 2, 100, 3, 9, 44]  # 11 videos
@@ -185,3 +185,41 @@ def test_start_at_resumes_the_shard_once_and_only_in_its_epoch():
     assert s.start_position == 0 and len(list(s)) == len(s)
     with pytest.raises(ValueError, match="position must be an int in 0..6"):
         s.start_at(3, 7)
+
+
+class _Keys(Dataset):
+    def __len__(self):
+        return len(LENGTHS)
+
+    def __getitem__(self, key):
+        return torch.tensor(key[:2])
+
+
+def test_clip_loader_state_resumes_the_rest_of_the_epoch_through_a_checkpoint_file(tmp_path):
+    def loader(batch_size=3, world=2, seed=5):
+        s = ClipSampler(LENGTHS, seed=seed, num_replicas=world, rank=1)
+        return ClipLoader(_Keys(), batch_size=batch_size, sampler=s)
+
+    a = loader()
+    a.sampler.set_epoch(4)
+    it = iter(a)
+    first = next(it)
+    torch.save(a.state_dict(), tmp_path / "loader.pt")
+    state = torch.load(tmp_path / "loader.pt", weights_only=True)
+    assert state["epoch"] == 4 and state["position"] == 3 and state["sampler"]["seed"] == 5
+    b = loader()
+    b.load_state_dict(state)
+    rest = list(b)
+    assert b.sampler.epoch == 4 and [x.tolist() for x in rest] == [x.tolist() for x in it]  # the rest, same clips
+    assert torch.cat([first, *rest]).tolist() == [list(k[:2]) for k in a.sampler]  # nothing lost, nothing twice
+    assert a.state_dict()["epoch"] == 5 and a.state_dict()["position"] == 0  # a finished epoch: the next one at 0
+    # a mid-epoch position belongs to the shards of R ranks and to the batch size
+    with pytest.raises(ValueError, match=r"middle of epoch 4 by 2 rank\(s\) with batch_size 3; this run has 2 "
+                                         r"rank\(s\) with batch_size 2"):
+        loader(batch_size=2).load_state_dict(state)
+    with pytest.raises(ValueError, match=r"this run has 1 rank\(s\)"):
+        ClipLoader(_Keys(), batch_size=3, sampler=ClipSampler(LENGTHS, seed=5)).load_state_dict(state)
+    with pytest.warns(RuntimeWarning, match="ran with seed 5, this one is built with 6"):
+        loader(seed=6).load_state_dict(state)
+    with pytest.raises(TypeError, match="ClipLoader needs a ClipSampler"):
+        ClipLoader(_Keys(), batch_size=3)
