@@ -207,8 +207,8 @@ class TemporalDataModule(LightningDataModule):
                 if classes is None or self.hparams.classes is not None or split == "train":
                     raise
                 raise UnknownLabelError(f"{err} (the {split} split's class list is the training manifest's: "
-                                    f"{self._manifest_paths()['train']}; give data.classes the full class list "
-                                    f"when the {split} split has classes that training lacks)") from None
+                                        f"{self._manifest_paths()['train']}; give data.classes the full class list "
+                                        f"when the {split} split has classes that training lacks)") from None
         return self.manifests[split]
 
     def _read_manifest(self, split: str, path: str, classes) -> VideoManifest:
@@ -277,8 +277,8 @@ class TemporalDataModule(LightningDataModule):
     def _loader(self, dataset, batch_size: int, collate, sampler=None, cls=DataLoader) -> DataLoader:
         workers = self.hparams.num_workers
         return cls(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=bool(self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"))
+                   num_workers=workers, persistent_workers=workers > 0,
+                   pin_memory=bool(self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"))
 
     def train_dataloader(self) -> DataLoader:
         sampler = self.clip_sampler
