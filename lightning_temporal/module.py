@@ -10,11 +10,13 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lightning_temporal.data.dataset import SkipCounter
 from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.metrics import classification_metrics
 from lightning_temporal.pooling import softmax_temporal_pool
+from lightning_temporal.sampling.sampler import counter_seed
 
 __all__ = ["VideoClassifier", "pad_clip_scores"]
 
@@ -66,6 +68,18 @@ class VideoClassifier(LightningModule):
         label_smoothing: of the cross-entropy loss.
         gamma_p: pooling temperature of the reported metrics. report_gamma_p: further temperatures logged.
         eval_chunk: clips per forward pass during evaluation.
+
+    Training. A batch whose clips all failed to decode trains nothing: on one process the step is skipped; under
+    DDP the rank joins the gradient average with zeros (every rank must), so it still takes part in every
+    collective. Such batches are counted (``train/empty_batches``) beside the skipped clips
+    (``train/skipped_clips``). ``train/loss_epoch`` and ``train/top1`` are torchmetrics means over the clips
+    of all ranks; ``train/loss_step`` is this rank's batch loss.
+
+    Randomness. Before each training batch the global torch RNG is seeded from (the run's seed, epoch, batch
+    index, rank) (:func:`~lightning_temporal.sampling.sampler.counter_seed`), so dropout masks and any other
+    global-RNG draw of a training step are a function of the step: a run resumed from a checkpoint draws the
+    same ones as the uninterrupted run. The run's seed is ``torch.initial_seed()`` when ``fit`` first starts
+    (set it with ``lightning.seed_everything``) and travels in every checkpoint, with the skip counter.
     """
 
     def __init__(
@@ -118,8 +132,10 @@ class VideoClassifier(LightningModule):
             f"{stage}_{_gamma_key(g)}": classification_metrics(
                 num_classes, prefix=f"{stage}/" if g == self.gamma_p else f"{stage}/{_gamma_key(g)}/")
             for stage in ("val", "test") for g in self.gammas})
+        self.train_metrics = nn.ModuleDict({"loss": MeanMetric(), "top1": MeanMetric()})
         self.skips = SkipCounter()
         self.epochs_trained: Optional[int] = None
+        self.rng_seed: Optional[int] = None  # seeds the per-step global RNG; set at the first fit, checkpointed
 
     # ------------------------------------------------------------------------------------------- model
     def forward(self, clips: Tensor) -> Tensor:
@@ -143,34 +159,73 @@ class VideoClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         k = getattr(dm, "num_classes", None) if dm is not None else None
-        if k is not None and k != self.num_classes:
-            raise ValueError(f"model.num_classes={self.num_classes} but the data has {k} classes "
-                             f"({', '.join(dm.class_names)}); set model.num_classes: {k}")
+        if k is None or k == self.num_classes:
+            return
+        head = f"model.num_classes={self.num_classes} but the data has {k} classes ({', '.join(dm.class_names)})"
+        train = getattr(dm, "train_manifest", None) if stage == "fit" else None
+        if k > self.num_classes and train is not None and hasattr(train, "rarest_labels"):
+            # more labels than the model has classes: usually a typo makes a class of its own (seen once)
+            raise ValueError(f"{head}; the training manifest's rarest labels: {train.rarest_labels()}. A label seen "
+                             "once is usually a typo: fix it in the manifest, or give data.classes the class list "
+                             f"so that unknown labels are named. Set model.num_classes: {k} only if the data really "
+                             "has these classes")
+        if k < self.num_classes:
+            raise ValueError(f"{head}: the class list is the labels the training manifest uses unless data.classes "
+                             f"gives it; give data.classes all {self.num_classes} class names (or set "
+                             f"model.num_classes: {k} if the data has only these)")
+        raise ValueError(f"{head}; set model.num_classes: {k} if the data really has these classes")
 
     # ---------------------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        if self.rng_seed is None:  # not restored from a checkpoint
+            self.rng_seed = int(torch.initial_seed())
+
     def on_train_epoch_start(self) -> None:
         self.skips.reset()
 
-    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, Tensor]:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # global-RNG draws of this step (dropout, ...) are a function of the step: equal after a resume
+        seed = self.rng_seed if self.rng_seed is not None else int(torch.initial_seed())
+        torch.manual_seed(counter_seed(seed, self.current_epoch, batch_idx, self.global_rank))
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Optional[Dict[str, Tensor]]:
         self.skips.update(batch)
         clips, labels = batch["clip"], batch["label"]
-        if clips.shape[0] == 0:
-            # every clip of this batch failed to decode: a zero loss keeps DDP's gradient sync in step
-            zero = sum(p.sum() for p in self.parameters()) * 0.0
-            return {"loss": zero, "logits": torch.zeros(0, self.num_classes, device=self.device)}
-        logits = self(clips)
-        loss = self.compute_loss(logits, labels)
         n = clips.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), on_epoch=True, on_step=False,
-                 batch_size=n, sync_dist=True)
-        return {"loss": loss, "logits": logits.detach()}
+        if n:
+            logits = self(clips)
+            loss = self.compute_loss(logits, labels)
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            self.train_metrics["loss"].update(loss.detach(), weight=n)
+            self.train_metrics["top1"].update((logits.argmax(-1) == labels).float().mean(), weight=n)
+        # Every rank logs the same keys on every batch, empty or not (the means are synced at epoch end, and a
+        # collective that one rank skips hangs the others).
+        self.log("train/loss_epoch", self.train_metrics["loss"], on_step=False, on_epoch=True, batch_size=max(n, 1))
+        self.log("train/top1", self.train_metrics["top1"], on_step=False, on_epoch=True, batch_size=max(n, 1))
+        if n:
+            return {"loss": loss, "logits": logits.detach()}
+        # every clip of this batch failed to decode: nothing to train on
+        if self.trainer.world_size == 1:
+            return None  # Lightning skips backward and the optimizer step
+        # under DDP this rank must still join the gradient all-reduce: a zero loss that reaches every parameter
+        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return {"loss": zero, "logits": torch.zeros(0, self.num_classes, device=self.device)}
 
     def on_train_epoch_end(self) -> None:
         skipped = self.skips.epoch_skipped
         self.log("train/skipped_clips", float(skipped), reduce_fx="sum", sync_dist=True)
-        if skipped:
+        self.log("train/empty_batches", float(self.skips.empty_batches), reduce_fx="sum", sync_dist=True)
+        if skipped or self.skips.empty_batches:
             warnings.warn(self.skips.summary(self.current_epoch))
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["lightning_temporal"] = {"skips": self.skips.state_dict(), "rng_seed": self.rng_seed}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get("lightning_temporal")
+        if state is not None:
+            self.skips.load_state_dict(state["skips"])
+            self.rng_seed = state["rng_seed"]
 
     def on_train_end(self) -> None:
         # epochs actually trained (early stopping may end before max_epochs); seed Table S.1 reports them
