@@ -133,6 +133,7 @@ class VideoClassifier(LightningModule):
                 num_classes, prefix=f"{stage}/" if g == self.gamma_p else f"{stage}/{_gamma_key(g)}/")
             for stage in ("val", "test") for g in self.gammas})
         self.train_metrics = nn.ModuleDict({"loss": MeanMetric(), "top1": MeanMetric()})
+        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.skips = SkipCounter()
         self.epochs_trained: Optional[int] = None
         self.rng_seed: Optional[int] = None  # seeds the per-step global RNG; set at the first fit, checkpointed
@@ -316,15 +317,19 @@ class VideoClassifier(LightningModule):
         if skipped:
             warnings.warn(f"{stage}: {skipped} video(s) could not be decoded and are left out of the metrics: "
                           + "; ".join(batch["skip_errors"]))
-        if batch["label"].numel() == 0:
-            return
-        scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
         labels = batch["label"]
-        gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
-        pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
-        for g, video_logits in zip(self.gammas, pooled):
-            self.metrics[f"{stage}_{_gamma_key(g)}"].update(video_logits, labels)
-        self.log(f"{stage}/loss", F.cross_entropy(pooled[0], labels), batch_size=labels.numel(), sync_dist=True)
+        if labels.numel():
+            scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
+            gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
+            pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
+            for g, video_logits in zip(self.gammas, pooled):
+                self.metrics[f"{stage}_{_gamma_key(g)}"].update(video_logits, labels)
+            self.eval_loss[stage].update(F.cross_entropy(pooled[0], labels), weight=labels.numel())
+        # Every rank logs the same keys on every batch, even one whose videos all failed to decode: the epoch
+        # values are reduced over the ranks, and a rank that never logged a key would skip that collective and
+        # hang the others.
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True,
+                 batch_size=max(labels.numel(), 1))
 
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:

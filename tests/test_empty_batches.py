@@ -148,3 +148,49 @@ def test_two_process_ddp_with_an_empty_batch_on_one_rank_does_not_hang(manifest,
     # the gradient all-reduce ran every step on both ranks: the weights stay equal (BatchNorm running statistics are
     # each rank's own under DDP until the next forward broadcasts rank 0's)
     assert all(torch.equal(r[0]["params"][k], r[1]["params"][k]) for k in r[0]["params"])
+
+
+class KeepLogged(L.Callback):
+    """Each rank writes what it logged at the end of validation."""
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+
+    def on_validation_end(self, trainer, pl_module):
+        torch.save({k: float(v) for k, v in trainer.callback_metrics.items()},
+                   os.path.join(self.out_dir, f"val_rank{trainer.global_rank}.pt"))
+
+
+def test_two_process_ddp_validation_with_every_video_of_one_rank_broken_does_not_hang(manifest, tmp_path):
+    # evaluation shards videos r, r + 2, ...: with [good, broken] rank 1's only batch has no video left
+    rows = list(csv.reader(open(manifest)))
+    good, broken = rows[1], next(r for r in rows[1:] if r[0].endswith("broken.mp4"))
+    root = os.path.dirname(manifest)
+    val = os.path.join(root, "val_one_broken.csv")
+    with open(val, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], good, broken])
+    dm = TemporalDataModule(val_manifest=val, clip_len=4, batch_size=1, crop_size=24, short_side=32,
+                            classes=["down", "left", "right", "up"], progress=False, seed=2)
+    torch.manual_seed(0)
+    model = VideoClassifier("simple3d", num_classes=4, report_gamma_p=(), backbone_kwargs={"widths": (4, 4, 4, 4)})
+    trainer = _trainer([KeepLogged(str(tmp_path))], devices=2, strategy="ddp_fork", limit_val_batches=None)
+    with hard_timeout(150, "2-process DDP validation with every video of one rank broken"), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        trainer.validate(model, datamodule=dm)
+    logged = [torch.load(tmp_path / f"val_rank{k}.pt") for k in (0, 1)]
+    assert logged[0] == logged[1]  # every value reduced over both ranks
+    assert logged[0]["val/skipped_videos"] == 1.0
+    # the metrics cover the one good video: the same as validating it alone on one process
+    alone = os.path.join(root, "val_good_only.csv")
+    with open(alone, "w", newline="") as f:
+        csv.writer(f).writerows([rows[0], good])
+    dm = TemporalDataModule(val_manifest=alone, clip_len=4, batch_size=1, crop_size=24, short_side=32,
+                            classes=["down", "left", "right", "up"], progress=False, seed=2)
+    torch.manual_seed(0)
+    model = VideoClassifier("simple3d", num_classes=4, report_gamma_p=(), backbone_kwargs={"widths": (4, 4, 4, 4)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        (single,) = _trainer([], limit_val_batches=None).validate(model, datamodule=dm)
+    assert logged[0]["val/loss"] == pytest.approx(single["val/loss"], rel=1e-5)
+    assert logged[0]["val/top1"] == single["val/top1"]
