@@ -121,7 +121,7 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 
 
 def test_no_download_a_missing_file_says_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded.*X3D_S.pyth"):
+    with pytest.raises(FileNotFoundError, match="nothing is downloaded.*x3d_s's Kinetics weights are at https://.*/X3D_S.pyth"):
         build_backbone("x3d_s", num_classes=4, pretrained=str(tmp_path / "X3D_S.pyth"))
     (tmp_path / "junk.pyth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read as tensors"):

@@ -32,7 +32,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ["load_pretrained", "read_checkpoint", "convert_state_dict", "PretrainedSource", "LAYOUTS"]
+__all__ = ["load_pretrained", "read_checkpoint", "convert_state_dict", "PretrainedSource", "LAYOUTS", "PUBLISHED"]
 
 PretrainedSource = Union[str, os.PathLike, Mapping[str, Tensor]]
 
@@ -110,6 +110,16 @@ def _torchvision_r3d(module: str) -> Optional[str]:
     return None
 
 
+_ZOO = "https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics"
+#: where each backbone's published Kinetics-400 weights are (download them yourself; nothing is fetched here)
+PUBLISHED = {
+    "x3d_s": f"{_ZOO}/X3D_S.pyth",
+    "x3d_m": f"{_ZOO}/X3D_M.pyth",
+    "slow_r50": f"{_ZOO}/SLOW_8x8_R50.pyth",
+    "slowfast_r50": f"{_ZOO}/SLOWFAST_8x8_R50.pyth",
+    "r3d18": "https://download.pytorch.org/models/r3d_18-b3b3357e.pth",
+}
+
 #: layout name -> (backbones it applies to, module-path translation)
 LAYOUTS: Dict[str, Tuple[Tuple[str, ...], Callable[[str], Optional[str]]]] = {
     "pytorchvideo_x3d": (("x3d_s", "x3d_m"), _ptv_x3d),
@@ -119,8 +129,9 @@ LAYOUTS: Dict[str, Tuple[Tuple[str, ...], Callable[[str], Optional[str]]]] = {
 }
 
 
-def read_checkpoint(source: PretrainedSource) -> Dict[str, Tensor]:
-    """The state dict held by ``source``: a path to a ``.pyth`` / ``.pth`` / ``.pt`` file, or a mapping.
+def read_checkpoint(source: PretrainedSource, name: Optional[str] = None) -> Dict[str, Tensor]:
+    """The state dict held by ``source``: a path to a ``.pyth`` / ``.pth`` / ``.pt`` file, or a mapping
+    (``name``: the backbone, for the error message of a missing file).
 
     A mapping (or file) holding ``"model_state"`` (PyTorchVideo / PySlowFast) or ``"state_dict"`` is unwrapped.
     Files are read with ``torch.load(weights_only=True)`` on the CPU: tensors only, no code from the file runs.
@@ -132,10 +143,11 @@ def read_checkpoint(source: PretrainedSource) -> Dict[str, Tensor]:
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.isfile(path):
-            raise FileNotFoundError(
-                f"pretrained checkpoint {path!r} not found (nothing is downloaded at run time): download it "
-                "first, e.g. https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics/X3D_S.pyth for "
-                "x3d_s, and give its path")
+            url = PUBLISHED.get(name or "")
+            where = f"{name}'s Kinetics weights are at {url}" if url else \
+                f"published weights load into {', '.join(PUBLISHED)}"
+            raise FileNotFoundError(f"pretrained checkpoint {path!r} not found (nothing is downloaded at run time): "
+                                    f"download it first and give its path; {where}")
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # pickle / zip errors of many kinds
@@ -250,7 +262,7 @@ def load_pretrained(model: nn.Module, name: str, source: PretrainedSource) -> Di
         ValueError: missing or unexpected keys, or shapes that differ (listed), or an unknown layout.
         FileNotFoundError: the file does not exist.
     """
-    state = read_checkpoint(source)
+    state = read_checkpoint(source, name)
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
     converted, unexpected = convert_state_dict(state, name, model)
     own = model.state_dict()
