@@ -353,6 +353,8 @@ def run(args: Optional[List[str]] = None) -> TemporalCLI:
 def main() -> None:
     """The ``lightning-temporal`` console script: exit status 0 on success, 2 with a message on a bad config
     (it fails before training; the first line names the key, what is wrong and what is allowed)."""
+    # Lightning's own use of a torch pytree API deprecated in this torch: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     try:
         run()
     except (ValueError, TypeError, FileNotFoundError) as err:

@@ -253,8 +253,8 @@ class VideoClassifier(LightningModule):
         * ``positions`` int64 ``[T]``: the first frame of each clip position (frames in dense mode);
         * ``curve`` float ``[T, K]``: the clip logits at those positions (the relevance curve of each class);
         * ``weights`` float ``[T]``: the pooling weights of the predicted class,
-          ``softmax_t(gamma_p * curve[:, pred])`` (the softmax temporal pooling of Ayral et al., seed §S.2): how much each clip
-          position counts in the prediction (uniform at ``gamma_p = 0``, one-hot at max pooling);
+          ``softmax_t(gamma_p * curve[:, pred])`` (the softmax temporal pooling of Ayral et al., seed §S.2): how
+          much each clip position counts in the prediction (uniform at ``gamma_p = 0``, one-hot at max pooling);
         * ``num_frames``: frames of the video.
 
         A video that failed to decode gives ``{"video_idx", "error"}`` instead, so it is reported, not lost.

@@ -116,6 +116,20 @@ def test_an_explicit_checkpoint_of_the_run_also_logs_inside_it(in_run):
     assert (run_dir / "validate" / "version_0" / "metrics.csv").is_file()
 
 
+def test_predict_with_a_configured_writer_draws_the_curves(in_run):
+    """The README's way to get figures: the config's own PredictionWriter is used (not a second one)."""
+    folder = in_run[0]
+    cli = _cli(["predict", "--ckpt_path", "last", "--trainer.callbacks+=lightning_temporal.PredictionWriter",
+                "--trainer.callbacks.figures=true"])
+    from lightning_temporal import PredictionWriter
+
+    (writer,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)]
+    curves = os.path.join(os.path.dirname(writer.path), "curves")
+    assert writer.figures and len(os.listdir(curves)) == 3
+    assert os.path.dirname(os.path.dirname(os.path.dirname(writer.path))) == str(
+        folder / "outputs" / "quickstart" / "logs" / "version_0")
+
+
 def test_last_without_a_training_run_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["lightning-temporal"])
@@ -146,7 +160,8 @@ def test_best_without_a_validation_says_so(trained, tmp_path, monkeypatch):
     (["--trainer.max_epochs=abc"], "trainer.max_epochs: 'abc' is not valid; expected int or NoneType"),
     (["--data.init_args.train_manifest=/nonexistent/train.csv"],
      "data.train_manifest='/nonexistent/train.csv': not found; give a manifest file"),
-    (["--model.init_args.backbone_kwargs={pretrained: missing.pyth}"], "pretrained checkpoint 'missing.pyth' not found"),
+    (["--model.init_args.backbone_kwargs={pretrained: missing.pyth}"],
+     "pretrained checkpoint 'missing.pyth' not found"),
 ])
 def test_errors_lead_with_the_packages_own_line(args, first_line, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
@@ -160,8 +175,10 @@ def test_errors_lead_with_the_packages_own_line(args, first_line, tmp_path, monk
 
 
 @pytest.mark.parametrize("yaml_text, first_line", [
-    ("trainer:\n  max_epohcs: 2\n", "unknown key 'trainer.max_epohcs' in the config; did you mean 'trainer.max_epochs'?"),
-    ("modle:\n  init_args: {gamma_p: 1}\n", "unknown key 'modle.init_args.gamma_p' in the config; did you mean 'model'?"),
+    ("trainer:\n  max_epohcs: 2\n",
+     "unknown key 'trainer.max_epohcs' in the config; did you mean 'trainer.max_epochs'?"),
+    ("modle:\n  init_args: {gamma_p: 1}\n",
+     "unknown key 'modle.init_args.gamma_p' in the config; did you mean 'model'?"),
     ("trainer:\n  callbacks:\n    - class_path: lightning_temporal.StochasticSoftmaxCallback\n"
      "      init_args: {gama_s: 2}\n",
      "trainer.callbacks.init_args.gama_s: StochasticSoftmaxCallback has no argument 'gama_s'; did you mean 'gamma_s'?"),

@@ -121,7 +121,8 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 
 
 def test_no_download_a_missing_file_says_where_to_get_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing is downloaded.*x3d_s's Kinetics weights are at https://.*/X3D_S.pyth"):
+    with pytest.raises(FileNotFoundError,
+                       match="nothing is downloaded.*x3d_s's Kinetics weights are at https://.*/X3D_S.pyth"):
         build_backbone("x3d_s", num_classes=4, pretrained=str(tmp_path / "X3D_S.pyth"))
     (tmp_path / "junk.pyth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="could not be read as tensors"):
@@ -200,3 +201,12 @@ def test_torchvision_state_dict_into_a_model_with_other_classes_and_sgs():
     assert torch.equal(net.state_dict()["stages.res3.0.shortcut.0.weight"], sd["layer2.0.downsample.0.weight"])
     info = load_pretrained(build_backbone("r3d18", num_classes=400, attention={"after": "res2"}), "r3d18", sd)
     assert info["reinitialised"] == [] and info["fresh"] and all(k.startswith("temporal.") for k in info["fresh"])
+
+
+def test_this_packages_own_state_dict_loads_into_any_backbone(tmp_path):
+    trained = build_backbone("r3d18_a1", num_classes=10)
+    torch.save(trained.state_dict(), tmp_path / "mine.pt")
+    with pytest.warns(UserWarning, match="10 classes, this model 3"):
+        net = build_backbone("r3d18_a1", num_classes=3, pretrained=str(tmp_path / "mine.pt"))
+    sd, want = net.state_dict(), trained.state_dict()
+    assert all(torch.equal(sd[k], want[k]) for k in sd if not k.startswith("head.fc."))

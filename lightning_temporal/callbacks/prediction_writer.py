@@ -23,8 +23,8 @@ class PredictionWriter(BasePredictionWriter):
     """Writes the predictions of ``Trainer.predict`` on whole videos (``VideoClassifier.predict_step``) to
     ``<out_dir>/predictions.csv``, one row per video, in the order of the predict manifest:
 
-    ``video_idx`` (row of the manifest), ``video`` (path), ``label`` (class name from the manifest), ``pred`` (predicted class), ``prob_<class>``
-    for every class (softmax of the video logits pooled at the model's ``gamma_p``), and the relevance curve:
+    ``video_idx`` (row of the manifest), ``video`` (path), ``label`` (class name from the manifest), ``pred``
+    (predicted class), ``prob_<class>`` for every class (softmax of the video logits pooled at the model's ``gamma_p``), and the relevance curve:
     ``clip_starts`` (first frame of each clip position), ``clip_scores`` (the predicted class's clip logit
     there) and ``clip_weights`` (its softmax-pooling weight), each a space-separated list, plus ``error`` for a
     video that could not be decoded (its other columns empty). With ``figures=True`` it also draws each video's
