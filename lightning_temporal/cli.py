@@ -299,6 +299,15 @@ class TemporalCLI(LightningCLI):
         if sub in _SUBCOMMANDS and self._resolved_from is not None:
             rank_zero_info(f"--ckpt_path {self._resolved_from}: {self.config[sub].get('ckpt_path')}")
 
+    def _run_subcommand(self, subcommand: str) -> None:
+        if subcommand not in _EVALUATIONS:
+            return super()._run_subcommand(subcommand)
+        with warnings.catch_warnings():
+            # the training run's ModelCheckpoint states are left out on purpose (see _drop_checkpointing)
+            warnings.filterwarnings("ignore", message=r"Be aware that when using `ckpt_path`, callbacks used to "
+                                                      r"create the checkpoint need to be provided")
+            return super()._run_subcommand(subcommand)
+
     def _drop_checkpointing(self) -> None:
         # An evaluation saves nothing; restoring a training run's ModelCheckpoint state into one that resolved
         # another folder only warns that the folder changed.
