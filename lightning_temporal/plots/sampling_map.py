@@ -1,7 +1,7 @@
 """Sampling maps: where in a video the clips were drawn, epoch by epoch, above the score distribution.
 
-Seed Fig. S.1, S.3-S.10 (SPEC §1.7). Plain data in, a ``matplotlib.figure.Figure`` out, rendered with the Agg
-canvas: no ``pyplot``, so no global figure state, no GUI backend and nothing to close.
+Fig. S.1, S.3-S.10 of the TSS supplementary material (Ayral et al.). Plain data in, a ``matplotlib.figure.Figure``
+out, rendered with the Agg canvas: no ``pyplot``, so no global figure state, no GUI backend and nothing to close.
 
 Coordinates: the x axis is the frame index of the video (0..L-1). A clip starting at ``t`` covers frames
 ``t .. t + span - 1`` (``span = (clip_len - 1) * stride + 1``) and is drawn at its centre frame
