@@ -6,13 +6,14 @@ checkpoint at epoch 9, so best = last) is trained once for the module; the other
 """
 import csv
 import os
+import shutil
 import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from lightning_temporal.cli import ConfigError, main, run
+from lightning_temporal.cli import ConfigError, main, resolve_checkpoint, run
 from lightning_temporal.data.video_dataset import eval_clip_starts
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
@@ -198,3 +199,66 @@ def test_evaluating_without_a_checkpoint_warns(trained, tmp_path, monkeypatch):
     with pytest.warns(UserWarning, match="validate without --ckpt_path runs the model as the config builds it"):
         _cli(["validate", "--trainer.limit_val_batches=1"], str(trained[0] / "synth"))
     assert os.listdir(tmp_path / "outputs" / "quickstart" / "logs") == ["validate"]
+
+
+def test_fit_last_resumes_the_newest_run_into_a_new_version(trained, tmp_path, monkeypatch):
+    folder, fit_cli, _ = trained
+    shutil.copytree(folder / "outputs", tmp_path / "outputs")  # a copy: the module's run stays as it is
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["lightning-temporal"])
+    cli = _cli(["fit", "--ckpt_path", "last", "--trainer.max_epochs=11", "--test_after_fit=false"],
+               str(folder / "synth"))
+    assert cli.trainer.global_step == fit_cli.trainer.global_step + 1  # one more epoch of one batch, not 11
+    logs = tmp_path / "outputs" / "quickstart" / "logs"
+    assert (logs / "version_1" / "checkpoints" / "last.ckpt").is_file()
+    # the newest run is now version_1: last resolves there
+    assert resolve_checkpoint("last", {"logger": {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                                  "init_args": {"save_dir": "outputs/quickstart", "name": "logs"}}}) \
+        == os.path.join("outputs/quickstart", "logs", "version_1", "checkpoints", "last.ckpt")
+
+
+def _ckpt(path, best=None, monitor="val/top1"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {"ModelCheckpoint{'monitor': None}": {"monitor": None, "best_model_path": str(path)}}
+    if monitor:
+        state[f"ModelCheckpoint{{'monitor': '{monitor}'}}"] = {"monitor": monitor, "best_model_path": best or ""}
+    torch.save({"callbacks": state}, path)
+    return str(path)
+
+
+def test_resolve_checkpoint_follows_lightnings_run_layouts(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    csv_logger = {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "out", "name": "x"}}
+    # newest run with a checkpoint wins; a run folder without one (a crashed start) is skipped
+    _ckpt(tmp_path / "out/x/version_2/checkpoints/last.ckpt")
+    _ckpt(tmp_path / "out/x/version_10/checkpoints/last.ckpt")
+    (tmp_path / "out/x/version_11").mkdir()
+    assert resolve_checkpoint("last", {"logger": csv_logger}) == "out/x/version_10/checkpoints/last.ckpt"
+    # best: what the monitoring ModelCheckpoint recorded, found in the run's folder if the run used another cwd
+    best = _ckpt(tmp_path / "out/x/version_10/checkpoints/epoch=3.ckpt")
+    os.utime(best, (1e9, 1e9))  # older than last.ckpt, which holds the newest record
+    _ckpt(tmp_path / "out/x/version_10/checkpoints/last.ckpt",
+          best="/elsewhere/out/x/version_10/checkpoints/epoch=3.ckpt")
+    assert resolve_checkpoint("best", {"logger": csv_logger}) == "out/x/version_10/checkpoints/epoch=3.ckpt"
+    # a fixed version, TensorBoard's layout
+    tb = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+          "init_args": {"save_dir": "tb", "name": "", "version": "v7"}}
+    _ckpt(tmp_path / "tb/v7/checkpoints/last-v1.ckpt")
+    assert resolve_checkpoint("last", {"logger": tb}) == "tb/v7/checkpoints/last-v1.ckpt"
+    # the default logger, no logger, an explicit dirpath
+    _ckpt(tmp_path / "root/lightning_logs/version_0/checkpoints/last.ckpt")
+    assert resolve_checkpoint("last", {"default_root_dir": "root"}).endswith("root/lightning_logs/version_0/"
+                                                                              "checkpoints/last.ckpt")
+    _ckpt(tmp_path / "bare/checkpoints/last.ckpt")
+    assert resolve_checkpoint("last", {"default_root_dir": "bare", "logger": False}) == "bare/checkpoints/last.ckpt"
+    _ckpt(tmp_path / "mine/last.ckpt")
+    callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": {"dirpath": "mine"}}]
+    assert resolve_checkpoint("last", {"callbacks": callbacks, "logger": False}) == "mine/last.ckpt"
+    # what cannot be resolved says why
+    _ckpt(tmp_path / "nolast/checkpoints/epoch=1.ckpt", monitor=None)
+    with pytest.raises(ConfigError, match=r"has no last\*.ckpt, only epoch=1.ckpt"):
+        resolve_checkpoint("last", {"default_root_dir": "nolast", "logger": False})
+    with pytest.raises(ConfigError, match="recorded no best checkpoint"):
+        resolve_checkpoint("best", {"default_root_dir": "nolast", "logger": False})
+    with pytest.raises(ConfigError, match="cannot tell where the training runs of logger"):
+        resolve_checkpoint("last", {"logger": {"class_path": "lightning.pytorch.loggers.WandbLogger"}})
