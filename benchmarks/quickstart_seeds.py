@@ -32,8 +32,8 @@ from lightning_temporal.cli import run  # noqa: E402
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 RECIPE = os.path.join(ROOT, "recipes", "quickstart.yaml")
-SMALL = ["--data.init_args.synthetic={root: data_cache/quickstart_small, size: 32, num_train: 8, num_val: 4, "
-         "num_test: 4, min_frames: 24, max_frames: 40, event_fraction: [0.15, 0.25]}",
+SMALL = ["--data.init_args.synthetic={root: data_cache/quickstart_small, size: 32, num_train: 6, num_val: 2, "
+         "num_test: 2, min_frames: 24, max_frames: 32, event_fraction: [0.15, 0.25]}",
          "--data.init_args.clip_len=8", "--data.init_args.crop_size=24", "--trainer.max_epochs=10"]
 GAMMAS = (("1", "top1"), ("0", "gp0/top1"), ("1e6", "gp1e06/top1"))
 # what each figure is compared with

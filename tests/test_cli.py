@@ -76,8 +76,9 @@ def test_test_last_loads_the_trained_weights(in_run):
     assert fit_test  # test_after_fit ran on the best checkpoint (= last here)
     cli = _cli(["test", "--ckpt_path", "last"])
     assert _metrics(cli, "test/") == pytest.approx(fit_test, abs=1e-6)
-    # and not an untrained model's numbers
-    untrained = _cli(["test"])
+    # and not an untrained model's numbers; without a checkpoint the CLI says what it evaluates
+    with pytest.warns(UserWarning, match="test without --ckpt_path runs the model as the config builds it"):
+        untrained = _cli(["test"])
     assert _metrics(untrained, "test/")["test/loss"] != pytest.approx(fit_test["test/loss"], abs=1e-4)
     logs = folder / "outputs" / "quickstart" / "logs"
     # evaluations log inside the training run (or beside it, without a checkpoint); never a new version_N
@@ -90,7 +91,12 @@ def test_predict_writes_one_row_per_video_with_its_curve(in_run, capsys):
     cli = _cli(["predict", "--ckpt_path", "best"])
     best = fit_cli.trainer.checkpoint_callbacks[1].best_model_path
     assert os.path.samefile(cli.config["predict"]["ckpt_path"], best)
-    path = folder / "outputs" / "quickstart" / "logs" / "version_0" / "predict" / "version_0" / "predictions.csv"
+    from lightning_temporal import PredictionWriter
+
+    (writer,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)]  # added by the CLI
+    path = writer.path
+    assert os.path.dirname(os.path.dirname(path)) == str(folder / "outputs" / "quickstart" / "logs" / "version_0"
+                                                         / "predict") and path.endswith("predictions.csv")
     assert f"predictions: {path}" in capsys.readouterr().out  # the location is printed at the end
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -110,25 +116,17 @@ def test_predict_writes_one_row_per_video_with_its_curve(in_run, capsys):
     assert "predict" not in os.listdir(folder / "outputs" / "quickstart" / "logs")
 
 
-def test_an_explicit_checkpoint_of_the_run_also_logs_inside_it(in_run):
-    folder = in_run[0]
-    run_dir = folder / "outputs" / "quickstart" / "logs" / "version_0"
-    _cli(["validate", "--ckpt_path", str(run_dir / "checkpoints" / "epoch=9-step=10.ckpt")])
-    assert (run_dir / "validate" / "version_0" / "metrics.csv").is_file()
-
-
-def test_predict_with_a_configured_writer_draws_the_curves(in_run):
-    """The README's way to get figures: the config's own PredictionWriter is used (not a second one)."""
-    folder = in_run[0]
-    cli = _cli(["predict", "--ckpt_path", "last", "--trainer.callbacks+=lightning_temporal.PredictionWriter",
-                "--trainer.callbacks.figures=true"])
+def test_predict_from_an_explicit_checkpoint_with_a_configured_writer(in_run):
+    """The README's way to get figures: the config's own PredictionWriter is used (not a second one); a
+    checkpoint given by path also logs inside its run."""
     from lightning_temporal import PredictionWriter
 
+    run_dir = in_run[0] / "outputs" / "quickstart" / "logs" / "version_0"
+    cli = _cli(["predict", "--ckpt_path", str(run_dir / "checkpoints" / "epoch=9-step=10.ckpt"),
+                "--trainer.callbacks+=lightning_temporal.PredictionWriter", "--trainer.callbacks.figures=true"])
     (writer,) = [cb for cb in cli.trainer.callbacks if isinstance(cb, PredictionWriter)]
-    curves = os.path.join(os.path.dirname(writer.path), "curves")
-    assert writer.figures and len(os.listdir(curves)) == 3
-    assert os.path.dirname(os.path.dirname(os.path.dirname(writer.path))) == str(
-        folder / "outputs" / "quickstart" / "logs" / "version_0")
+    assert writer.figures and len(os.listdir(os.path.join(os.path.dirname(writer.path), "curves"))) == 3
+    assert os.path.dirname(os.path.dirname(writer.path)) == str(run_dir / "predict")
 
 
 def test_last_without_a_training_run_says_where_it_looked(tmp_path, monkeypatch):
@@ -139,16 +137,6 @@ def test_last_without_a_training_run_says_where_it_looked(tmp_path, monkeypatch)
                                               r"looked in outputs/quickstart/logs/version_\*/checkpoints"):
             _cli(["test", "--ckpt_path", which])
     assert not (tmp_path / "synth").exists(), "the error comes before any data is generated"
-
-
-def test_best_without_a_validation_says_so(trained, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["lightning-temporal"])
-    synth = str(trained[0] / "synth")  # the videos made for the module, reused
-    _cli(["fit", "--trainer.max_epochs=1", "--test_after_fit=false"], synth)  # no validation before epoch 9
-    assert os.listdir(tmp_path / "outputs" / "quickstart" / "logs" / "version_0" / "checkpoints") == ["last.ckpt"]
-    with pytest.raises(ConfigError, match=r"recorded no best checkpoint \(monitored metrics: val/top1"):
-        _cli(["test", "--ckpt_path", "best"], synth)
 
 
 # ------------------------------------------------------------------------------------------ error messages
@@ -191,14 +179,6 @@ def test_misspelled_config_file_keys_get_a_suggestion(yaml_text, first_line, tmp
     with pytest.raises(ConfigError) as err:
         run(["fit", "--config", QUICKSTART, "--config", "mine.yaml"])
     assert str(err.value).splitlines()[0] == first_line
-
-
-def test_evaluating_without_a_checkpoint_warns(trained, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["lightning-temporal"])
-    with pytest.warns(UserWarning, match="validate without --ckpt_path runs the model as the config builds it"):
-        _cli(["validate", "--trainer.limit_val_batches=1"], str(trained[0] / "synth"))
-    assert os.listdir(tmp_path / "outputs" / "quickstart" / "logs") == ["validate"]
 
 
 def test_fit_last_resumes_the_newest_run_into_a_new_version(trained, tmp_path, monkeypatch):

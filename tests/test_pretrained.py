@@ -52,8 +52,11 @@ def _logit_gap(ours, ref):
 def test_pytorchvideo_hub_checkpoint_gives_the_reference_logits(name, tmp_path):
     torch.manual_seed(0)
     ref = randomise_(_reference(name)).eval()
-    path = save_hub_checkpoint(ref, tmp_path / f"{name}.pyth")
-    ours = build_backbone(name, num_classes=400, pretrained=path).eval()
+    if name.startswith("x3d"):  # the hub's file format ...
+        source = save_hub_checkpoint(ref, tmp_path / f"{name}.pyth")
+    else:  # ... and, for the 130 MB ResNets, the same dict in memory
+        source = {"model_state": ref.state_dict()}
+    ours = build_backbone(name, num_classes=400, pretrained=source).eval()
     clip = torch.randn(2, 3, 2 * T if name == "slowfast_r50" else T, S, S)
     with torch.no_grad():
         want = ref(_reference_input(name, clip))
@@ -63,10 +66,11 @@ def test_pytorchvideo_hub_checkpoint_gives_the_reference_logits(name, tmp_path):
     assert _logit_gap(got, want) <= 1e-4, f"{name}: logits differ by {_logit_gap(got, want):.2e} of their scale"
 
 
-@pytest.mark.parametrize("name", ["x3d_s", "slow_r50", "slowfast_r50"])
+@pytest.mark.parametrize("name", ["x3d_s", "slow_r50"])
 def test_reference_builders_match_the_hub_functions_key_for_key(name):
-    """The models built above hold exactly the parameters of the hub functions' models (hence of the files)."""
-    builder = {"x3d_s": hub.x3d_s, "slow_r50": hub.slow_r50, "slowfast_r50": hub.slowfast_r50}[name]
+    """The models built above hold exactly the parameters of the hub functions' models (hence of the files);
+    slowfast_r50 is the hub function itself."""
+    builder = {"x3d_s": hub.x3d_s, "slow_r50": hub.slow_r50}[name]
     want = {k: tuple(v.shape) for k, v in builder(pretrained=False).state_dict().items()}
     got = {k: tuple(v.shape) for k, v in _reference(name).state_dict().items()}
     assert got == want
@@ -90,11 +94,11 @@ def test_finetuning_reinitialises_the_head_with_a_warning_and_keeps_sgs_fresh(tm
 
 
 def test_video_classifier_loads_through_backbone_kwargs(tmp_path):
-    ref = randomise_(_reference("slow_r50")).eval()
-    path = save_hub_checkpoint(ref, tmp_path / "SLOW_8x8_R50.pyth")
+    ref = randomise_(_reference("x3d_m")).eval()
+    path = save_hub_checkpoint(ref, tmp_path / "X3D_M.pyth")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # same class count: nothing to warn about
-        model = VideoClassifier("slow_r50", num_classes=400, backbone_kwargs={"pretrained": path}).eval()
+        model = VideoClassifier("x3d_m", num_classes=400, backbone_kwargs={"pretrained": path}).eval()
     clip = torch.randn(1, 3, T, S, S)
     with torch.no_grad():
         assert _logit_gap(model(clip), ref(clip)) <= 1e-4
