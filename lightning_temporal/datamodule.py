@@ -7,6 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from lightning.pytorch import LightningDataModule
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_temporal.data.dataset import ClipDataset, collate_clips
@@ -258,6 +259,20 @@ class TemporalDataModule(LightningDataModule):
                             mode=self.hparams.eval_mode, clip_stride=self.hparams.eval_clip_stride,
                             strict=self.hparams.strict, decode_size=self.hparams.short_side)
 
+    def _warn_short_videos(self, split: str) -> None:
+        """Once per split: say how many videos are shorter than one clip span and how they are padded."""
+        hp = self.hparams
+        span = (hp.clip_len - 1) * hp.stride + 1
+        frames = torch.as_tensor(self.manifest(split).num_frames, dtype=torch.int64)
+        short = frames < span
+        n = int(short.sum())
+        if n:
+            rank_zero_warn(
+                f"{n} of {frames.numel()} {split} videos are shorter than one clip (data.clip_len={hp.clip_len}, "
+                f"stride={hp.stride}: {span} frames; the shortest has {int(frames.min())}): their clips repeat the "
+                "last frame up to the clip length, and each such video has a single clip position. Lower "
+                "data.clip_len to train on real frames only")
+
     def setup(self, stage: Optional[str] = None) -> None:
         hp = self.hparams
         paths = self._manifest_paths()
@@ -269,9 +284,11 @@ class TemporalDataModule(LightningDataModule):
                 clean_transform=self.clean_transform if hp.clean_clips else None, strict=hp.strict,
                 decode_size=hp.short_side)
             self._clip_sampler = ClipSampler(self.datasets["train"].num_positions, shuffle=True, seed=hp.seed)
+            self._warn_short_videos("train")
         for split, stages in (("val", ("fit", "validate")), ("test", ("test",)), ("predict", ("predict",))):
             if (stage is None or stage in stages) and paths[split] is not None and split not in self.datasets:
                 self.datasets[split] = self._video_dataset(split)
+                self._warn_short_videos(split)
 
     # ------------------------------------------------------------------------------------------ loaders
     def _loader(self, dataset, batch_size: int, collate, sampler=None, cls=DataLoader) -> DataLoader:

@@ -99,6 +99,10 @@ class VideoClassifier(LightningModule):
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "optimizer", "lr_scheduler"] if isinstance(backbone, nn.Module)
                                   else ["optimizer", "lr_scheduler"])
+        if backbone_kwargs and "pretrained" in backbone_kwargs:
+            # A checkpoint of this module holds the trained weights: restoring it must not need the file (or hold
+            # the state dict) the backbone started from.
+            self.hparams["backbone_kwargs"] = {k: v for k, v in backbone_kwargs.items() if k != "pretrained"}
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"model.num_classes={num_classes!r}; an integer >= 2 is allowed")
         for name, g in [("gamma_p", gamma_p)] + [("report_gamma_p", g) for g in report_gamma_p]:
@@ -351,12 +355,35 @@ class VideoClassifier(LightningModule):
         self._eval_epoch_end("test")
 
     def predict_step(self, batch: Dict[str, Any], batch_idx: int) -> List[Dict[str, Any]]:
-        """Per video: pooled class probabilities and prediction, and the score curve over positions
-        (``curve [T, K]`` logits at frame ``positions [T]``): where in the video the class shows."""
-        scores, mask, starts = self.video_clip_scores(batch)
+        """One dict per video of the batch: where in the video the predicted class shows, and how sure.
+
+        * ``video_idx``, ``label`` (class index), ``pred`` (class index), ``probs`` float ``[K]``: softmax of the
+          video logits pooled at ``gamma_p`` (:func:`~lightning_temporal.softmax_temporal_pool`);
+        * ``positions`` int64 ``[T]``: the first frame of each clip position;
+        * ``curve`` float ``[T, K]``: the clip logits at those positions (the relevance curve of each class);
+        * ``weights`` float ``[T]``: the pooling weights of the predicted class,
+          ``softmax_t(gamma_p * curve[:, pred])`` (the softmax temporal pooling of Ayral et al., seed §S.2): how
+          much each clip position counts in the prediction (uniform at ``gamma_p = 0``, one-hot at max pooling);
+        * ``num_frames``: frames of the video.
+
+        A video that failed to decode gives ``{"video_idx", "error"}`` instead, so it is reported, not lost.
+        """
+        out: List[Dict[str, Any]] = [{"video_idx": int(v), "error": e}
+                                     for v, e in zip(batch["skipped"].tolist(), batch["skip_errors"])]
+        if batch["label"].numel() == 0:
+            return out
+        scores, mask, starts = self.video_clip_scores(batch)  # V, T, K; V, T; V, T
         pooled = softmax_temporal_pool(scores, self.gamma_p, mask=mask)
         probs = pooled.softmax(-1)
+        pred = probs.argmax(-1)  # V
+        s = scores.gather(-1, pred[:, None, None].expand(-1, scores.shape[1], 1)).squeeze(-1)  # V, T
+        gamma = min(self.gamma_p, 1e30)  # max pooling (inf) as a one-hot over the maximal positions
+        z = gamma * (s - s.masked_fill(~mask, -math.inf).amax(-1, keepdim=True))
+        weights = z.masked_fill(~mask, -math.inf).softmax(-1)
         n = mask.sum(1).tolist()
-        return [{"video_idx": int(v), "label": int(y), "pred": int(p.argmax()), "probs": p.cpu(),
-                 "curve": s[:k].cpu(), "positions": t[:k].cpu()}
-                for v, y, p, s, t, k in zip(batch["video_idx"], batch["label"], probs, scores, starts, n)]
+        frames = batch.get("num_frames", torch.full((len(n),), -1))
+        out += [{"video_idx": int(v), "label": int(y), "pred": int(c), "probs": p.cpu(), "curve": sc[:k].cpu(),
+                 "positions": t[:k].cpu(), "weights": w[:k].cpu(), "num_frames": int(f)}
+                for v, y, c, p, sc, t, w, k, f in zip(batch["video_idx"], batch["label"], pred, probs, scores,
+                                                       starts, weights, n, frames)]
+        return out

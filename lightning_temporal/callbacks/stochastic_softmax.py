@@ -22,6 +22,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_temporal.data.manifest import path_fingerprint
@@ -266,6 +267,19 @@ class StochasticSoftmaxCallback(Callback):
         if sampler is not None:
             self._install(sampler, trainer.datamodule)
         # else: maybe the sampler only exists once the train loader is built; on_train_start looks again.
+
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        # A run too short to reach exploitation trains like uniform sampling: say so once, before it starts.
+        first = {"tss": self.warmup_epochs + self.exploration_epochs, "reinforce": self.warmup_epochs}.get(self.mode)
+        max_epochs = trainer.max_epochs
+        if first is None or trainer.fast_dev_run or max_epochs is None or max_epochs < 0 or max_epochs > first:
+            return
+        rank_zero_warn(
+            f"trainer.max_epochs={max_epochs} ends before exploitation begins at epoch {first} "
+            f"({self.warmup_epochs} warm-up" + (f" + {self.exploration_epochs} exploration" if self.mode == "tss"
+                                               else "") + " epochs, counted from 0): no clip of this run is drawn "
+            f"from the learned score tables. Raise max_epochs above {first} or lower warmup_epochs"
+            + (" / exploration_epochs" if self.mode == "tss" else ""))
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.clip_sampler is None:
