@@ -26,9 +26,13 @@ __all__ = ["check_int", "check_number", "check_choice", "check_instance", "check
 
 
 def fail(name: str, allowed: str, value: Any, hint: Optional[str] = None, error: type = ValueError):
-    """Raise ``error("<name> must be <allowed>[ (<hint>)], got <value!r>")``: the one message style."""
+    """Raise ``error("<name> must be <allowed>[ (<hint>)], got <value!r>")``: the one message style (a long
+    ``repr`` is cut to 80 characters)."""
     why = f" ({hint})" if hint else ""
-    raise error(f"{name} must be {allowed}{why}, got {value!r}")
+    got = repr(value)
+    if len(got) > 80:
+        got = f"{got[:60]}... ({type(value).__name__})"
+    raise error(f"{name} must be {allowed}{why}, got {got}")
 
 
 def _is_int(value: Any) -> bool:

@@ -137,8 +137,8 @@ class StochasticSoftmaxPolicy(SamplingPolicy):
 
     def _learn(self, epoch: int, vid: Tensor, st: Tensor, sc: Tensor) -> dict:
         if self.phase(epoch) is Phase.EXPLORATION:
-            return self.table.fill(vid, st, sc, self.radius[vid])
-        return self.table.interpolate(vid, st, sc)
+            return self.table.fill(vid, st, sc, self.radius[vid], checked=True)
+        return self.table.interpolate(vid, st, sc, checked=True)
 
     def hyperparameters(self) -> dict:
         return {"gamma_s": self.gamma_s, "schedule": dataclasses.asdict(self.schedule)}

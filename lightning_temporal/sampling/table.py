@@ -81,16 +81,20 @@ class ScoreTable:
         return self.values[int(self.offsets[v]):int(self.offsets[v + 1])]
 
     # ----------------------------------------------------------------- records
-    def interpolate(self, video_idx, start, score) -> dict:
+    def interpolate(self, video_idx, start, score, *, checked: bool = False) -> dict:
         """Seed Eq. S.2 for every record (v, t, f):
 
         for every i with |i| < F and 0 <= t+i < N_v:  w[t+i] += ((F - |i|) / F) * (f - w[t+i]).
 
-        Args: ``video_idx`` int [R], ``start`` int [R] (0 <= t < N_v), ``score`` float [R].
+        Args: ``video_idx`` int [R], ``start`` int [R] (0 <= t < N_v), ``score`` float [R]; ``checked``: the
+        records come from :func:`~lightning_temporal.sampling.records.check_records` and hold finite scores only
+        (``SamplingPolicy.update`` makes sure of both), so they are not checked again.
         Returns ``{"applied": records written, "nonfinite": records skipped, "rounds": rounds}``.
         """
-        vid, st, sc = check_records(self.lengths, video_idx, start, score, "ScoreTable.interpolate")
-        vid, st, sc, _, nbad = drop_nonfinite(vid, st, sc, "ScoreTable.interpolate")
+        vid, st, sc, nbad = video_idx, start, score, 0
+        if not checked:
+            vid, st, sc = check_records(self.lengths, video_idx, start, score, "ScoreTable.interpolate")
+            vid, st, sc, _, nbad = drop_nonfinite(vid, st, sc, "ScoreTable.interpolate")
         F = self.clip_len
         rel = torch.arange(-(F - 1), F, dtype=torch.int64)  # [2F-1]
         weight = (F - rel.abs()).to(torch.float32) / F       # [2F-1]
@@ -122,13 +126,16 @@ class ScoreTable:
                     self.values[flat] = torch.lerp(old, f[:, None].expand_as(old), wgt)
         return {"applied": int(vid.numel()), "nonfinite": nbad, "rounds": rounds}
 
-    def fill(self, video_idx, start, score, radius) -> dict:
+    def fill(self, video_idx, start, score, radius, *, checked: bool = False) -> dict:
         """Hard write (exploration phase of TSS): w[j] = f for every j in [t - r, t + r] ∩ [0, N_v - 1].
 
         Args: ``video_idx`` int [R], ``start`` int [R], ``score`` float [R], ``radius`` an int >= 0 or
-        an int tensor [R] (one radius per record). Returns the same counts as :meth:`interpolate`.
+        an int tensor [R] (one radius per record); ``checked`` as in :meth:`interpolate`. Returns the same counts
+        as :meth:`interpolate`.
         """
-        vid, st, sc = check_records(self.lengths, video_idx, start, score, "ScoreTable.fill")
+        vid, st, sc, nbad = video_idx, start, score, 0
+        if not checked:
+            vid, st, sc = check_records(self.lengths, video_idx, start, score, "ScoreTable.fill")
         rad = torch.as_tensor(radius)
         if rad.is_floating_point() or rad.is_complex() or rad.dtype == torch.bool:
             raise ValueError(f"ScoreTable.fill: radius must be an int or an int tensor, got dtype {rad.dtype}")
@@ -140,7 +147,8 @@ class ScoreTable:
                              f"({tuple(vid.shape)}), got shape {tuple(rad.shape)}")
         if rad.numel() and int(rad.min()) < 0:
             raise ValueError(f"ScoreTable.fill: radius must be >= 0, got {int(rad.min())}")
-        vid, st, sc, (rad,), nbad = drop_nonfinite(vid, st, sc, "ScoreTable.fill", rad)
+        if not checked:
+            vid, st, sc, (rad,), nbad = drop_nonfinite(vid, st, sc, "ScoreTable.fill", rad)
         rounds = 0
         for idx in record_rounds(vid):
             rounds += 1
