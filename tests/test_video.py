@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from lightning_temporal.data import video as video_mod
-from lightning_temporal.data.video import VideoInfo, VideoReader, clear_index_cache, probe, read_clip
+from lightning_temporal.data.video import VideoError, VideoInfo, VideoReader, clear_index_cache, probe, read_clip
 from tests.videos import (
+    packet_layout,
     reference_frames,
     synthetic_frame,
     truncate_file,
@@ -135,18 +136,17 @@ def test_resize_during_conversion(encoded_videos, real_videos):
 
 
 class _DecodeCounter:
-    """Records the frame pts of every frame the library decodes (wraps video._decoded)."""
+    """Records the pts of every packet the library decodes (wraps video._feed): the decoding work done."""
 
     def __init__(self, monkeypatch):
         self.pts = []
-        inner = video_mod._decoded
+        inner = video_mod._feed
 
-        def counting(container, stream):
-            for frame in inner(container, stream):
-                self.pts.append(frame.pts)
-                yield frame
+        def counting(packet):
+            self.pts.append(packet.pts)
+            return inner(packet)
 
-        monkeypatch.setattr(video_mod, "_decoded", counting)
+        monkeypatch.setattr(video_mod, "_feed", counting)
 
 
 def _pts_to_index(path):
@@ -215,41 +215,51 @@ def test_integer_like_arguments(encoded_videos):
         assert reader.read_clips([], 4).shape == (0, 4, 48, 64, 3)
 
 
-def test_truncated_file_decodes_what_is_decodable(encoded_videos, tmp_path):
+@pytest.mark.parametrize("keep", [0.5, 0.77])
+def test_truncated_file_keeps_its_frames_and_ends_at_the_cut(tmp_path, keep):
+    """A truncated copy holds frames 0..L-1 of the intact file unchanged; L is the first frame whose packet is
+    not wholly in the file (computed here from the intact file's packet table), however the index was built."""
     src = write_video(str(tmp_path / "faststart.mp4"), 100, gop=16, faststart=True)  # index before the data
-    path = truncate_file(src, str(tmp_path / "truncated.mp4"), 0.5)
-    ref = reference_frames(path)
-    L = len(ref)
-    assert 10 < L < 100
+    path = truncate_file(src, str(tmp_path / "truncated.mp4"), keep)
+    full = reference_frames(src)
+    layout = packet_layout(src)
+    cut = int(np.flatnonzero(layout[:, 1] + layout[:, 2] > os.path.getsize(path))[0])
     with av.open(path) as c:
-        assert c.streams.video[0].frames == 100  # the container metadata is wrong ...
+        assert c.streams.video[0].frames == 100  # the container metadata is wrong
     clear_index_cache()
-    # ... and so is the packet count of the demux pass; a read past the real end notices and corrects it.
-    assert probe(path, exact=False).num_frames > L
-    np.testing.assert_array_equal(read_clip(path, L - 2, 5).numpy(), ref[[L - 2, L - 1, L - 1, L - 1, L - 1]])
-    assert probe(path).num_frames == L
+    assert probe(path, exact=False).num_frames == cut  # the demux pass sees the cut ...
+    np.testing.assert_array_equal(read_clip(path, cut - 2, 5).numpy(), full[[cut - 2, cut - 1] + [cut - 1] * 3])
+    info = probe(path)  # ... and the full decode agrees
+    assert (info.num_frames, info.damaged) == (cut, ())
     clear_index_cache()
-    np.testing.assert_array_equal(read_clip(path, 5, 6, 2).numpy(), ref[5:17:2])
+    np.testing.assert_array_equal(read_clip(path, 5, 6, 2).numpy(), full[5:17:2])
+    with VideoReader(path) as reader:
+        np.testing.assert_array_equal(reader.read_all().numpy(), full[:cut])
     with pytest.raises(ValueError, match="past the last decodable frame"):
-        read_clip(path, L, 2)
+        read_clip(path, cut, 2)
 
 
-def test_frame_dropped_mid_file(tmp_path):
-    """MJPEG with one zeroed frame: the decoder drops it, indices after it shift; reads must agree."""
+def test_frame_rejected_mid_file_is_named_and_never_shifts_later_frames(tmp_path):
+    """MJPEG with the bytes of frame 10 zeroed: the decoder rejects it. Old behaviour: frames after it moved
+    down by one and a clip over the hole returned frame 11 as frame 10. Now: a read over frames 9-10 raises
+    naming frame 10 (9 is refused too: its packet ends where the damaged bytes begin), every other frame reads
+    as in the intact file, at its own index."""
     path = write_video(str(tmp_path / "mj.avi"), 30, codec="mjpeg")
-    with av.open(path) as c:
-        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][10]
+    full = reference_frames(path)
+    _, pos, size, _ = packet_layout(path)[10]
     data = bytearray(open(path, "rb").read())
     data[pos:pos + size] = bytes(size)
     bad = str(tmp_path / "mj_bad.avi")
     open(bad, "wb").write(bytes(data))
-    ref = reference_frames(bad)
-    assert len(ref) == 29
-    np.testing.assert_array_equal(ref[10], reference_frames(path)[11])  # frame 10 is gone
+    assert len(reference_frames(bad)) == 29  # a plain sequential decode loses frame 10 and shifts the rest
     clear_index_cache()
-    np.testing.assert_array_equal(read_clip(bad, 8, 5).numpy(), ref[8:13])  # the read crosses the hole
-    assert probe(bad).num_frames == 29
-    np.testing.assert_array_equal(read_clip(bad, 20, 9).numpy(), ref[20:29])
+    with pytest.raises(VideoError, match=r"frame (9|10) cannot be read.*frame 10") as err:
+        read_clip(bad, 8, 5)
+    assert bad in str(err.value)
+    np.testing.assert_array_equal(read_clip(bad, 0, 9).numpy(), full[0:9])
+    np.testing.assert_array_equal(read_clip(bad, 11, 19).numpy(), full[11:30])
+    info = probe(bad)
+    assert (info.num_frames, info.damaged) == (30, ((9, 11),))
 
 
 def test_cache_follows_file_changes(tmp_path):
