@@ -17,6 +17,7 @@ from lightning_temporal.data.manifest import (
     read_kinetics_csv,
     read_ucf101_split,
 )
+from lightning_temporal.data.frames import check_frame_pattern
 from lightning_temporal.data.transforms import KINETICS_MEAN, KINETICS_STD, CleanTransform, TrainTransform
 from lightning_temporal.data.video_dataset import EVAL_MODES, VideoDataset, collate_videos
 from lightning_temporal.sampling.sampler import ClipSampler
@@ -84,6 +85,9 @@ class TemporalDataModule(LightningDataModule):
         batch_size: training clips per batch (per process). num_workers: DataLoader workers.
         strict: raise on a video that fails to decode instead of skipping (and counting) it.
         seed: seeds the sampler's per-epoch plans (identical on every rank).
+        frame_pattern: file names of the frame images of CSV rows that are frame folders, e.g.
+            ``"img_{:05d}.jpg"`` (default: the one naming pattern each folder holds; see
+            ``lightning_temporal.data.frames``).
     """
 
     def __init__(
@@ -114,6 +118,7 @@ class TemporalDataModule(LightningDataModule):
         strict: bool = False,
         seed: int = 0,
         progress: Optional[bool] = None,
+        frame_pattern: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -146,6 +151,14 @@ class TemporalDataModule(LightningDataModule):
                 what = "the folder of the official split files" if folder else "a manifest file"
                 raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
                                         f"(manifest_format={manifest_format!r}) or leave it unset")
+        if frame_pattern is not None:
+            if manifest_format != "csv":
+                raise ValueError(f"data.frame_pattern is set but manifest_format={manifest_format!r} lists video "
+                                 "files; frame folders are read from CSV manifests (manifest_format: csv)")
+            try:
+                check_frame_pattern(frame_pattern)
+            except ValueError as err:
+                raise ValueError(f"data.{err}") from None
         if synthetic is not None and flip and synthetic.get("variant", "multiclass") != "binary":
             warnings.warn("data.flip is true with the synthetic dataset, whose classes are motion directions: a "
                           "horizontal flip turns a 'left' video into a 'right' one; set data.flip: false")
@@ -199,7 +212,7 @@ class TemporalDataModule(LightningDataModule):
             else hp.data_root
         common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video)
         if hp.manifest_format == "csv":
-            return read_csv_manifest(path, classes=classes, root=root, **common)
+            return read_csv_manifest(path, classes=classes, root=root, frame_pattern=hp.frame_pattern, **common)
         if hp.manifest_format == "kinetics":
             return read_kinetics_csv(path, root, classes=classes, **common)
         reader = read_ucf101_split if hp.manifest_format == "ucf101" else read_hmdb51_split
