@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from lightning_temporal.data import video as video_mod
-from lightning_temporal.data.video import VideoError, VideoInfo, VideoReader, clear_index_cache, probe, read_clip
+from lightning_temporal.data.video import (
+    VideoError,
+    VideoInfo,
+    VideoReader,
+    clear_index_cache,
+    probe,
+    read_clip,
+    set_open_cache_size,
+)
 from tests.videos import (
     packet_layout,
     reference_frames,
@@ -272,6 +280,124 @@ def test_cache_follows_file_changes(tmp_path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
     assert probe(path).num_frames == 24
     np.testing.assert_array_equal(read_clip(path, 20, 6).numpy(), reference_frames(path)[[20, 21, 22, 23, 23, 23]])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-process cache of open files
+
+
+@pytest.fixture
+def open_cache():
+    """Cache of open files at a known size for the test, restored afterwards."""
+    previous = set_open_cache_size(4)
+    clear_index_cache()
+    yield
+    set_open_cache_size(previous)
+    clear_index_cache()
+
+
+def _count_opens(monkeypatch):
+    opened = []
+    inner = video_mod._open
+
+    def counting(path):
+        opened.append(path)
+        return inner(path)
+
+    monkeypatch.setattr(video_mod, "_open", counting)
+    return opened
+
+
+def test_open_cache_reuses_the_file_and_stays_exact(encoded_videos, references, open_cache, monkeypatch):
+    opened = _count_opens(monkeypatch)
+    for name in ("h264_gop32.mp4", "mpeg4.avi", "vfr.mkv"):
+        path, ref = encoded_videos[name], references[name]
+        opened.clear()
+        for start in (70 % len(ref), 3, 40 % len(ref), 0, len(ref) - 4):  # forward, back to keyframe 0, the end
+            np.testing.assert_array_equal(read_clip(path, start, 4).numpy(), _expected(ref, start, 4, 1), err_msg=name)
+        assert opened == [path], name  # one open (which also built the index) for five clips
+    set_open_cache_size(0)
+    opened.clear()
+    path = encoded_videos["h264_gop32.mp4"]
+    for start in (5, 50):
+        np.testing.assert_array_equal(read_clip(path, start, 4).numpy(), references["h264_gop32.mp4"][start:start + 4])
+    assert opened == [path, path]  # without the cache every read opens the file
+
+
+def test_open_cache_is_bounded_and_follows_file_changes(tmp_path, open_cache):
+    set_open_cache_size(2)
+    paths = [write_video(str(tmp_path / f"v{k}.mp4"), 24 + k, gop=8) for k in range(4)]
+    files = []
+    for p in paths:
+        read_clip(p, 0, 2)
+        files.append(video_mod._OPEN._idle[-1])
+    assert [f.path for f in video_mod._OPEN._idle] == paths[2:]  # the two most recently used are kept ...
+    assert files[0].container is None and files[1].container is None  # ... and the others closed
+    path = paths[3]
+    os.remove(path)
+    write_video(path, 20, gop=4, size=(32, 48))  # a different video under the same name
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(read_clip(path, 16, 6).numpy(), reference_frames(path)[[16, 17, 18, 19, 19, 19]])
+    assert files[3].container is None and files[3] not in video_mod._OPEN._idle  # the stale entry was closed
+
+
+def _child_reads(path, starts):
+    """In a forked process: read clips, report them and how often this process opened the file."""
+    opened = []
+    inner = video_mod._open
+    video_mod._open = lambda p: opened.append(p) or inner(p)
+    try:
+        return [read_clip(path, s, 4).numpy() for s in starts], len(opened)
+    finally:
+        video_mod._open = inner
+
+
+def test_open_cache_is_not_shared_with_forked_children(encoded_videos, references, open_cache):
+    """A DataLoader worker is a fork: it must open its own files (a container inherited from the parent shares
+    the parent's file offset), and the parent's cached file must still read exactly afterwards."""
+    import multiprocessing
+
+    path, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    read_clip(path, 10, 4)
+    assert len(video_mod._OPEN._idle) == 1
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        clips, opens = pool.apply(_child_reads, (path, [60, 20, 90]))
+    assert opens == 1
+    for clip, s in zip(clips, [60, 20, 90]):
+        np.testing.assert_array_equal(clip, ref[s:s + 4])
+    cached = video_mod._OPEN._idle[-1]
+    np.testing.assert_array_equal(read_clip(path, 70, 4).numpy(), ref[70:74])
+    assert video_mod._OPEN._idle[-1] is cached  # the parent kept using its own
+
+
+def test_two_threads_read_one_video(encoded_videos, references, open_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    starts = list(range(0, 96, 6))
+    with ThreadPoolExecutor(2) as pool:
+        clips = list(pool.map(lambda s: read_clip(path, s, 4).numpy(), starts))
+    for clip, s in zip(clips, starts):
+        np.testing.assert_array_equal(clip, ref[s:s + 4])
+    assert len(video_mod._OPEN._idle) <= 2
+
+
+def test_only_the_wanted_frames_are_converted(encoded_videos, references, monkeypatch):
+    """Decoding starts at the keyframe before the clip (64 for 70), colour conversion at the clip."""
+    converted = []
+    inner = video_mod._VideoFile._convert
+
+    def counting(self, frame, index, dst, size):
+        converted.append(index)
+        return inner(self, frame, index, dst, size)
+
+    monkeypatch.setattr(video_mod._VideoFile, "_convert", counting)
+    path = encoded_videos["h264_gop32.mp4"]
+    counter = _DecodeCounter(monkeypatch)
+    np.testing.assert_array_equal(read_clip(path, 70, 4, size=(24, 32)).numpy(),
+                                  reference_frames(path, size=(24, 32))[70:74])
+    assert converted == [70, 71, 72, 73] and len(counter.pts) >= 10
 
 
 def test_frame_folders(folder_videos, tmp_path):
