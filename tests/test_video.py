@@ -348,7 +348,9 @@ def _child_reads(path, starts):
     inner = video_mod._open
     video_mod._open = lambda p: opened.append(p) or inner(p)
     try:
-        return [read_clip(path, s, 4).numpy() for s in starts], len(opened)
+        clips = [read_clip(path, starts[0], 4).numpy()]
+        opened_for_first = len(opened)  # 0 would mean the parent's container was used
+        return clips + [read_clip(path, s, 4).numpy() for s in starts[1:]], opened_for_first
     finally:
         video_mod._open = inner
 
