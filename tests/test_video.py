@@ -388,13 +388,13 @@ def test_two_threads_read_one_video(encoded_videos, references, open_cache):
 def test_only_the_wanted_frames_are_converted(encoded_videos, references, monkeypatch):
     """Decoding starts at the keyframe before the clip (64 for 70), colour conversion at the clip."""
     converted = []
-    inner = video_mod._VideoFile._convert
+    inner = video_mod._VideoFile._converter
 
-    def counting(self, frame, index, dst, size):
-        converted.append(index)
-        return inner(self, frame, index, dst, size)
+    def counting(self, size):
+        convert = inner(self, size)
+        return lambda frame, index, dst: converted.append(index) or convert(frame, index, dst)
 
-    monkeypatch.setattr(video_mod._VideoFile, "_convert", counting)
+    monkeypatch.setattr(video_mod._VideoFile, "_converter", counting)
     path = encoded_videos["h264_gop32.mp4"]
     counter = _DecodeCounter(monkeypatch)
     np.testing.assert_array_equal(read_clip(path, 70, 4, size=(24, 32)).numpy(),

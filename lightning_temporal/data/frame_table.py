@@ -60,6 +60,14 @@ class FrameTable:
     file_prev: Optional[np.ndarray] = None  # int64 [L] frame whose packet ends just before this one's, -1: none
     lookup: Dict[int, int] = field(default_factory=dict, repr=False)  # pts -> frame index, real frames only
     pos_lookup: Dict[int, int] = field(default_factory=dict, repr=False)  # packet byte position -> frame index
+    _any_bad: Optional[tuple] = field(default=None, repr=False, compare=False)
+
+    @property
+    def any_bad(self) -> bool:
+        """Whether any frame is known to be unreadable (reads skip the check when none is)."""
+        if self._any_bad is None or self._any_bad[0] is not self.bad:
+            self._any_bad = (self.bad, bool(self.bad.any()))
+        return self._any_bad[1]
 
     def damaged_ranges(self) -> Tuple[Tuple[int, int], ...]:
         """Runs ``(first, stop)`` of bad frames among the first ``num_frames``, stop exclusive."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import string
+import threading
 from typing import Dict, List, Optional, Tuple
 
 import av
@@ -166,16 +167,30 @@ def _example(groups) -> str:
     return f"{prefix}{{:0{width}d}}{ext}" if name[len(prefix)] == "0" and width > 1 else f"{prefix}{{}}{ext}"
 
 
-def decode_image(path: str, size: Optional[Tuple[int, int]] = None,
-                 reformatter: Optional[VideoReformatter] = None) -> np.ndarray:
+_LOCAL = threading.local()
+
+
+def rgb_array(frame: av.VideoFrame, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """A decoded picture as uint8 [H, W, 3] RGB, resized to ``size=(h, w)`` during the conversion when given.
+
+    Converted by this thread's one swscale context with one thread: ``VideoFrame.to_ndarray`` builds a new
+    context per frame with automatic threads, which cost 3-10x the conversion itself here. Same pixels as
+    ``frame.to_ndarray(format="rgb24", height=h, width=w)`` (same scaler, bilinear).
+    """
+    reformatter = getattr(_LOCAL, "reformatter", None)
+    if reformatter is None:
+        reformatter = _LOCAL.reformatter = VideoReformatter()
+    if size is None:
+        return reformatter.reformat(frame, format="rgb24", threads=1).to_ndarray()
+    return reformatter.reformat(frame, format="rgb24", width=size[1], height=size[0], threads=1).to_ndarray()
+
+
+def decode_image(path: str, size: Optional[Tuple[int, int]] = None) -> np.ndarray:
     """One image file as uint8 [H, W, 3] (``size=(h, w)``: swscale resizes during the RGB conversion)."""
-    kwargs = {} if size is None else {"height": size[0], "width": size[1]}
-    reformatter = reformatter or VideoReformatter()
     try:
         with av.open(path) as container:
             for frame in container.decode(video=0):
-                # threads=1: swscale's automatic threads cost more than they save on one frame
-                return reformatter.reformat(frame, format="rgb24", threads=1, **kwargs).to_ndarray()
+                return rgb_array(frame, size)
     except (av.FFmpegError, IndexError, ValueError) as err:
         raise VideoError(f"{path}: cannot decode this frame image ({err}); re-extract the frame folder") from err
     raise VideoError(f"{path}: the image holds no decodable picture; re-extract the frame folder")
@@ -196,7 +211,6 @@ class FrameFolder:
         self.path = path
         self.frame_pattern = frame_pattern
         self.files = files if files is not None else list_frames(path, frame_pattern)
-        self._reformatter = VideoReformatter()
         self.height, self.width = shape if shape is not None else decode_image(self.files[0]).shape[:2]
 
     @property
@@ -208,7 +222,7 @@ class FrameFolder:
         h, w = (self.height, self.width) if size is None else size
         out = np.empty((len(wanted), h, w, 3), np.uint8)
         for j, i in enumerate(wanted.tolist()):
-            image = decode_image(self.files[i], size, self._reformatter)
+            image = decode_image(self.files[i], size)
             if image.shape[:2] != (h, w):
                 raise VideoError(
                     f"{self.files[i]}: frame is {image.shape[1]}x{image.shape[0]} but the folder's first frame is "

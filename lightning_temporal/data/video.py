@@ -20,7 +20,7 @@ should a demuxer land after the wanted frame anyway, the reader steps back a key
 decoder and name every decoded picture by its pts. When the wanted frames are out, the decoder is drained
 (its held-back B-frame references come out without more decoding) and every packet fed since the keyframe is
 checked to have given exactly one clean picture. Only wanted frames are converted to RGB, by one reused
-swscale context per open file (PyAV's ``to_ndarray`` builds a new, multi-threaded one per frame: 3-10x the
+swscale context per thread (PyAV's ``to_ndarray`` builds a new, multi-threaded one per frame: 3-10x the
 conversion itself), straight to ``size`` when given.
 
 Files whose packets carry no timestamps (raw streams) are named by decoding order from the start; files whose
@@ -35,15 +35,15 @@ reports nothing, so nothing here can). Larger damage (a packet header, a slice t
 from __future__ import annotations
 
 import os
+import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import av
 import numpy as np
 import torch
-from av.video.reformatter import VideoReformatter
 
 from lightning_temporal.data.errors import VideoError
 from lightning_temporal.data.frame_table import (
@@ -55,7 +55,14 @@ from lightning_temporal.data.frame_table import (
     spread_damage,
     table_from_packets,
 )
-from lightning_temporal.data.frames import FrameFolder, check_frame_pattern, decode_image, list_frames, split_pattern_path
+from lightning_temporal.data.frames import (
+    FrameFolder,
+    check_frame_pattern,
+    decode_image,
+    list_frames,
+    rgb_array,
+    split_pattern_path,
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -124,14 +131,13 @@ def _not_found(path: str) -> VideoError:
 
 
 def _open(path: str):
-    """Open ``path`` and return (container, video stream); VideoError for every way that can fail."""
-    if not os.path.exists(path):
-        raise _not_found(path)
-    if not os.path.isfile(path):
-        raise VideoError(f"{path}: not a regular file; pass a video file or a folder of frame images")
+    """Open ``path`` (a regular file, see :func:`_source`) and return (container, video stream); VideoError for
+    every way that can fail."""
     try:
         container = av.open(path)
-    except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
+    except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as err:
+        if not os.path.isfile(path):
+            raise _not_found(path) from err
         if os.path.getsize(path) == 0:
             raise VideoError(f"{path}: the file is empty (0 bytes); re-download or re-encode it, or remove it "
                              "from the manifest") from err
@@ -175,12 +181,13 @@ def _drain(stream) -> list:
         return []
 
 
-def _stat_key(path: str) -> tuple:
+def _stat_key(path: str, st: Optional[os.stat_result] = None) -> tuple:
     """Identity of a file's current content: (absolute path, device, inode, size, mtime)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise _not_found(path) from None
+    if st is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise _not_found(path) from None
     return os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
 
 
@@ -194,10 +201,6 @@ class _FileIndex:
     fps: float
     height: int
     width: int
-    found: Dict[int, str] = field(default_factory=dict)  # damage reads found (decoding is deterministic)
-
-    def bad(self) -> np.ndarray:
-        return spread_damage(self.table, self.found) if self.found else self.table.bad
 
 
 def _fps(stream, pts: Optional[np.ndarray]) -> float:
@@ -317,7 +320,6 @@ class _VideoFile:
     def __init__(self, path: str, key: tuple):
         self.path, self.key = path, key
         self.container = self.stream = None
-        self.reformatter = VideoReformatter()  # one swscale context, reused for every frame
         self._reopen()
 
     # -- lifecycle
@@ -435,17 +437,23 @@ class _VideoFile:
             return out
         if table.pts is None:
             return self._decode_sequential(fi, wanted, out, size)
-        bad = fi.bad()
-        if bad[wanted].any():
-            frame = int(wanted[bad[wanted]][0])
-            raise self._damage_error(frame, explain(table, frame, fi.found), bad)
+        if table.any_bad and table.bad[wanted].any():  # known before decoding anything
+            frame = int(wanted[table.bad[wanted]][0])
+            raise self._damage_error(frame, explain(table, frame, {}), table.bad)
         # Segments: runs of wanted frames decoded without a seek (no keyframe between a frame and the next one).
-        k = np.searchsorted(table.key_frame, wanted, side="right") - 1
-        cut = np.flatnonzero(table.key_frame[k[1:]] > wanted[:-1] + 1) + 1
+        if wanted[-1] - wanted[0] == len(wanted) - 1:  # consecutive frames (a clip at stride 1): one run
+            bounds, k = [(0, len(wanted))], [int(np.searchsorted(table.key_frame, wanted[0], side="right")) - 1]
+        else:
+            k = (np.searchsorted(table.key_frame, wanted, side="right") - 1).tolist()
+            cut = (np.flatnonzero(table.key_frame[k[1:]] > wanted[:-1] + 1) + 1).tolist()
+            bounds = list(zip([0] + cut, cut + [len(wanted)]))
         try:
-            for a, b in zip(np.concatenate([[0], cut]).tolist(), np.concatenate([cut, [len(wanted)]]).tolist()):
-                self._segment(fi, wanted[a:b].tolist(), range(a, b), out, size, int(k[a]))
-        except _IndexMismatch:
+            for a, b in bounds:
+                self._segment(fi, wanted[a:b].tolist(), range(a, b), out, size, k[a])
+        except _IndexMismatch as err:
+            if table.exact:  # even the table built by decoding everything cannot name what this read gave
+                raise VideoError(f"{self.path}: frames {frame_ranges(wanted.tolist())} cannot be named ({err}); the "
+                                 "file is damaged: re-encode it or remove it from the manifest") from None
             _INDEX.put((self.key, True), self._exact_index())
             raise _Restructured from None
         return out
@@ -467,51 +475,73 @@ class _VideoFile:
         damaged, _ = result
         hit = self._first_hit(table, damaged, want)
         if hit is not None:
-            fi.found.update(damaged)
-            raise self._damage_error(hit, explain(table, hit, fi.found), fi.bad())
+            raise self._damage_error(hit, explain(table, hit, damaged), spread_damage(table, damaged))
 
     def _run(self, table: FrameTable, want: Dict[int, int], out, size, mode: str, first: int):
         """Feed packets from the current position until every frame of ``want`` (frame -> slot of ``out``) is
         converted, then drain the decoder. Returns ``(damaged, first decoded picture)`` with ``damaged`` =
         frame -> reason for every frame found damaged, or ``_LANDED_AFTER``. Stops early once a wanted frame is
-        damaged (the read fails anyway)."""
+        damaged (the read fails anyway).
+
+        This loop runs once per packet of every read: the common case keeps its bookkeeping in locals and
+        leaves everything unusual to ``_Segment`` (method calls per packet cost ~5% of an MJPEG clip).
+        """
         seg = _Segment(table, want, 0 if mode == "start" else None)
-        first_picture, n_damaged = None, 0
+        by_pos, by_pts = table.pos_lookup, table.lookup
+        name, fed, seen, damaged = seg.name, seg.fed, seg.seen, seg.damaged
+        landed, remaining, first_picture, n_damaged = seg.landed, len(want), None, 0
+        convert, stop_early = (self._converter(size) if want else None), bool(want)
         for packet in _packets(self.container, self.stream):
-            if packet.size == 0:
+            if not packet.size:
                 continue
-            i = seg.identify(packet)
+            i = by_pos.get(packet.pos) if by_pos else seg.by_timestamp(packet)
             if i is None:
                 if packet.is_discard:
                     _feed(packet)  # edit-list pre-roll: decoded as a reference, never shown
                 continue  # junk a demuxer found while resyncing after damaged bytes: not a frame
-            if seg.landed is None:
+            if landed is None:
                 if not packet.is_keyframe:
                     continue  # decoding can only start at a keyframe
                 if i > first:
                     return _LANDED_AFTER
-                seg.landed = i
+                landed = seg.landed = i
+            fed.append(i)
+            if name.setdefault(packet.pts, i) != i or packet.is_corrupt:
+                seg.odd_packet(i, packet)
             try:
-                pictures = _feed(seg.entering(i, packet))
+                pictures = _feed(packet)
             except av.FFmpegError as err:
                 seg.damage(i, f"the decoder rejects its packet ({err})", byte_level=True)
                 pictures = ()
             for picture in pictures:
                 first_picture = first_picture or picture
-                slot = seg.came_out(picture)
+                o = name.get(picture.pts)
+                if o is None or o < landed or o in seen or picture.is_corrupt:
+                    seg.odd_picture(o, picture)
+                    continue
+                seen.add(o)
+                slot = want.get(o)
                 if slot is not None:
-                    self._convert(picture, seg.last_frame, out[slot], size)
-            if len(seg.damaged) != n_damaged:
-                n_damaged = len(seg.damaged)
-                if want and self._first_hit(table, seg.damaged, want) is not None:
-                    return seg.damaged, first_picture
-            if want and seg.remaining == 0:
+                    convert(picture, o, out[slot])
+                    remaining -= 1
+            if len(damaged) != n_damaged:
+                n_damaged = len(damaged)
+                if stop_early and self._first_hit(table, damaged, want) is not None:
+                    return damaged, first_picture
+            if stop_early and remaining == 0:
                 break
         for picture in _drain(self.stream):  # held-back pictures: no more decoding
             first_picture = first_picture or picture
-            slot = seg.came_out(picture)
+            o = name.get(picture.pts)
+            if o is None or o < landed or o in seen or picture.is_corrupt:
+                seg.odd_picture(o, picture)
+                continue
+            seen.add(o)
+            slot = want.get(o)
             if slot is not None:
-                self._convert(picture, seg.last_frame, out[slot], size)
+                convert(picture, o, out[slot])
+                remaining -= 1
+        seg.remaining = remaining
         return seg.finish(), first_picture
 
     @staticmethod
@@ -522,17 +552,21 @@ class _VideoFile:
         hits = [f for f in want if f < len(bad) and bad[f]]
         return min(hits) if hits else None
 
-    def _convert(self, frame, index: int, dst: np.ndarray, size) -> None:
-        if size is None:
-            if (frame.height, frame.width) != self.size_check:
-                h, w = self.size_check
+    def _converter(self, size):
+        """``convert(picture, frame index, dst)``: RGB into ``dst`` (a view of the converted picture is copied
+        once); with ``size``, swscale resizes during the colour conversion, so no full-size RGB frame is made."""
+        if size is not None:
+            def convert(frame, index: int, dst: np.ndarray) -> None:
+                dst[...] = rgb_array(frame, size)
+            return convert
+        h, w = self.size_check
+
+        def convert_checked(frame, index: int, dst: np.ndarray) -> None:
+            if frame.height != h or frame.width != w:
                 raise VideoError(f"{self.path}: frame {index} is {frame.width}x{frame.height} but the video starts "
                                  f"at {w}x{h} (resolution change); pass size=(h, w) or re-encode at one size")
-            rgb = self.reformatter.reformat(frame, format="rgb24", threads=1)
-        else:
-            # swscale resizes during the colour conversion: no full-size RGB frame is ever made
-            rgb = self.reformatter.reformat(frame, format="rgb24", width=size[1], height=size[0], threads=1)
-        dst[...] = rgb.to_ndarray()  # a view of the converted picture: this is the one copy
+            dst[...] = rgb_array(frame, None)
+        return convert_checked
 
     def _decode_sequential(self, fi: _FileIndex, wanted: np.ndarray, out, size) -> np.ndarray:
         """Files without timestamps: frame i = the i-th picture decoded from the start of the file."""
@@ -541,6 +575,7 @@ class _VideoFile:
             frame = int(wanted[table.bad[wanted]][0])
             raise self._damage_error(frame, explain(table, frame, {}), table.bad)
         self.size_check = (fi.height, fi.width) if size is None else None
+        convert = self._converter(size)
         if not self.fresh or self.pid != os.getpid():
             self._reopen()
         self.fresh = False
@@ -564,7 +599,7 @@ class _VideoFile:
             pos += 1
             slot = want.get(pos)
             if slot is not None:
-                self._convert(frame, pos, out[slot], size)
+                convert(frame, pos, out[slot])
                 done += 1
                 if done == len(want):
                     return out
@@ -594,51 +629,39 @@ class _Segment:
         self.seen = set()
         self.damaged: Dict[int, str] = {}
         self.remaining = len(want)
-        self.last_frame = -1
         self.cut = set()  # frames whose packet the file's end cut short: no damaged bytes before them
 
-    def identify(self, packet) -> Optional[int]:
-        if self.by_pos:
-            return self.by_pos.get(packet.pos)
+    def by_timestamp(self, packet) -> int:
+        """Frame of a packet when the table has no byte positions."""
         i = self.table.lookup.get(packet.pts)
         if i is None:
             raise _IndexMismatch(f"a packet with pts {packet.pts} the index does not know")
         return i
 
-    def entering(self, i: int, packet):
-        """Record that packet (frame ``i``) goes into the decoder; returns it."""
-        self.fed.append(i)
-        other = self.name.setdefault(packet.pts, i)
+    def odd_packet(self, i: int, packet) -> None:
+        """A packet that shares its timestamp with another one fed here, or is cut short."""
+        other = self.name[packet.pts]
         if other != i:
             self.damage(i, f"its packet carries the timestamp of frame {other}", byte_level=False)
             self.damage(other, f"frame {i}'s packet carries its timestamp", byte_level=False)
         if packet.is_corrupt:
             self.cut.add(i)
             self.damage(i, "its packet is cut short by the end of the file (truncated file)", byte_level=False)
-        return packet
 
     def damage(self, i: int, reason: str, byte_level: bool) -> None:
         add_damage(self.table, self.damaged, i, reason, byte_level and i not in self.cut)
 
-    def came_out(self, picture) -> Optional[int]:
-        """Slot of ``out`` a picture fills (None: not wanted or damaged); sets ``last_frame``."""
-        o = self.name.get(picture.pts)
+    def odd_picture(self, o: Optional[int], picture) -> None:
+        """A picture that is not a fresh clean frame of this run: unnamed, leading, repeated or concealed."""
         if o is None:
             raise _IndexMismatch(f"decoded a picture with pts {picture.pts} that no packet fed here has")
         if o < self.landed:
-            return None  # a leading picture of the keyframe decoding started at (open GOP): not ours
+            return  # a leading picture of the keyframe decoding started at (open GOP): not ours
         if o in self.seen:
             self.damage(o, "the decoder put out two pictures for it", byte_level=False)
-            return None
+            return
         self.seen.add(o)
-        if picture.is_corrupt:
-            self.damage(o, "the decoder reports errors in it (concealed picture)", byte_level=True)
-            return None
-        slot = self.want.get(o)
-        if slot is not None:
-            self.remaining -= 1
-            self.last_frame = o
-        return slot
+        self.damage(o, "the decoder reports errors in it (concealed picture)", byte_level=True)
 
     def finish(self) -> Dict[int, str]:
         """After the drain: packets that gave no picture, wanted frames the file ended before."""
@@ -668,8 +691,8 @@ class _OpenFiles:
         self._lock = threading.Lock()
         self._inherited: List[_VideoFile] = []  # parent's entries after a fork: kept, never used or closed
 
-    def checkout(self, path: str) -> _VideoFile:
-        key = _stat_key(path)
+    def checkout(self, path: str, key: tuple) -> _VideoFile:
+        """An opened file for ``path`` whose identity is ``key`` (:func:`_stat_key`), cached or new."""
         with self._lock:
             for n in range(len(self._idle) - 1, -1, -1):
                 if self._idle[n].key == key:
@@ -738,13 +761,14 @@ def clear_index_cache() -> None:
 # Frame folders
 
 
-def _folder(path: str, frame_pattern: Optional[str]) -> FrameFolder:
+def _folder(path: str, frame_pattern: Optional[str], st: Optional[os.stat_result] = None) -> FrameFolder:
     if frame_pattern is not None:
         check_frame_pattern(frame_pattern)
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise _not_found(path) from None
+    if st is None:
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise _not_found(path) from None
     key = (os.path.abspath(path), st.st_dev, st.st_ino, st.st_mtime_ns, frame_pattern)
     hit = _FOLDERS.get(key)
     if hit is None:
@@ -755,16 +779,23 @@ def _folder(path: str, frame_pattern: Optional[str]) -> FrameFolder:
 
 
 def _source(path: str, frame_pattern: Optional[str]):
-    """(FrameFolder, None) for a folder or pattern path, (None, path) for a file."""
-    if os.path.isdir(path):
-        return _folder(path, frame_pattern), None
-    split = None if os.path.exists(path) else split_pattern_path(path)
-    if split is not None:
+    """(FrameFolder, None) for a folder or pattern path, (None, file identity :func:`_stat_key`) for a file;
+    one ``stat`` call. VideoError when the path is neither."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        split = split_pattern_path(path)
+        if split is None:
+            raise _not_found(path) from None
         if frame_pattern is not None and frame_pattern != split[1]:
             raise ValueError(f"{path}: the path names the pattern {split[1]!r} but frame_pattern={frame_pattern!r}; "
                              "give one of them")
         return _folder(*split), None
-    return None, path
+    if stat.S_ISDIR(st.st_mode):
+        return _folder(path, frame_pattern, st), None
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoError(f"{path}: not a regular file; pass a video file or a folder of frame images")
+    return None, _stat_key(path, st)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -788,8 +819,8 @@ class VideoReader:
 
     def __init__(self, path: PathLike, *, frame_pattern: Optional[str] = None):
         self.path = os.fspath(path)
-        self._folder, file_path = _source(self.path, frame_pattern)
-        self._file = _OPEN.checkout(file_path) if file_path is not None else None
+        self._folder, key = _source(self.path, frame_pattern)
+        self._file = _OPEN.checkout(self.path, key) if key is not None else None
         self._info: Optional[VideoInfo] = None
         if self._file is not None:
             try:
@@ -867,14 +898,15 @@ class VideoReader:
                 raise ValueError(f"{self.path}: {what} {int(first.max())} is past the last decodable frame (the video "
                                  f"has {n} frames, valid values 0..{n - 1}); use probe() for the frame count")
             flat = np.minimum(idx, n - 1).reshape(-1)  # padding: past the end the last frame repeats
-            wanted, inverse = np.unique(flat, return_inverse=True)
+            increasing = flat.size < 2 or bool((flat[1:] > flat[:-1]).all())  # one clip: no repeats to merge
+            wanted, inverse = (flat, None) if increasing else np.unique(flat, return_inverse=True)
             try:
                 src = self._folder if self._folder is not None else self._open_file()
                 frames = src.decode(wanted, size)
             except _Restructured:
                 continue
-            if len(wanted) == len(flat) and np.array_equal(wanted, flat):
-                return torch.from_numpy(frames.reshape(idx.shape + frames.shape[1:]))  # no repeats: no gather copy
+            if inverse is None:
+                return torch.from_numpy(frames.reshape(idx.shape + frames.shape[1:]))  # no gather copy
             return torch.from_numpy(frames[inverse.reshape(idx.shape)])
         raise AssertionError("unreachable: the frame table is rebuilt at most once")
 
@@ -890,13 +922,12 @@ def probe(path: PathLike, *, exact: bool = True, frame_pattern: Optional[str] = 
     Raises VideoError naming the file when it cannot be read at all.
     """
     path = os.fspath(path)
-    folder, file_path = _source(path, frame_pattern)
+    folder, key = _source(path, frame_pattern)
     if folder is not None:
         return VideoInfo(path, folder.num_frames, 0.0, folder.height, folder.width)
     if exact:
         with VideoReader(path) as reader:
             return reader.info
-    key = _stat_key(path)
     fi = _INDEX.get((key, True)) or _INDEX.get((key, False))  # a cached index needs no open file
     if fi is None:
         with VideoReader(path) as reader:
@@ -913,5 +944,34 @@ def read_clip(path: PathLike, start, num_frames, stride=1, *, size=None,
     be a frame of the video (ValueError otherwise). A damaged frame in the clip raises VideoError naming the
     file and the frame. ``size=(h, w)`` resizes during the colour conversion.
     """
-    with VideoReader(path, frame_pattern=frame_pattern) as reader:
+    path = os.fspath(path)
+    folder, key = _source(path, frame_pattern)
+    if folder is not None:
+        reader = VideoReader.__new__(VideoReader)
+        reader.path, reader._folder, reader._file, reader._info = path, folder, None, None
         return reader.read_clip(start, num_frames, stride, size=size)
+    start = _check_int(start, "start", path, 0)
+    num_frames = _check_int(num_frames, "num_frames", path, 1)
+    stride = _check_int(stride, "stride", path, 1)
+    size = _check_size(size, path)
+    f = _OPEN.checkout(path, key)  # the lean path of VideoReader(path).read_clip: it runs once per training clip
+    try:
+        for _ in range(2):  # a second round only when a full decode rebuilt the frame table
+            n = f.index().table.num_frames
+            if start >= n:
+                raise ValueError(f"{path}: start {start} is past the last decodable frame (the video has {n} frames, "
+                                 f"valid values 0..{n - 1}); use probe() for the frame count")
+            inside = min(num_frames, (n - 1 - start) // stride + 1)  # frames before the padding
+            wanted = start + stride * np.arange(inside, dtype=np.int64)
+            if inside < num_frames and wanted[-1] != n - 1:
+                wanted = np.append(wanted, n - 1)  # padding: past the end the last frame repeats
+            try:
+                frames = f.decode(wanted, size)
+            except _Restructured:
+                continue
+            if inside < num_frames:
+                frames = frames[np.minimum(np.arange(num_frames), len(wanted) - 1)]
+            return torch.from_numpy(frames)
+        raise AssertionError("unreachable: the frame table is rebuilt at most once")
+    finally:
+        _OPEN.checkin(f)
