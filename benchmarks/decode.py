@@ -22,7 +22,8 @@ Variants (random 16-frame clips, stride 1, full resolution, the same clips for a
   decode) + 16 x the per-frame RGB conversion (reused context, measured in the same round). ``bound,
   cached``: the same without the open.
 
-Goals (issue 12): read_clip <= 1.05 x minimal on every video; cached read_clip < minimal. ``exact`` checks
+Goals (issue 12): read_clip <= 1.05 x minimal on every video; cached read_clip < minimal (both floors
+shown). ``exact`` checks
 every clip of every variant against a sequential decode of the whole file (frame hashes).
 The DataLoader throughput table is ``benchmarks/dataloader.py``.
 """
@@ -265,8 +266,9 @@ def main(argv=None) -> None:
               f"{cells} | {_ms(m['bound'][0])} | {_ms(m['bound, cached'][0])} | {'yes' if res['exact'] else 'NO'} |")
     print("\nRatios of CPU time (goal beside each)\n")
     print("| video | read_clip / minimal (goal <= 1.05) | read_clip / minimal+sws (goal <= 1.05) | "
-          "cached / minimal (goal < 1) | read_clip / bound | cached / bound, cached |")
-    print("|---|---|---|---|---|---|")
+          "cached / minimal (goal < 1) | cached / minimal+sws (goal < 1) | read_clip / bound | "
+          "cached / bound, cached |")
+    print("|---|---|---|---|---|---|---|")
     for v, res in rows:
         m = {k: x[0] for k, x in res["med"].items()}
 
@@ -276,7 +278,8 @@ def main(argv=None) -> None:
 
         print(f"| {v.name} | {cell('read_clip', 'minimal', lambda r: r <= GOAL_NO_CACHE)} | "
               f"{cell('read_clip', 'minimal+sws', lambda r: r <= GOAL_NO_CACHE)} | "
-              f"{cell('read_clip, cached', 'minimal', lambda r: r < 1)} | {cell('read_clip', 'bound')} | "
+              f"{cell('read_clip, cached', 'minimal', lambda r: r < 1)} | "
+              f"{cell('read_clip, cached', 'minimal+sws', lambda r: r < 1)} | {cell('read_clip', 'bound')} | "
               f"{cell('read_clip, cached', 'bound, cached')} |")
 
 

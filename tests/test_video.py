@@ -420,3 +420,22 @@ def test_frame_folders(folder_videos, tmp_path):
         small = reader.read_clip(1, 2, size=(30, 50))
     assert small.shape == (2, 30, 50, 3)
     np.testing.assert_array_equal(small[0].numpy(), reference_frames(os.path.join(jpg, names[1]), size=(30, 50))[0])
+
+
+def test_benchmark_floor_reads_the_same_frames(encoded_videos, references):
+    """benchmarks/decode.py times read_clip against a minimal PyAV seek-and-decode: both must read the same
+    frames, or the comparison is meaningless."""
+    from av.video.reformatter import VideoReformatter
+
+    from tests.bench import load_benchmark
+
+    decode = load_benchmark("decode")
+    path, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    pts = packet_layout(path)[:, 0]
+    for start in (0, 33, 70):
+        count = {}
+        plain = decode.minimal_clip(path, int(pts[start]), count=count)
+        np.testing.assert_array_equal(plain, ref[start:start + 16])
+        np.testing.assert_array_equal(decode.minimal_clip(path, int(pts[start]), VideoReformatter()), plain)
+        keyframe = start - start % 32
+        assert count["packets"] >= start + 16 - keyframe  # at least the frames from the keyframe to the clip end

@@ -87,6 +87,8 @@ class VideoInfo:
 
 
 def _check_int(value, name: str, path: str, minimum: int) -> int:
+    if type(value) is int and value >= minimum:  # the common case, first: this runs for every clip read
+        return value
     # operator.index accepts Python/NumPy ints and 0-d integer tensors, rejects floats; bools are rejected
     # explicitly because True would silently mean 1.
     if isinstance(value, (bool, np.bool_)) or (torch.is_tensor(value) and value.dtype == torch.bool):
@@ -188,7 +190,15 @@ def _stat_key(path: str, st: Optional[os.stat_result] = None) -> tuple:
             st = os.stat(path)
         except OSError:
             raise _not_found(path) from None
-    return os.path.abspath(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+    absolute = _ABSPATH.get(path)
+    if absolute is None:  # normpath costs more than the stat; absolute paths repeat (relative ones: cwd may move)
+        absolute = os.path.abspath(path)
+        if os.path.isabs(path) and len(_ABSPATH) < 100_000:
+            _ABSPATH[path] = absolute
+    return absolute, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+_ABSPATH: Dict[str, str] = {}
 
 
 # --------------------------------------------------------------------------------------------------------
