@@ -149,3 +149,15 @@ def test_frame_pattern_reaches_manifest_and_datamodule(tmp_path):
     torch.testing.assert_close(item["clip"], expected, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="data.frame_pattern"):
         TemporalDataModule(train_manifest=csv_path, frame_pattern="img_{:s}.png")
+
+
+def test_frames_module_does_not_import_the_video_module():
+    """frames.py and video.py used to import each other; now video.py uses frames.py, never the reverse."""
+    import ast
+
+    import lightning_temporal.data.frames as frames
+
+    tree = ast.parse(open(frames.__file__).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "lightning_temporal.data.video" not in imported and "lightning_temporal.data.errors" in imported

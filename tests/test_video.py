@@ -439,3 +439,22 @@ def test_benchmark_floor_reads_the_same_frames(encoded_videos, references):
         np.testing.assert_array_equal(decode.minimal_clip(path, int(pts[start]), VideoReformatter()), plain)
         keyframe = start - start % 32
         assert count["packets"] >= start + 16 - keyframe  # at least the frames from the keyframe to the clip end
+
+
+def test_raw_stream_without_timestamps_reads_by_decoding_order(encoded_videos, references, tmp_path):
+    """An H.264 elementary stream has no timestamps: frames are named by decoding order from the start."""
+    src, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    raw = str(tmp_path / "raw.h264")
+    with av.open(src) as inp, av.open(raw, "w", format="h264") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    with av.open(raw) as c:
+        assert all(p.pts is None for p in c.demux(video=0) if p.size)
+    clear_index_cache()
+    assert probe(raw, exact=False).num_frames == probe(raw).num_frames == 100
+    np.testing.assert_array_equal(read_clip(raw, 70, 6, 2).numpy(), ref[70:82:2])
+    with VideoReader(raw) as reader:
+        np.testing.assert_array_equal(reader.read_clips([96, 3], 6).numpy(), ref[[[96, 97, 98, 99, 99, 99], [3, 4, 5, 6, 7, 8]]])

@@ -10,8 +10,9 @@ Definitions (used by every reader of this package):
 * **Missing frames** keep their index, so no later frame shifts, and are *bad*:
 
   - packets the container's own index lists but the demuxer could not read (damaged chunk headers);
-  - in a constant-frame-rate video (at least 90% of the timestamp steps equal one frame duration, within a
-    tick), a step of ``n`` durations: ``n - 1`` frames are missing there (a dropped packet);
+  - in a constant-frame-rate video (most timestamp steps equal one frame duration, within a tick or 2%, and
+    every other step is a whole number of durations), a step of ``n`` durations: ``n - 1`` frames are
+    missing there (a dropped packet);
   - two packets with one timestamp name one frame, which is bad.
 
 * **Truncation.** A packet the demuxer reports as cut short by the end of the file is bad; the video ends at
@@ -88,14 +89,24 @@ def sequential_table(num_frames: int, exact: bool = False) -> FrameTable:
 
 
 def _frame_step(steps: np.ndarray) -> Optional[float]:
-    """Mean frame duration of a constant-frame-rate video, None when the rate is variable."""
+    """Mean frame duration of a constant-frame-rate video, None when the rate is variable.
+
+    Constant rate: most steps equal one duration (within a tick or 2%) and every other step is a whole
+    number of durations (frames missing there) or a discontinuity longer than MAX_GAP_FRAMES.
+    """
     if len(steps) < 2:
         return None
     d = float(np.median(steps))
-    regular = np.abs(steps - d) <= max(1.0, 0.02 * d)
-    if d <= 0 or regular.mean() < 0.9:
+    if d <= 0:
         return None
-    return float(steps[regular].mean())
+    tol = max(1.0, 0.02 * d)
+    regular = np.abs(steps - d) <= tol
+    if regular.mean() < 0.5:
+        return None
+    d = float(steps[regular].mean())
+    k = np.rint(steps / d)
+    whole = (k >= 1) & (np.abs(steps - k * d) <= tol)
+    return d if bool((whole | (k > MAX_GAP_FRAMES + 1)).all()) else None
 
 
 def _reorder_depth(display: np.ndarray) -> int:
@@ -120,59 +131,31 @@ def table_from_packets(pts: np.ndarray, key: np.ndarray, cut: np.ndarray, pos: O
     n_pkt = len(pts)
     pos = np.full(n_pkt, -1, np.int64) if pos is None else np.asarray(pos, np.int64)
     size = np.zeros(n_pkt, np.int64) if size is None else np.asarray(size, np.int64)
-    lost_pts = np.array([p for p, _, _, _ in lost], np.int64)
     if n_pkt == 0:
         return sequential_table(0)
     # All timestamps, delivered packets first: a lost packet never takes the slot of a delivered one.
-    all_pts = np.concatenate([pts, lost_pts])
+    all_pts = np.concatenate([pts, np.array([p for p, _, _, _ in lost], np.int64)])
     order = np.argsort(all_pts, kind="stable")
     uniq, first, counts = np.unique(all_pts[order], return_index=True, return_counts=True)
     first_pkt = order[first]  # [U] packet (or n_pkt + lost number) that names each timestamp
-    why: Dict[int, str] = {}
-    steps = np.diff(uniq)
-    step = _frame_step(steps)
-    n_missing = np.zeros(len(uniq), np.int64)  # frames missing from the timeline just before each timestamp
-    if step is not None:
-        gaps = np.rint(steps / step).astype(np.int64) - 1
-        gaps[(steps < 1.5 * step) | (gaps > MAX_GAP_FRAMES)] = 0
-        n_missing[1:] = gaps
-    real_idx = np.arange(len(uniq)) + np.cumsum(n_missing)  # frame index of each timestamp
-    total = int(real_idx[-1]) + 1
-    frame_pts = np.empty(total, np.int64)
-    decode_pos = np.full(total, -1, np.int64)
-    frame_pos = np.full(total, -1, np.int64)
-    frame_size = np.zeros(total, np.int64)
-    frame_pts[real_idx] = uniq
+    real_idx, frame_pts, why = _timeline(uniq)
+    total = len(frame_pts)
     delivered = first_pkt < n_pkt
+    decode_pos = np.full(total, -1, np.int64)
     decode_pos[real_idx[delivered]] = 2 * first_pkt[delivered]  # even: delivered packets in demux order
     if len(lost):  # odd: a lost packet sits after the delivered packets decoded before it (by dts)
-        lost_dts = np.array([d for _, d, _, _ in lost], np.int64)
-        rank = np.searchsorted(np.sort(np.asarray(dts, np.int64)), lost_dts, side="right")
-        lost_frames = ~delivered
-        decode_pos[real_idx[lost_frames]] = 2 * rank[first_pkt[lost_frames] - n_pkt] - 1
+        rank = np.searchsorted(np.sort(np.asarray(dts, np.int64)), [d for _, d, _, _ in lost], side="right")
+        decode_pos[real_idx[~delivered]] = 2 * rank[first_pkt[~delivered] - n_pkt] - 1
+    frame_pos, frame_size = np.full(total, -1, np.int64), np.zeros(total, np.int64)
     frame_pos[real_idx[delivered]] = pos[first_pkt[delivered]]
     frame_size[real_idx[delivered]] = size[first_pkt[delivered]]
     bad = np.ones(total, bool)
     bad[real_idx[delivered]] = False
-    for r in np.flatnonzero(n_missing):  # runs of frames absent from the timeline (one per gap)
-        a, b = int(real_idx[r - 1]), int(real_idx[r])
-        frame_pts[a + 1:b] = uniq[r - 1] + np.rint(step * np.arange(1, b - a)).astype(np.int64)
-        for i in range(a + 1, b):
-            why[i] = (f"missing from the file (timestamps jump from {int(uniq[r - 1])} to {int(uniq[r])}, "
-                      f"{b - a} frame durations)")
-    byte_damage = []
-    for r in np.flatnonzero(~delivered):  # listed by the container's index, never delivered by the demuxer
-        i, (_, _, p, s) = int(real_idx[r]), lost[int(first_pkt[r]) - n_pkt]
-        frame_pos[i], frame_size[i] = p, s
-        if file_size is not None and p + s > file_size:
-            why[i] = "the file ends before its packet (truncated file)"
-        else:
-            why[i] = f"its packet (byte {p} of the file) cannot be read: the bytes there are damaged"
-            byte_damage.append(i)
+    byte_damage = _lost_packets(why, frame_pos, frame_size, real_idx[~delivered],
+                                [lost[k] for k in first_pkt[~delivered] - n_pkt], file_size)
     for r in np.flatnonzero(counts > 1):
-        i = int(real_idx[r])
-        bad[i] = True
-        why[i] = f"{int(counts[r])} packets share its timestamp {int(uniq[r])}"
+        bad[real_idx[r]] = True
+        why[int(real_idx[r])] = f"{int(counts[r])} packets share its timestamp {int(uniq[r])}"
     frame_of_packet = real_idx[np.searchsorted(uniq, pts)]  # [P]
     for i in np.unique(frame_of_packet[np.asarray(cut, bool)]).tolist():
         bad[i] = True
@@ -194,6 +177,44 @@ def table_from_packets(pts: np.ndarray, key: np.ndarray, cut: np.ndarray, pos: O
     if (pos[first_of_ts] >= 0).all():
         table.pos_lookup = dict(zip(pos[first_of_ts].tolist(), frame_of_packet[first_of_ts].tolist()))
     return table
+
+
+def _timeline(uniq: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
+    """Frame index of each distinct timestamp (int64 [U]), pts of every frame (int64 [L]) and the reasons of
+    the frames missing from a constant-rate timeline (a missing frame gets its expected pts)."""
+    steps = np.diff(uniq)
+    step = _frame_step(steps)
+    n_missing = np.zeros(len(uniq), np.int64)  # frames missing just before each timestamp
+    if step is not None:
+        gaps = np.rint(steps / step).astype(np.int64) - 1
+        gaps[(steps < 1.5 * step) | (gaps > MAX_GAP_FRAMES)] = 0
+        n_missing[1:] = gaps
+    real_idx = np.arange(len(uniq)) + np.cumsum(n_missing)
+    frame_pts = np.empty(int(real_idx[-1]) + 1, np.int64)
+    frame_pts[real_idx] = uniq
+    why: Dict[int, str] = {}
+    for r in np.flatnonzero(n_missing):  # one run per gap
+        a, b = int(real_idx[r - 1]), int(real_idx[r])
+        frame_pts[a + 1:b] = uniq[r - 1] + np.rint(step * np.arange(1, b - a)).astype(np.int64)
+        for i in range(a + 1, b):
+            why[i] = (f"missing from the file (timestamps jump from {int(uniq[r - 1])} to {int(uniq[r])}, "
+                      f"{b - a} frame durations)")
+    return real_idx, frame_pts, why
+
+
+def _lost_packets(why: Dict[int, str], frame_pos: np.ndarray, frame_size: np.ndarray, frames: np.ndarray,
+                  lost: Sequence[Tuple[int, int, int, int]], file_size: Optional[int]) -> List[int]:
+    """Reasons of the frames whose packet the index lists but the demuxer never delivered; returns those lost
+    to damaged bytes (the others lie past the end of a truncated file)."""
+    byte_damage = []
+    for i, (_, _, p, s) in zip(frames.tolist(), lost):
+        frame_pos[i], frame_size[i] = p, s
+        if file_size is not None and p + s > file_size:
+            why[i] = "the file ends before its packet (truncated file)"
+        else:
+            why[i] = f"its packet (byte {p} of the file) cannot be read: the bytes there are damaged"
+            byte_damage.append(i)
+    return byte_damage
 
 
 def _file_prev(pos: np.ndarray, size: np.ndarray) -> np.ndarray:

@@ -30,7 +30,10 @@ files (:func:`set_open_cache_size`) saves the ~1-4 ms ``av.open`` when clips of 
 safe across DataLoader worker forks (a child never uses a container opened by its parent).
 
 What no check can see: bytes overwritten inside a picture that the decoder accepts without complaint (it
-reports nothing, so nothing here can). Larger damage (a packet header, a slice that fails to parse) is found.
+reports nothing, so nothing here can); larger damage (a packet header, a slice that fails to parse) is found,
+and so is the packet just before it in the file, whose tail the damage may reach. In a file without timestamps
+(a raw ``.h264`` stream) frames are named by decoding order, so damage the decoder does not report shifts the
+frames after it: store videos in a container (MP4, MKV, AVI, ...).
 """
 from __future__ import annotations
 
