@@ -278,6 +278,7 @@ def _check_index(stream, pts, dts, pos, size, cut):
             for t, p, z in zip(e_ts[~delivered], e_pos[~delivered], e_size[~delivered])]
     return fixed_pts, fixed_dts, keep, lost
 
+
 class _IndexMismatch(Exception):
     """The decoder produced a picture the frame table cannot name (internal; rebuilds the table by decoding)."""
 
@@ -960,9 +961,8 @@ def read_clip(path: PathLike, start, num_frames, stride=1, *, size=None,
     path = os.fspath(path)
     folder, key = _source(path, frame_pattern)
     if folder is not None:
-        reader = VideoReader.__new__(VideoReader)
-        reader.path, reader._folder, reader._file, reader._info = path, folder, None, None
-        return reader.read_clip(start, num_frames, stride, size=size)
+        with VideoReader(path, frame_pattern=frame_pattern) as reader:  # the folder listing is cached
+            return reader.read_clip(start, num_frames, stride, size=size)
     start = _check_int(start, "start", path, 0)
     num_frames = _check_int(num_frames, "num_frames", path, 1)
     stride = _check_int(stride, "stride", path, 1)
