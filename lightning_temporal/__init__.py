@@ -5,7 +5,8 @@ and Similarity Guided Sampling (backbones whose temporal resolution adapts to ea
 """
 from lightning_temporal.pooling import lengths_to_mask, softmax_temporal_pool
 from lightning_temporal.metrics import EERAccuracy, MeanClassAccuracy, classification_metrics, eer_accuracy
-from lightning_temporal.callbacks import SamplingHistory, SamplingMapLogger, SGSFeatureMapLogger, StochasticSoftmaxCallback
+from lightning_temporal.callbacks import (PredictionWriter, SamplingHistory, SamplingMapLogger, SGSFeatureMapLogger,
+                                         StochasticSoftmaxCallback)
 from lightning_temporal.datamodule import TemporalDataModule
 from lightning_temporal.module import VideoClassifier
 from lightning_temporal.models import build_backbone, SimilarityGuidedSampling
@@ -18,6 +19,7 @@ __all__ = [
     "SamplingMapLogger",
     "SamplingHistory",
     "SGSFeatureMapLogger",
+    "PredictionWriter",
     "build_backbone",
     "SimilarityGuidedSampling",
     "count_gmacs",

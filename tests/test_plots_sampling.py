@@ -128,3 +128,67 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match=r"videos\[1\] \(b\)"):
         plot_sampling_maps([dict(positions=[0], num_frames=L, clip_len=F),
                             dict(positions=[99], num_frames=L, clip_len=F, title="b")])
+
+
+# ------------------------------------------------------------------------------- readable without the README
+def _legend_texts(fig):
+    legends = list(fig.legends) + [sf_leg for sf in getattr(fig, "subfigs", []) for sf_leg in sf.legends]
+    legends += [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return legends, [t.get_text() for leg in legends for t in leg.get_texts()]
+
+
+@pytest.mark.parametrize("phases", [
+    [0, 0, 1, 1, 2, 2],                                               # the integer codes SamplingHistory keeps
+    np.array([0, 0, 1, 1, 2, 2]),
+    ["warmup", "warmup", "exploration", "exploration", "exploitation", "exploitation"],
+])
+def test_legend_names_the_phases_whatever_their_encoding(phases):
+    fig = plot_sampling_map(np.arange(6) * 3, np.zeros((6, N)), num_frames=L, clip_len=F, gamma=1.0, phases=phases,
+                            event=(10, 20))
+    _, texts = _legend_texts(fig)
+    assert {"warm-up", "exploration", "exploitation"} <= set(texts), texts
+    assert not [t for t in texts if t.strip().isdigit() or t.startswith("phase ")], texts
+    colours = {ln.get_gid(): ln.get_color() for ln in fig.axes[0].get_lines()}
+    assert len(set(colours.values())) == 3  # one colour per phase, not the default cycle of unnamed codes
+
+
+def test_phase_codes_agree_with_the_callbacks_codes():
+    from lightning_temporal.callbacks.stochastic_softmax import PHASE_CODES
+    from lightning_temporal.plots.sampling_map import _PHASE_BY_CODE
+
+    assert _PHASE_BY_CODE == {code: phase.value for phase, code in PHASE_CODES.items()}
+
+
+def test_legends_sit_outside_the_data_and_distributions_start_at_zero():
+    g = torch.Generator().manual_seed(1)
+    v = dict(positions=np.arange(6) * 3, scores=torch.randn(6, N, generator=g), num_frames=L, clip_len=F, gamma=1.0,
+             phases=[0, 0, 1, 1, 2, 2], event=(10, 20), frame_scores=np.linspace(1, 5, L))
+    for fig in (plot_sampling_map(**v), plot_sampling_maps([v, dict(v, frame_scores=None), v], ncols=3)):
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        legends, _ = _legend_texts(fig)
+        assert legends
+        for leg in legends:
+            box = leg.get_window_extent(renderer)
+            for ax in fig.axes:
+                assert not box.overlaps(ax.get_window_extent(renderer)), (leg.get_texts()[0].get_text(), ax)
+        for ax in fig.axes:
+            if ax.get_ylabel().startswith("softmax") or ax.get_ylabel() == "frame score":
+                assert ax.get_ylim()[0] == 0.0, ax.get_ylabel()
+
+
+def test_earlier_epochs_are_labelled_with_their_epoch():
+    snapshots = np.random.default_rng(0).normal(size=(12, N))
+    epochs = np.arange(3, 15)
+    fig = plot_sampling_map(np.zeros(12, dtype=int), snapshots, num_frames=L, clip_len=F, gamma=1.0,
+                            epochs=epochs, score_epochs=epochs)
+    _, texts = _legend_texts(fig)
+    earlier = [t for t in texts if t.startswith("epoch") and "last" not in t]
+    assert "epoch 14 (last)" in texts and "epoch 3" in earlier and len(earlier) >= 3
+    ax_dist = fig.axes[1]
+    for line in ax_dist.get_lines():  # a labelled snapshot line is the snapshot of that epoch
+        if str(line.get_gid()).startswith("snapshot:") and not line.get_label().startswith("_"):
+            i = int(line.get_gid().split(":")[1])
+            assert line.get_label() == f"epoch {epochs[i]}"
+            z = np.exp(snapshots[i] - snapshots[i].max())
+            np.testing.assert_allclose(line.get_ydata(), z / z.sum())

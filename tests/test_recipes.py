@@ -3,6 +3,7 @@ import csv
 import glob
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -80,6 +81,15 @@ def _stand_in(root, clips, recipe):
     return over
 
 
+def _stand_in_checkpoint(path, backbone):
+    """A PyTorchVideo hub file ({"model_state": ...}) of ``backbone`` with random weights, made by pytorchvideo."""
+    from tests.pytorchvideo_ref import import_pytorchvideo, randomise_, save_hub_checkpoint
+
+    hub, _, _, _ = import_pytorchvideo()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_hub_checkpoint(randomise_(getattr(hub, backbone)(pretrained=False)), path)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_recipe_parses_and_runs_one_step(name, clips, tmp_path, monkeypatch):
     recipe = _recipe(name)
@@ -90,6 +100,9 @@ def test_recipe_parses_and_runs_one_step(name, clips, tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     over = [] if name == "quickstart" else _stand_in(data_dir, clips, recipe)
+    pretrained = (recipe["model"]["init_args"].get("backbone_kwargs") or {}).get("pretrained")
+    if pretrained:  # the recipe's path, relative to the run folder, holds a stand-in of the published file
+        _stand_in_checkpoint(tmp_path / pretrained, recipe["model"]["init_args"]["backbone"])
     if name == "quickstart":  # the embedded dataset, tiny
         over += ["--data.init_args.synthetic={root: synth, num_train: 4, num_val: 2, num_test: 2, size: 32, "
                  "min_frames: 24, max_frames: 32}"]
@@ -99,7 +112,11 @@ def test_recipe_parses_and_runs_one_step(name, clips, tmp_path, monkeypatch):
              "--data.init_args.eval_clip_stride=8", "--data.init_args.stride=1",
              "--trainer.fast_dev_run=1", "--trainer.accelerator=cpu", "--trainer.devices=1",
              f"--trainer.default_root_dir={tmp_path / 'out'}", "--trainer.enable_progress_bar=false"]
-    cli = main(["fit", "--config", RECIPES[NAMES.index(name)], *over])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = main(["fit", "--config", RECIPES[NAMES.index(name)], *over])
+    if pretrained:  # the checkpoint was read: its 400-class head made way for the recipe's classes
+        assert [w for w in caught if "head.fc is re-initialised" in str(w.message)]
     assert cli.trainer.state.finished, f"{name}: fit did not finish"
     assert cli.trainer.global_step == 1
     assert "val/top1" in cli.trainer.callback_metrics or "val/eer_acc" in cli.trainer.callback_metrics

@@ -441,12 +441,17 @@ class _VideoFile:
             return "start"
 
     # -- decoding
-    def decode(self, wanted: np.ndarray, size: Optional[Tuple[int, int]]) -> np.ndarray:
-        """Frames ``wanted`` (sorted unique int64 [U], each < num_frames) as uint8 [U, H, W, 3]."""
+    def decode(self, wanted: np.ndarray, size: Optional[Tuple[int, int]],
+               buffer: Optional[np.ndarray] = None) -> np.ndarray:
+        """Frames ``wanted`` (sorted unique int64 [U], each < num_frames) as uint8 [U, H, W, 3]; written into
+        ``buffer[:U]`` when that has room at this frame size (a reused allocation)."""
         fi = self.index()
         table = fi.table
         h, w = (fi.height, fi.width) if size is None else size
-        out = np.empty((len(wanted), h, w, 3), np.uint8)
+        if buffer is not None and len(buffer) >= len(wanted) and buffer.shape[1:] == (h, w, 3):
+            out = buffer[:len(wanted)]
+        else:
+            out = np.empty((len(wanted), h, w, 3), np.uint8)
         if not len(wanted):
             return out
         if table.pts is None:
@@ -812,6 +817,16 @@ def _source(path: str, frame_pattern: Optional[str]):
     return None, _stat_key(path, st)
 
 
+def _check_out(out, path: str) -> Optional[np.ndarray]:
+    if out is None:
+        return None
+    if not torch.is_tensor(out) or out.dtype != torch.uint8 or out.dim() != 4 or out.shape[-1] != 3 \
+            or not out.is_contiguous() or out.device.type != "cpu":
+        what = f"{out.dtype} {tuple(out.shape)}" if torch.is_tensor(out) else type(out).__name__
+        raise ValueError(f"{path}: out must be a contiguous CPU uint8 tensor [N, H, W, 3], got {what}")
+    return out.numpy()
+
+
 # --------------------------------------------------------------------------------------------------------
 # Public API
 
@@ -898,12 +913,20 @@ class VideoReader:
         idx = starts[:, None] + stride * np.arange(num_frames, dtype=np.int64)[None, :]  # K, T
         return self._gather(idx, size, starts=starts)
 
-    def read_all(self, *, size=None) -> torch.Tensor:
-        """Every frame in order as uint8 [L, H, W, 3] (one sequential decode); VideoError if one is damaged."""
-        size = _check_size(size, self.path)
-        return self._gather(np.arange(self._num_frames(), dtype=np.int64), size)
+    def read_all(self, *, size=None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every frame in order as uint8 [L, H, W, 3] (one sequential decode); VideoError if one is damaged.
 
-    def _gather(self, idx: np.ndarray, size, starts: Optional[np.ndarray] = None) -> torch.Tensor:
+        ``out``: optional uint8 ``[N, H, W, 3]`` contiguous CPU buffer to decode into, so that a caller reading
+        many videos reuses one allocation: when it has room for the ``L`` frames at the decoded size, the result
+        is the view ``out[:L]``; otherwise it is left alone and the result is a new tensor (the same frames).
+        """
+        size = _check_size(size, self.path)
+        buf = _check_out(out, self.path)
+        result = self._gather(np.arange(self._num_frames(), dtype=np.int64), size, out=buf)
+        return out[:len(result)] if buf is not None and result.data_ptr() == out.data_ptr() else result
+
+    def _gather(self, idx: np.ndarray, size, starts: Optional[np.ndarray] = None,
+                out: Optional[np.ndarray] = None) -> torch.Tensor:
         for _ in range(2):  # a second round only when a full decode rebuilt the frame table
             n = self._num_frames()
             first = starts if starts is not None else idx.reshape(-1)
@@ -915,8 +938,10 @@ class VideoReader:
             increasing = flat.size < 2 or bool((flat[1:] > flat[:-1]).all())  # one clip: no repeats to merge
             wanted, inverse = (flat, None) if increasing else np.unique(flat, return_inverse=True)
             try:
-                src = self._folder if self._folder is not None else self._open_file()
-                frames = src.decode(wanted, size)
+                if self._folder is not None:
+                    frames = self._folder.decode(wanted, size)
+                else:
+                    frames = self._open_file().decode(wanted, size, out if inverse is None else None)
             except _Restructured:
                 continue
             if inverse is None:

@@ -1,4 +1,5 @@
-"""``build_backbone(name, num_classes, sgs=None | dict, attention=None | dict, **kwargs)`` (CONTRACT §5).
+"""``build_backbone(name, num_classes, sgs=None | dict, attention=None | dict, pretrained=None | path, **kwargs)``
+(CONTRACT §5).
 
 ``sgs`` / ``attention`` dicts: key ``"after"`` names the stage the module goes after (default ``"res2"``);
 the other keys are the module's constructor arguments (``SimilarityGuidedSampling`` /
@@ -11,6 +12,7 @@ from typing import Callable, Dict, List, Optional
 
 from torch import nn
 
+from lightning_temporal.models.pretrained import PretrainedSource, load_pretrained
 from lightning_temporal.models.resnet3d import r3d18, r3d18_a1, r3d50, slow_r50
 from lightning_temporal.models.simple import simple3d
 from lightning_temporal.models.slowfast import SlowFast, slowfast_r50
@@ -77,14 +79,22 @@ def _attach(model: nn.Module, spec, kind: str, name: str) -> None:
 
 
 def build_backbone(name: str, num_classes: int, sgs: Optional[dict] = None, attention: Optional[dict] = None,
-                   **kwargs) -> nn.Module:
-    """Build backbone ``name`` with ``num_classes`` logits, optionally with SGS or double attention.
+                   pretrained: Optional[PretrainedSource] = None, **kwargs) -> nn.Module:
+    """Build backbone ``name`` with ``num_classes`` logits, optionally with SGS or double attention, optionally
+    from a published Kinetics checkpoint.
 
     Example::
 
         >>> m = build_backbone("r3d18_a1", 10, sgs={"after": "res2", "num_bins": 16})
         >>> type(m.temporal).__name__
         'SimilarityGuidedSampling'
+
+    ``pretrained``: a checkpoint file path or a state dict, loaded by
+    :func:`~lightning_temporal.models.pretrained.load_pretrained`: PyTorchVideo hub files (``X3D_S.pyth``,
+    ``X3D_M.pyth``, ``SLOW_8x8_R50.pyth``, ``SLOWFAST_8x8_R50.pyth``) for ``x3d_s``, ``x3d_m``, ``slow_r50``,
+    ``slowfast_r50``; torchvision's ``r3d_18`` state dict for ``r3d18``. The classifier is re-initialised (with
+    a warning) when ``num_classes`` differs from the checkpoint's; SGS / attention start fresh. Nothing is
+    downloaded.
 
     ``kwargs`` go to the builder (e.g. ``temporal_pool="max"``, ``dropout=0.2``).
     """
@@ -99,4 +109,6 @@ def build_backbone(name: str, num_classes: int, sgs: Optional[dict] = None, atte
         _attach(model, sgs, "sgs", name)
     if attention is not None:
         _attach(model, attention, "attention", name)
+    if pretrained is not None:
+        load_pretrained(model, name, pretrained)
     return model

@@ -64,10 +64,14 @@ class X3dBlock(nn.Module):
         self.conv_c = nn.Sequential(nn.Conv3d(inner, cout, 1, bias=False), nn.BatchNorm3d(cout))
         self.last_bn = self.conv_c[1]
         stride = (1, stride_s, stride_s)
-        self.shortcut = (
-            nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
-            if (cin != cout or stride_s != 1) else nn.Identity()
-        )
+        # As in PyTorchVideo's X3D (the layout of its hub checkpoints): the shortcut conv is normalised only when
+        # the width changes; res2's first block (24 -> 24 channels, stride 2) has a bare strided 1x1x1 conv.
+        if cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm3d(cout))
+        elif stride_s != 1:
+            self.shortcut = nn.Sequential(nn.Conv3d(cin, cout, 1, stride=stride, bias=False))
+        else:
+            self.shortcut = nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Sampling maps: where in a video the clips were drawn, epoch by epoch, above the score distribution.
 
-Seed Fig. S.1, S.3-S.10 (SPEC §1.7). Plain data in, a ``matplotlib.figure.Figure`` out, rendered with the Agg
-canvas: no ``pyplot``, so no global figure state, no GUI backend and nothing to close.
+Fig. S.1, S.3-S.10 of the TSS supplementary material (Ayral et al.). Plain data in, a ``matplotlib.figure.Figure``
+out, rendered with the Agg canvas: no ``pyplot``, so no global figure state, no GUI backend and nothing to close.
 
 Coordinates: the x axis is the frame index of the video (0..L-1). A clip starting at ``t`` covers frames
 ``t .. t + span - 1`` (``span = (clip_len - 1) * stride + 1``) and is drawn at its centre frame
@@ -9,6 +9,7 @@ Coordinates: the x axis is the frame index of the video (0..L-1). A clip startin
 """
 from __future__ import annotations
 
+import enum
 import io
 from typing import Any, Mapping, Optional, Sequence, Tuple, Union
 
@@ -17,6 +18,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, SubFigure
 from matplotlib.ticker import MaxNLocator
+
+from lightning_temporal.sampling.phases import Phase
 
 __all__ = ["plot_sampling_map", "plot_sampling_maps", "draw_sampling_map", "figure_to_png", "figure_to_array"]
 
@@ -40,16 +43,35 @@ def _softmax(w: np.ndarray, gamma: float) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+#: display names of the phases in the legend
+_PHASE_NAMES = {"warmup": "warm-up", "exploration": "exploration", "exploitation": "exploitation", "prior": "prior"}
+#: integer phase codes as logged (``tss/phase``) and kept in ``SamplingHistory.phases``: the order of ``Phase``
+_PHASE_BY_CODE = {i: p.value for i, p in enumerate(Phase)}
+
+
+def _phase_key(p: Any) -> str:
+    """``"warmup"`` / ``"exploration"`` / ``"exploitation"`` (or another name, lower case) of a phase given as a
+    ``Phase``, its name or value, or its integer code (0 warm-up, 1 exploration, 2 exploitation)."""
+    if isinstance(p, enum.Enum):
+        p = p.value if isinstance(p.value, str) else p.name
+    if isinstance(p, (int, np.integer)) and not isinstance(p, bool):
+        if int(p) not in _PHASE_BY_CODE:
+            raise ValueError(f"phase code {int(p)} is not one of {_PHASE_BY_CODE} (the codes of tss/phase)")
+        return _PHASE_BY_CODE[int(p)]
+    text = str(p).strip().lower().replace("-", "")
+    return _PHASE_BY_CODE[int(text)] if text.isdigit() and int(text) in _PHASE_BY_CODE else text
+
+
 def _phase_labels(phases: Any, epochs: np.ndarray) -> Optional[list]:
     if phases is None:
         return None
     if hasattr(phases, "phase"):  # a PhaseSchedule-like object
         labels = [phases.phase(int(e)) for e in epochs]
     else:
-        labels = list(phases)
+        labels = list(phases.tolist() if hasattr(phases, "tolist") else phases)
         if len(labels) != len(epochs):
             raise ValueError(f"phases has {len(labels)} entries but positions has {len(epochs)} epochs; give one per epoch")
-    return [str(getattr(p, "name", p)).lower() for p in labels]
+    return [_phase_key(p) for p in labels]
 
 
 def draw_sampling_map(
@@ -102,8 +124,6 @@ def draw_sampling_map(
         )
     labels = _phase_labels(phases, ep)
 
-    if title:
-        fig.suptitle(title)
     ax_map, ax_dist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     axes = [ax_map, ax_dist]
 
@@ -120,9 +140,10 @@ def draw_sampling_map(
         for lab in dict.fromkeys(labels):  # phases in order of first appearance
             sel = row_labels == lab
             if sel.any():
-                ax_map.plot(starts[sel] + half, y[sel], "o", markersize=4, linestyle="none", label=lab,
-                            color=_PHASE_COLORS.get(lab), gid=f"sampled:{lab}")
-        ax_map.legend(loc="upper right", fontsize="small", title="phase")
+                ax_map.plot(starts[sel] + half, y[sel], "o", markersize=4, linestyle="none",
+                            label=_PHASE_NAMES.get(lab, lab), color=_PHASE_COLORS.get(lab), gid=f"sampled:{lab}")
+    if title:
+        ax_map.set_title(title)  # over the panel (a figure title would run into the legends beside it)
     ax_map.set_ylabel("epoch")
     ax_map.yaxis.set_major_locator(MaxNLocator(integer=True))
     if n_ep:
@@ -144,21 +165,23 @@ def draw_sampling_map(
         s_ep = np.arange(len(w)) if score_epochs is None else _np(score_epochs, "score_epochs")
         if s_ep.shape != (len(w),):
             raise ValueError(f"score_epochs must have one entry per snapshot ({len(w)}), got shape {s_ep.shape}")
-        if len(w) > 1:  # earlier snapshots fade in, the final one on top
+        if len(w) > 1:  # earlier snapshots fade in (colour = epoch), a few of them labelled; the final one on top
             cmap = matplotlib.colormaps["viridis"]
+            labelled = set(np.unique(np.round(np.linspace(0, len(w) - 2, min(4, len(w) - 1)))).astype(int))
             for i in range(len(w) - 1):
-                ax_dist.plot(centres, dist[i], color=cmap(i / max(1, len(w) - 1)), alpha=0.35, linewidth=0.8,
-                             gid=f"snapshot:{i}")
+                ax_dist.plot(centres, dist[i], color=cmap(i / max(1, len(w) - 1)), alpha=0.45, linewidth=0.8,
+                             gid=f"snapshot:{i}", label=f"epoch {s_ep[i]:g}" if i in labelled else None)
         ax_dist.plot(centres, dist[-1], color="k", linewidth=1.6, gid="distribution",
-                     label=f"epoch {s_ep[-1]:g}" if len(w) > 1 else None)
-        if len(w) > 1:
-            ax_dist.legend(loc="upper left", fontsize="small")
+                     label=f"epoch {s_ep[-1]:g} (last)" if len(w) > 1 else f"epoch {s_ep[-1]:g}")
         ax_dist.set_ylabel(f"softmax(γ·w), γ={gamma:g}" if gamma is not None else "table score w")
+        ax_dist.set_ylim(bottom=min(0.0, float(dist.min())) if gamma is None else 0.0)
     else:
         counts = np.bincount(starts.astype(np.int64), minlength=n_pos).astype(np.float64)
         freq = counts / max(1.0, counts.sum())
-        ax_dist.bar(centres, freq, width=1.0, color="tab:red", alpha=0.6, gid="distribution")
+        ax_dist.bar(centres, freq, width=1.0, color="tab:red", alpha=0.6, gid="distribution",
+                    label="share of the draws")
         ax_dist.set_ylabel("sampling frequency")
+        ax_dist.set_ylim(bottom=0.0)
     ax_dist.set_xlabel("frame (clip centre)")
 
     if event is not None:
@@ -166,19 +189,32 @@ def draw_sampling_map(
         if len(ev) != 2 or not (0 <= ev[0] < ev[1] <= num_frames):
             raise ValueError(f"event must be (start, end) frames with 0 <= start < end <= {num_frames}, got {event!r}")
         for ax in axes:
-            ax.axvspan(ev[0] - 0.5, ev[1] - 0.5, color="gold", alpha=0.25, gid="event", zorder=0)
+            ax.axvspan(ev[0] - 0.5, ev[1] - 0.5, color="gold", alpha=0.25, gid="event", zorder=0,
+                       label="event window" if ax is ax_dist else None)
 
     if frame_scores is not None:
         fs = _np(frame_scores, "frame_scores")
         if fs.shape != (num_frames,):
             raise ValueError(f"frame_scores must be [L] with L = num_frames = {num_frames}, got shape {fs.shape}")
         twin = ax_dist.twinx()
-        twin.plot(np.arange(num_frames), fs, color="tab:orange", linewidth=1.0, gid="frame_scores")
+        twin.plot(np.arange(num_frames), fs, color="tab:orange", linewidth=1.0, gid="frame_scores",
+                  label=frame_scores_label)
         twin.set_ylabel(frame_scores_label, color="tab:orange")
+        twin.set_ylim(bottom=min(0.0, float(fs.min())))
         # keep the distribution above the frame scores
         ax_dist.set_zorder(twin.get_zorder() + 1)
         ax_dist.patch.set_visible(False)
         axes.append(twin)
+    # Legends beside the panels, outside the data: what the markers (top) and the curves (bottom) are.
+    handles, labels = ax_map.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="phase")
+    handles, labels = [], []
+    for ax in axes[1:]:
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    if handles:
+        fig.legend(handles, labels, loc="outside right lower", fontsize="small")
     return axes
 
 
