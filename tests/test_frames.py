@@ -161,3 +161,13 @@ def test_frames_module_does_not_import_the_video_module():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
         a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "lightning_temporal.data.video" not in imported and "lightning_temporal.data.errors" in imported
+
+
+def test_video_name_of_files_folders_and_pattern_paths():
+    from lightning_temporal.data.frames import video_name
+
+    assert video_name("/data/videos/v_001.mp4") == "v_001.mp4"
+    assert video_name("/data/frames/v_001/") == "v_001"
+    # a pattern path is named by its folder, not by the pattern shared by every video
+    assert video_name("/data/frames/v_001/img_{:05d}.jpg") == "v_001"
+    assert video_name("rel/v_002/flow_x_{:05d}.jpg") == "v_002"

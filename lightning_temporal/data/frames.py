@@ -61,6 +61,15 @@ def check_frame_pattern(pattern: str) -> Tuple[str, str]:
     return prefix.replace("{{", "{").replace("}}", "}"), suffix.replace("{{", "{").replace("}}", "}")
 
 
+def video_name(path: str) -> str:
+    """Short name of a manifest path for titles and file names: the file (or folder) name, or the folder's name
+    for a pattern path (``"/data/v_001/img_{:05d}.jpg"`` -> ``"v_001"``)."""
+    folder, name = os.path.split(os.path.normpath(str(path)))
+    if "{" in name and "}" in name:
+        return os.path.basename(folder) or folder or name
+    return name
+
+
 def split_pattern_path(path: str) -> Optional[Tuple[str, str]]:
     """``(folder, pattern)`` for a pattern path ``"folder/img_{:05d}.jpg"`` whose folder exists, else None."""
     folder, name = os.path.split(path)
