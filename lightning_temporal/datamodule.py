@@ -20,6 +20,7 @@ from lightning_temporal.data.manifest import (
     read_kinetics_csv,
     read_ucf101_split,
 )
+from lightning_temporal.data.frames import check_frame_pattern
 from lightning_temporal.data.transforms import KINETICS_MEAN, KINETICS_STD, CleanTransform, TrainTransform
 from lightning_temporal.data.video_dataset import EVAL_MODES, VideoDataset, collate_videos
 from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler
@@ -86,6 +87,9 @@ class TemporalDataModule(LightningDataModule):
         seed: seeds the sampler's per-epoch plans (identical on every rank) and every clip's augmentation (crop
             position, flip), drawn from a generator seeded by (seed, epoch, video, plan position), never from the
             global RNG: the same clip gets the same augmentation with any number of workers or ranks.
+        frame_pattern: file names of the frame images of CSV rows that are frame folders, e.g.
+            ``"img_{:05d}.jpg"`` (default: the one naming pattern each folder holds; see
+            ``lightning_temporal.data.frames``).
 
     Resuming. The train loader is a :class:`~lightning_temporal.sampling.ClipLoader`: every checkpoint of
     ``fit`` holds its epoch and position in the plan, so a run resumed from a checkpoint written in the middle
@@ -121,6 +125,7 @@ class TemporalDataModule(LightningDataModule):
         strict: bool = False,
         seed: int = 0,
         progress: Optional[bool] = None,
+        frame_pattern: Optional[str] = None,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -161,6 +166,14 @@ class TemporalDataModule(LightningDataModule):
                 what = "the folder of the official split files" if folder else "a manifest file"
                 raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
                                         f"(manifest_format={hp.manifest_format!r}) or leave it unset")
+        if hp.frame_pattern is not None:
+            if hp.manifest_format != "csv":
+                raise ValueError(f"data.frame_pattern is set but manifest_format={hp.manifest_format!r} lists video "
+                                 "files; frame folders are read from CSV manifests (manifest_format: csv)")
+            try:
+                check_frame_pattern(hp.frame_pattern)
+            except ValueError as err:
+                raise ValueError(f"data.{err}") from None
         if hp.synthetic is not None and hp.flip and hp.synthetic.get("variant", "multiclass") != "binary":
             warnings.warn("data.flip is true with the synthetic dataset, whose classes are motion directions: a "
                           "horizontal flip turns a 'left' video into a 'right' one; set data.flip: false")
@@ -213,7 +226,7 @@ class TemporalDataModule(LightningDataModule):
             else hp.data_root
         common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video, allow_repeats=hp.allow_repeats)
         if hp.manifest_format == "csv":
-            return read_csv_manifest(path, classes=classes, root=root, **common)
+            return read_csv_manifest(path, classes=classes, root=root, frame_pattern=hp.frame_pattern, **common)
         if hp.manifest_format == "kinetics":
             return read_kinetics_csv(path, root, classes=classes, **common)
         reader = read_ucf101_split if hp.manifest_format == "ucf101" else read_hmdb51_split

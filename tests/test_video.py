@@ -8,8 +8,17 @@ import pytest
 import torch
 
 from lightning_temporal.data import video as video_mod
-from lightning_temporal.data.video import VideoInfo, VideoReader, clear_index_cache, probe, read_clip
+from lightning_temporal.data.video import (
+    VideoError,
+    VideoInfo,
+    VideoReader,
+    clear_index_cache,
+    probe,
+    read_clip,
+    set_open_cache_size,
+)
 from tests.videos import (
+    packet_layout,
     reference_frames,
     synthetic_frame,
     truncate_file,
@@ -135,18 +144,17 @@ def test_resize_during_conversion(encoded_videos, real_videos):
 
 
 class _DecodeCounter:
-    """Records the frame pts of every frame the library decodes (wraps video._decoded)."""
+    """Records the pts of every packet the library decodes (wraps video._feed): the decoding work done."""
 
     def __init__(self, monkeypatch):
         self.pts = []
-        inner = video_mod._decoded
+        inner = video_mod._feed
 
-        def counting(container, stream):
-            for frame in inner(container, stream):
-                self.pts.append(frame.pts)
-                yield frame
+        def counting(packet):
+            self.pts.append(packet.pts)
+            return inner(packet)
 
-        monkeypatch.setattr(video_mod, "_decoded", counting)
+        monkeypatch.setattr(video_mod, "_feed", counting)
 
 
 def _pts_to_index(path):
@@ -215,41 +223,51 @@ def test_integer_like_arguments(encoded_videos):
         assert reader.read_clips([], 4).shape == (0, 4, 48, 64, 3)
 
 
-def test_truncated_file_decodes_what_is_decodable(encoded_videos, tmp_path):
+@pytest.mark.parametrize("keep", [0.5, 0.77])
+def test_truncated_file_keeps_its_frames_and_ends_at_the_cut(tmp_path, keep):
+    """A truncated copy holds frames 0..L-1 of the intact file unchanged; L is the first frame whose packet is
+    not wholly in the file (computed here from the intact file's packet table), however the index was built."""
     src = write_video(str(tmp_path / "faststart.mp4"), 100, gop=16, faststart=True)  # index before the data
-    path = truncate_file(src, str(tmp_path / "truncated.mp4"), 0.5)
-    ref = reference_frames(path)
-    L = len(ref)
-    assert 10 < L < 100
+    path = truncate_file(src, str(tmp_path / "truncated.mp4"), keep)
+    full = reference_frames(src)
+    layout = packet_layout(src)
+    cut = int(np.flatnonzero(layout[:, 1] + layout[:, 2] > os.path.getsize(path))[0])
     with av.open(path) as c:
-        assert c.streams.video[0].frames == 100  # the container metadata is wrong ...
+        assert c.streams.video[0].frames == 100  # the container metadata is wrong
     clear_index_cache()
-    # ... and so is the packet count of the demux pass; a read past the real end notices and corrects it.
-    assert probe(path, exact=False).num_frames > L
-    np.testing.assert_array_equal(read_clip(path, L - 2, 5).numpy(), ref[[L - 2, L - 1, L - 1, L - 1, L - 1]])
-    assert probe(path).num_frames == L
+    assert probe(path, exact=False).num_frames == cut  # the demux pass sees the cut ...
+    np.testing.assert_array_equal(read_clip(path, cut - 2, 5).numpy(), full[[cut - 2, cut - 1] + [cut - 1] * 3])
+    info = probe(path)  # ... and the full decode agrees
+    assert (info.num_frames, info.damaged) == (cut, ())
     clear_index_cache()
-    np.testing.assert_array_equal(read_clip(path, 5, 6, 2).numpy(), ref[5:17:2])
+    np.testing.assert_array_equal(read_clip(path, 5, 6, 2).numpy(), full[5:17:2])
+    with VideoReader(path) as reader:
+        np.testing.assert_array_equal(reader.read_all().numpy(), full[:cut])
     with pytest.raises(ValueError, match="past the last decodable frame"):
-        read_clip(path, L, 2)
+        read_clip(path, cut, 2)
 
 
-def test_frame_dropped_mid_file(tmp_path):
-    """MJPEG with one zeroed frame: the decoder drops it, indices after it shift; reads must agree."""
+def test_frame_rejected_mid_file_is_named_and_never_shifts_later_frames(tmp_path):
+    """MJPEG with the bytes of frame 10 zeroed: the decoder rejects it. Old behaviour: frames after it moved
+    down by one and a clip over the hole returned frame 11 as frame 10. Now: a read over frames 9-10 raises
+    naming frame 10 (9 is refused too: its packet ends where the damaged bytes begin), every other frame reads
+    as in the intact file, at its own index."""
     path = write_video(str(tmp_path / "mj.avi"), 30, codec="mjpeg")
-    with av.open(path) as c:
-        pos, size = [(p.pos, p.size) for p in c.demux(video=0) if p.size][10]
+    full = reference_frames(path)
+    _, pos, size, _ = packet_layout(path)[10]
     data = bytearray(open(path, "rb").read())
     data[pos:pos + size] = bytes(size)
     bad = str(tmp_path / "mj_bad.avi")
     open(bad, "wb").write(bytes(data))
-    ref = reference_frames(bad)
-    assert len(ref) == 29
-    np.testing.assert_array_equal(ref[10], reference_frames(path)[11])  # frame 10 is gone
+    assert len(reference_frames(bad)) == 29  # a plain sequential decode loses frame 10 and shifts the rest
     clear_index_cache()
-    np.testing.assert_array_equal(read_clip(bad, 8, 5).numpy(), ref[8:13])  # the read crosses the hole
-    assert probe(bad).num_frames == 29
-    np.testing.assert_array_equal(read_clip(bad, 20, 9).numpy(), ref[20:29])
+    with pytest.raises(VideoError, match=r"frame (9|10) cannot be read.*frame 10") as err:
+        read_clip(bad, 8, 5)
+    assert bad in str(err.value)
+    np.testing.assert_array_equal(read_clip(bad, 0, 9).numpy(), full[0:9])
+    np.testing.assert_array_equal(read_clip(bad, 11, 19).numpy(), full[11:30])
+    info = probe(bad)
+    assert (info.num_frames, info.damaged) == (30, ((9, 11),))
 
 
 def test_cache_follows_file_changes(tmp_path):
@@ -262,6 +280,126 @@ def test_cache_follows_file_changes(tmp_path):
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
     assert probe(path).num_frames == 24
     np.testing.assert_array_equal(read_clip(path, 20, 6).numpy(), reference_frames(path)[[20, 21, 22, 23, 23, 23]])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The per-process cache of open files
+
+
+@pytest.fixture
+def open_cache():
+    """Cache of open files at a known size for the test, restored afterwards."""
+    previous = set_open_cache_size(4)
+    clear_index_cache()
+    yield
+    set_open_cache_size(previous)
+    clear_index_cache()
+
+
+def _count_opens(monkeypatch):
+    opened = []
+    inner = video_mod._open
+
+    def counting(path):
+        opened.append(path)
+        return inner(path)
+
+    monkeypatch.setattr(video_mod, "_open", counting)
+    return opened
+
+
+def test_open_cache_reuses_the_file_and_stays_exact(encoded_videos, references, open_cache, monkeypatch):
+    opened = _count_opens(monkeypatch)
+    for name in ("h264_gop32.mp4", "mpeg4.avi", "vfr.mkv"):
+        path, ref = encoded_videos[name], references[name]
+        opened.clear()
+        for start in (70 % len(ref), 3, 40 % len(ref), 0, len(ref) - 4):  # forward, back to keyframe 0, the end
+            np.testing.assert_array_equal(read_clip(path, start, 4).numpy(), _expected(ref, start, 4, 1), err_msg=name)
+        assert opened == [path], name  # one open (which also built the index) for five clips
+    set_open_cache_size(0)
+    opened.clear()
+    path = encoded_videos["h264_gop32.mp4"]
+    for start in (5, 50):
+        np.testing.assert_array_equal(read_clip(path, start, 4).numpy(), references["h264_gop32.mp4"][start:start + 4])
+    assert opened == [path, path]  # without the cache every read opens the file
+
+
+def test_open_cache_is_bounded_and_follows_file_changes(tmp_path, open_cache):
+    set_open_cache_size(2)
+    paths = [write_video(str(tmp_path / f"v{k}.mp4"), 24 + k, gop=8) for k in range(4)]
+    files = []
+    for p in paths:
+        read_clip(p, 0, 2)
+        files.append(video_mod._OPEN._idle[-1])
+    assert [f.path for f in video_mod._OPEN._idle] == paths[2:]  # the two most recently used are kept ...
+    assert files[0].container is None and files[1].container is None  # ... and the others closed
+    path = paths[3]
+    os.remove(path)
+    write_video(path, 20, gop=4, size=(32, 48))  # a different video under the same name
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    np.testing.assert_array_equal(read_clip(path, 16, 6).numpy(), reference_frames(path)[[16, 17, 18, 19, 19, 19]])
+    assert files[3].container is None and files[3] not in video_mod._OPEN._idle  # the stale entry was closed
+
+
+def _child_reads(path, starts):
+    """In a forked process: read clips, report them and how often this process opened the file."""
+    opened = []
+    inner = video_mod._open
+    video_mod._open = lambda p: opened.append(p) or inner(p)
+    try:
+        clips = [read_clip(path, starts[0], 4).numpy()]
+        opened_for_first = len(opened)  # 0 would mean the parent's container was used
+        return clips + [read_clip(path, s, 4).numpy() for s in starts[1:]], opened_for_first
+    finally:
+        video_mod._open = inner
+
+
+def test_open_cache_is_not_shared_with_forked_children(encoded_videos, references, open_cache):
+    """A DataLoader worker is a fork: it must open its own files (a container inherited from the parent shares
+    the parent's file offset), and the parent's cached file must still read exactly afterwards."""
+    import multiprocessing
+
+    path, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    read_clip(path, 10, 4)
+    assert len(video_mod._OPEN._idle) == 1
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        clips, opens = pool.apply(_child_reads, (path, [60, 20, 90]))
+    assert opens == 1
+    for clip, s in zip(clips, [60, 20, 90]):
+        np.testing.assert_array_equal(clip, ref[s:s + 4])
+    cached = video_mod._OPEN._idle[-1]
+    np.testing.assert_array_equal(read_clip(path, 70, 4).numpy(), ref[70:74])
+    assert video_mod._OPEN._idle[-1] is cached  # the parent kept using its own
+
+
+def test_two_threads_read_one_video(encoded_videos, references, open_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    path, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    starts = list(range(0, 96, 6))
+    with ThreadPoolExecutor(2) as pool:
+        clips = list(pool.map(lambda s: read_clip(path, s, 4).numpy(), starts))
+    for clip, s in zip(clips, starts):
+        np.testing.assert_array_equal(clip, ref[s:s + 4])
+    assert len(video_mod._OPEN._idle) <= 2
+
+
+def test_only_the_wanted_frames_are_converted(encoded_videos, references, monkeypatch):
+    """Decoding starts at the keyframe before the clip (64 for 70), colour conversion at the clip."""
+    converted = []
+    inner = video_mod._VideoFile._converter
+
+    def counting(self, size):
+        convert = inner(self, size)
+        return lambda frame, index, dst: converted.append(index) or convert(frame, index, dst)
+
+    monkeypatch.setattr(video_mod._VideoFile, "_converter", counting)
+    path = encoded_videos["h264_gop32.mp4"]
+    counter = _DecodeCounter(monkeypatch)
+    np.testing.assert_array_equal(read_clip(path, 70, 4, size=(24, 32)).numpy(),
+                                  reference_frames(path, size=(24, 32))[70:74])
+    assert converted == [70, 71, 72, 73] and len(counter.pts) >= 10
 
 
 def test_frame_folders(folder_videos, tmp_path):
@@ -282,3 +420,41 @@ def test_frame_folders(folder_videos, tmp_path):
         small = reader.read_clip(1, 2, size=(30, 50))
     assert small.shape == (2, 30, 50, 3)
     np.testing.assert_array_equal(small[0].numpy(), reference_frames(os.path.join(jpg, names[1]), size=(30, 50))[0])
+
+
+def test_benchmark_floor_reads_the_same_frames(encoded_videos, references):
+    """benchmarks/decode.py times read_clip against a minimal PyAV seek-and-decode: both must read the same
+    frames, or the comparison is meaningless."""
+    from av.video.reformatter import VideoReformatter
+
+    from tests.bench import load_benchmark
+
+    decode = load_benchmark("decode")
+    path, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    pts = packet_layout(path)[:, 0]
+    for start in (0, 33, 70):
+        count = {}
+        plain = decode.minimal_clip(path, int(pts[start]), count=count)
+        np.testing.assert_array_equal(plain, ref[start:start + 16])
+        np.testing.assert_array_equal(decode.minimal_clip(path, int(pts[start]), VideoReformatter()), plain)
+        keyframe = start - start % 32
+        assert count["packets"] >= start + 16 - keyframe  # at least the frames from the keyframe to the clip end
+
+
+def test_raw_stream_without_timestamps_reads_by_decoding_order(encoded_videos, references, tmp_path):
+    """An H.264 elementary stream has no timestamps: frames are named by decoding order from the start."""
+    src, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
+    raw = str(tmp_path / "raw.h264")
+    with av.open(src) as inp, av.open(raw, "w", format="h264") as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    with av.open(raw) as c:
+        assert all(p.pts is None for p in c.demux(video=0) if p.size)
+    clear_index_cache()
+    assert probe(raw, exact=False).num_frames == probe(raw).num_frames == 100
+    np.testing.assert_array_equal(read_clip(raw, 70, 6, 2).numpy(), ref[70:82:2])
+    with VideoReader(raw) as reader:
+        np.testing.assert_array_equal(reader.read_clips([96, 3], 6).numpy(), ref[[[96, 97, 98, 99, 99, 99], [3, 4, 5, 6, 7, 8]]])

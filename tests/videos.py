@@ -190,3 +190,60 @@ def reference_frames(path: str, size: Optional[Tuple[int, int]] = None) -> np.nd
                 continue
             frames.extend(f.to_ndarray(format="rgb24", **kwargs) for f in decoded)
     return np.stack(frames) if frames else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def packet_layout(path: str) -> np.ndarray:
+    """int64 [L, 4]: (pts, byte position, size, keyframe) of the video packets, rows in display (pts) order."""
+    with av.open(path) as container:
+        rows = [(p.pts, p.pos, p.size, int(p.is_keyframe)) for p in container.demux(video=0) if p.size]
+    rows.sort()
+    return np.array(rows, np.int64)
+
+
+def overwrite_bytes(src: str, dst: str, start: int, length: int, *, seed: int = 0) -> str:
+    """Copy ``src`` to ``dst`` with bytes ``[start, start + length)`` replaced by seeded random bytes."""
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    end = min(len(data), start + length)
+    data[start:end] = np.random.default_rng(seed).integers(0, 256, end - start, dtype=np.uint8).tobytes()
+    with open(dst, "wb") as f:
+        f.write(bytes(data))
+    return dst
+
+
+def remux(src: str, dst: str, *, drop: Sequence[int] = (), retime: Optional[dict] = None) -> str:
+    """Copy ``src``'s video packets into ``dst`` without re-encoding.
+
+    ``drop``: display indices of frames whose packet is left out (their timestamps leave a gap). ``retime``:
+    {display index: display index whose pts that frame's packet takes} (duplicate timestamps).
+    """
+    order = {int(pts): i for i, pts in enumerate(packet_layout(src)[:, 0])}
+    retime = retime or {}
+    pts_of = {i: pts for pts, i in order.items()}
+    with av.open(src) as inp, av.open(dst, "w") as out:
+        in_stream = inp.streams.video[0]
+        out_stream = out.add_stream_from_template(in_stream)
+        for packet in inp.demux(in_stream):
+            if packet.dts is None or not packet.size:
+                continue
+            i = order[packet.pts]
+            if i in drop:
+                continue
+            if i in retime:
+                packet.pts = pts_of[retime[i]]
+            packet.stream = out_stream
+            out.mux(packet)
+    return dst
+
+
+def set_avi_frame_count(src: str, dst: str, count: int) -> str:
+    """Copy an AVI file with the frame count of its headers (avih dwTotalFrames, strh dwLength) set to ``count``."""
+    with open(src, "rb") as f:
+        data = bytearray(f.read())
+    avih = data.index(b"avih") + 8
+    data[avih + 16:avih + 20] = int(count).to_bytes(4, "little")
+    strh = data.index(b"strh") + 8
+    data[strh + 32:strh + 36] = int(count).to_bytes(4, "little")
+    with open(dst, "wb") as f:
+        f.write(bytes(data))
+    return dst

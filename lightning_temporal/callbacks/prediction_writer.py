@@ -10,6 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.utilities import rank_zero_info
 
+from lightning_temporal.data.frames import video_name
 from lightning_temporal.plots.relevance_curve import plot_relevance_curve
 
 __all__ = ["PredictionWriter"]
@@ -128,11 +129,11 @@ class PredictionWriter(BasePredictionWriter):
         if num_frames < 1:
             num_frames = int(item["positions"].max()) + (span["clip_len"] - 1) * span["stride"] + 1
         fig = plot_relevance_curve(item["positions"], scores, weights=item["weights"], num_frames=num_frames,
-                                   class_name=self._names[pred], event=event, title=os.path.basename(path),
+                                   class_name=self._names[pred], event=event, title=video_name(path),
                                    **span)
         folder = os.path.join(self._dir, "curves")
         os.makedirs(folder, exist_ok=True)
-        stem = os.path.splitext(os.path.basename(path))[0] if record is not None else "video"
+        stem = os.path.splitext(video_name(path))[0] if record is not None else "video"
         fig.savefig(os.path.join(folder, f"{v:06d}_{stem}.png"))
         self._drawn += 1
 

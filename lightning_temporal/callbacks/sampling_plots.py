@@ -8,6 +8,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_temporal.data.frames import video_name
 from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
 from lightning_temporal.callbacks.figures import save_and_log_figure
 from lightning_temporal.plots.sampling_map import plot_sampling_maps
@@ -67,7 +68,7 @@ class SamplingMapLogger(Callback):
             if record is not None and record.event_start is not None and record.event_end is not None:
                 event = (record.event_start, record.event_end)
             frame_scores = manifest.load_frame_scores(v) if record is not None and record.frame_scores else None
-            name = os.path.basename(record.path) if record is not None else f"video {v}"
+            name = video_name(record.path) if record is not None else f"video {v}"
             panels.append(dict(positions=history.starts_of(v).numpy(), scores=history.scores[v].numpy(),
                                num_frames=num_frames, clip_len=cb.span, gamma=gamma, event=event,
                                frame_scores=None if frame_scores is None else frame_scores.numpy(),

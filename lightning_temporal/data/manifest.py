@@ -344,7 +344,12 @@ def _stat_key(path: str) -> Optional[Tuple[int, int]]:
     try:
         st = os.stat(path)
     except OSError:
-        return None
+        from lightning_temporal.data.frames import split_pattern_path  # local: keeps manifest import light
+
+        split = split_pattern_path(path)  # "folder/img_{:05d}.jpg": a frame folder read with that pattern
+        if split is None:
+            return None
+        st = os.stat(split[0])
     return st.st_size, st.st_mtime_ns
 
 
@@ -565,7 +570,8 @@ _COMMON_DOC = """
 
 def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False,
+                      frame_pattern: Optional[str] = None) -> VideoManifest:
     """Read a CSV manifest ``path,label[,num_frames][,event_start][,event_end][,frame_scores]``.
 
     >>> m = read_csv_manifest("train.csv")                    # doctest: +SKIP
@@ -575,7 +581,14 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
     frame images. ``label`` is a class name or an integer index into ``classes`` (a list of names or a file
     with one name per line; default: the sorted names used). ``event_start``/``event_end`` are frame
     indices, end exclusive. ``frame_scores`` is a ``.npy``/``.txt`` path relative to the CSV.
+    ``frame_pattern`` (e.g. ``"img_{:05d}.jpg"``): how the frame images of the rows that are folders are named
+    (default: the one naming pattern each folder holds); a row may also give a pattern path
+    ``folder/img_{:05d}.jpg`` itself. See :mod:`lightning_temporal.data.frames`.
     """
+    if frame_pattern is not None:
+        from lightning_temporal.data.frames import check_frame_pattern  # local: keeps manifest import light
+
+        check_frame_pattern(frame_pattern)
     path = _require_file(path, "manifest")
     csv_dir = os.path.dirname(os.path.abspath(path))
     root = csv_dir if root is None else os.path.abspath(os.fspath(root))
@@ -601,7 +614,10 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
             if not d["path"].strip() or not d["label"].strip():
                 raise ManifestError(f"{where}: empty path or label; every row needs both")
             extra = {h: v for h, v in d.items() if h not in CSV_COLUMNS}
-            rows.append(_Row(where, _join(root, d["path"].strip()), d["label"],
+            video = _join(root, d["path"].strip())
+            if frame_pattern is not None and os.path.isdir(video):
+                video = os.path.join(video, frame_pattern)  # a pattern path: the folder read with that pattern
+            rows.append(_Row(where, video, d["label"],
                              d.get("num_frames", ""), d.get("event_start", ""), d.get("event_end", ""),
                              d.get("frame_scores", ""), extra=extra))
     return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
