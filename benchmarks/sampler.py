@@ -195,12 +195,12 @@ def sampler_part1(videos: int, frames: int, clip_len: int, rounds: int, seed: in
     t_build = time.process_time() - c0
     del frame_scores
     row("prior", f"(build from frame scores: {t_build:.2f} s CPU)", prior, 0,
-        lambda p: [p.prior.values, p.prior.offsets, p.prior.lengths])
+        lambda p: [p.table.values, p.table.offsets, p.table.lengths])
     del prior
 
     rf = ReinforcePolicy(lengths, lr=1.0, baseline_momentum=0.9)
-    rf.theta.values.normal_(generator=gen)
-    row("reinforce", "-", rf, 0, lambda p: [p.theta.values, p.theta.offsets, p.theta.lengths, p.baseline, p.seen])
+    rf.table.values.normal_(generator=gen)
+    row("reinforce", "-", rf, 0, lambda p: [p.table.values, p.table.offsets, p.table.lengths, p.baseline, p.seen])
     return rows
 
 

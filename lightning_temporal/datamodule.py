@@ -10,6 +10,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, DistributedSampler
 
+from lightning_temporal.checks import check_choice, check_int, fail
 from lightning_temporal.data.dataset import ClipDataset, collate_clips
 from lightning_temporal.data.manifest import (
     UnknownLabelError,
@@ -28,12 +29,6 @@ __all__ = ["TemporalDataModule"]
 
 _SPLITS = ("train", "val", "test", "predict")
 MANIFEST_FORMATS = ("csv", "ucf101", "hmdb51", "kinetics")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"data.{name}={value!r}; a positive integer is allowed")
-    return value
 
 
 class _EvalShardSampler(DistributedSampler):
@@ -72,7 +67,7 @@ class TemporalDataModule(LightningDataModule):
         train_manifest, val_manifest, test_manifest, predict_manifest: CSV manifests
             (``path,label[,num_frames][,event_start][,event_end][,frame_scores]``). ``predict_manifest``
             defaults to the test manifest.
-        synthetic: generate (first use) or reuse the embedded synthetic dataset (SPEC §3): a dict of
+        synthetic: generate (first use) or reuse the embedded synthetic dataset of localized events: a dict of
             ``lightning_temporal.data.synthetic.ensure_dataset`` arguments with ``root``; its splits fill the
             manifests not given.
         manifest_format: ``csv`` (this package's manifest), ``ucf101`` / ``hmdb51`` (the ``*_manifest`` keys
@@ -134,46 +129,7 @@ class TemporalDataModule(LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        for name in ("clip_len", "stride", "batch_size", "eval_batch_size"):
-            _positive_int(name, getattr(self.hparams, name))
-        if not isinstance(num_workers, int) or num_workers < 0:
-            raise ValueError(f"data.num_workers={num_workers!r}; an integer >= 0 is allowed")
-        if manifest_format not in MANIFEST_FORMATS:
-            raise ValueError(f"data.manifest_format={manifest_format!r}; one of {MANIFEST_FORMATS} is allowed")
-        if on_bad_video not in ("raise", "skip"):
-            raise ValueError(f"data.on_bad_video={on_bad_video!r}; 'raise' or 'skip' is allowed")
-        if manifest_format in ("ucf101", "hmdb51") and data_root is None:
-            raise ValueError(f"data.data_root is not set; manifest_format={manifest_format!r} needs the folder "
-                             "that holds the videos (<class>/<video>.avi)")
-        if eval_mode not in EVAL_MODES:
-            raise ValueError(f"data.eval_mode={eval_mode!r}; one of {EVAL_MODES} is allowed")
-        if eval_clip_stride is not None:
-            _positive_int("eval_clip_stride", eval_clip_stride)
-        if synthetic is None and train_manifest is None and val_manifest is None and test_manifest is None \
-                and predict_manifest is None:
-            raise ValueError("data: no data given; set data.train_manifest (and val/test manifests) to CSV files, "
-                             "or data.synthetic: {root: <folder>} for the embedded synthetic dataset")
-        if synthetic is not None and (not isinstance(synthetic, dict) or "root" not in synthetic):
-            raise ValueError(f"data.synthetic={synthetic!r}; a mapping with at least 'root' (the folder for the "
-                             "generated videos) and optional generator arguments is allowed")
-        for split in _SPLITS:
-            path = getattr(self.hparams, f"{split}_manifest")
-            folder = manifest_format in ("ucf101", "hmdb51")
-            if path is not None and not (os.path.isdir(path) if folder else os.path.isfile(path)):
-                what = "the folder of the official split files" if folder else "a manifest file"
-                raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
-                                        f"(manifest_format={manifest_format!r}) or leave it unset")
-        if frame_pattern is not None:
-            if manifest_format != "csv":
-                raise ValueError(f"data.frame_pattern is set but manifest_format={manifest_format!r} lists video "
-                                 "files; frame folders are read from CSV manifests (manifest_format: csv)")
-            try:
-                check_frame_pattern(frame_pattern)
-            except ValueError as err:
-                raise ValueError(f"data.{err}") from None
-        if synthetic is not None and flip and synthetic.get("variant", "multiclass") != "binary":
-            warnings.warn("data.flip is true with the synthetic dataset, whose classes are motion directions: a "
-                          "horizontal flip turns a 'left' video into a 'right' one; set data.flip: false")
+        self._check_arguments()
         try:
             self.train_transform = TrainTransform(crop_size, short_side, flip=flip, mean=mean, std=std)
             self.clean_transform = CleanTransform(crop_size, short_side, mean=mean, std=std)
@@ -182,6 +138,45 @@ class TemporalDataModule(LightningDataModule):
         self.manifests: Dict[str, VideoManifest] = {}
         self.datasets: Dict[str, Any] = {}
         self._clip_sampler: Optional[ClipSampler] = None
+
+    def _check_arguments(self) -> None:
+        """Check the constructor's arguments (named ``data.<name>``, as a LightningCLI config names them)."""
+        hp = self.hparams
+        for name in ("clip_len", "stride", "batch_size", "eval_batch_size"):
+            check_int(f"data.{name}", hp[name], minimum=1)
+        check_int("data.num_workers", hp.num_workers, minimum=0)
+        check_choice("data.manifest_format", hp.manifest_format, MANIFEST_FORMATS)
+        check_choice("data.on_bad_video", hp.on_bad_video, ("raise", "skip"))
+        check_choice("data.eval_mode", hp.eval_mode, EVAL_MODES)
+        if hp.eval_clip_stride is not None:
+            check_int("data.eval_clip_stride", hp.eval_clip_stride, minimum=1)
+        folder = hp.manifest_format in ("ucf101", "hmdb51")
+        if folder and hp.data_root is None:
+            raise ValueError(f"data.data_root is not set; manifest_format={hp.manifest_format!r} needs the folder "
+                             "that holds the videos (<class>/<video>.avi)")
+        if hp.synthetic is None and all(hp[f"{split}_manifest"] is None for split in _SPLITS):
+            raise ValueError("data: no data given; set data.train_manifest (and val/test manifests) to CSV files, "
+                             "or data.synthetic: {root: <folder>} for the embedded synthetic dataset")
+        if hp.synthetic is not None and (not isinstance(hp.synthetic, dict) or "root" not in hp.synthetic):
+            fail("data.synthetic", "a mapping with at least 'root'", hp.synthetic,
+                 hint="the folder for the generated videos, and optional generator arguments")
+        for split in _SPLITS:
+            path = hp[f"{split}_manifest"]
+            if path is not None and not (os.path.isdir(path) if folder else os.path.isfile(path)):
+                what = "the folder of the official split files" if folder else "a manifest file"
+                raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
+                                        f"(manifest_format={hp.manifest_format!r}) or leave it unset")
+        if hp.frame_pattern is not None:
+            if hp.manifest_format != "csv":
+                raise ValueError(f"data.frame_pattern is set but manifest_format={hp.manifest_format!r} lists video "
+                                 "files; frame folders are read from CSV manifests (manifest_format: csv)")
+            try:
+                check_frame_pattern(hp.frame_pattern)
+            except ValueError as err:
+                raise ValueError(f"data.{err}") from None
+        if hp.synthetic is not None and hp.flip and hp.synthetic.get("variant", "multiclass") != "binary":
+            warnings.warn("data.flip is true with the synthetic dataset, whose classes are motion directions: a "
+                          "horizontal flip turns a 'left' video into a 'right' one; set data.flip: false")
 
     # ------------------------------------------------------------------------------------------------ data
     def _manifest_paths(self) -> Dict[str, Optional[str]]:

@@ -12,13 +12,14 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from lightning_temporal.checks import check_int, check_number
 from lightning_temporal.data.dataset import SkipCounter
 from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.metrics import classification_metrics
 from lightning_temporal.pooling import softmax_temporal_pool
 from lightning_temporal.sampling.sampler import counter_seed
 
-__all__ = ["VideoClassifier", "pad_clip_scores"]
+__all__ = ["VideoClassifier", "pad_clip_scores", "pooling_key"]
 
 
 def pad_clip_scores(scores: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
@@ -35,8 +36,10 @@ def pad_clip_scores(scores: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
     return padded, mask
 
 
-def _gamma_key(gamma: float) -> str:
-    return "gp" + (f"{gamma:g}".replace("+", "").replace(".", "p"))
+def pooling_key(gamma_p: float) -> str:
+    """The key of a pooling temperature in metric names: ``"gp0"``, ``"gp1"``, ``"gp0p5"``, ``"gp1e06"`` (as in
+    ``val/gp1e06/top1``)."""
+    return "gp" + (f"{float(gamma_p):g}".replace("+", "").replace(".", "p"))
 
 
 class VideoClassifier(LightningModule):
@@ -103,16 +106,11 @@ class VideoClassifier(LightningModule):
             # A checkpoint of this module holds the trained weights: restoring it must not need the file (or hold
             # the state dict) the backbone started from.
             self.hparams["backbone_kwargs"] = {k: v for k, v in backbone_kwargs.items() if k != "pretrained"}
-        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
-            raise ValueError(f"model.num_classes={num_classes!r}; an integer >= 2 is allowed")
-        for name, g in [("gamma_p", gamma_p)] + [("report_gamma_p", g) for g in report_gamma_p]:
-            if not isinstance(g, (int, float)) or math.isnan(g) or g < 0:
-                raise ValueError(f"model.{name} holds {g!r}; temperatures must be numbers >= 0 (0 = average "
-                                 "pooling, 1e6 = max pooling)")
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"model.label_smoothing={label_smoothing!r}; a value in [0, 1) is allowed")
-        if not isinstance(eval_chunk, int) or eval_chunk < 1:
-            raise ValueError(f"model.eval_chunk={eval_chunk!r}; a positive integer is allowed")
+        check_int("model.num_classes", num_classes, minimum=2)
+        for name, g in [("model.gamma_p", gamma_p)] + [("model.report_gamma_p[]", g) for g in report_gamma_p]:
+            check_number(name, g, minimum=0, finite=False, hint="0 = average pooling, 1e6 = max pooling")
+        check_number("model.label_smoothing", label_smoothing, minimum=0, maximum=1, exclusive_maximum=True)
+        check_int("model.eval_chunk", eval_chunk, minimum=1, hint="clips per forward pass")
         if isinstance(backbone, str):
             from lightning_temporal.models import build_backbone
 
@@ -132,15 +130,18 @@ class VideoClassifier(LightningModule):
         self.eval_chunk = eval_chunk
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.num_classes = num_classes
-        self.metrics = nn.ModuleDict({
-            f"{stage}_{_gamma_key(g)}": classification_metrics(
-                num_classes, prefix=f"{stage}/" if g == self.gamma_p else f"{stage}/{_gamma_key(g)}/")
-            for stage in ("val", "test") for g in self.gammas})
+        self.metrics = nn.ModuleDict({f"{stage}_{pooling_key(g)}": classification_metrics(
+            num_classes, prefix=self.metric_prefix(stage, g)) for stage in ("val", "test") for g in self.gammas})
         self.train_metrics = nn.ModuleDict({"loss": MeanMetric(), "top1": MeanMetric()})
         self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.skips = SkipCounter()
         self.epochs_trained: Optional[int] = None
         self.rng_seed: Optional[int] = None  # seeds the per-step global RNG; set at the first fit, checkpointed
+
+    def metric_prefix(self, stage: str, gamma_p: float) -> str:
+        """Where the metrics of ``stage`` (``"val"``/``"test"``) at pooling temperature ``gamma_p`` are logged:
+        ``"test/"`` at the module's ``gamma_p``, ``"test/gp0/"`` etc. at each of ``report_gamma_p``."""
+        return f"{stage}/" if float(gamma_p) == self.gamma_p else f"{stage}/{pooling_key(gamma_p)}/"
 
     # ------------------------------------------------------------------------------------------- model
     def forward(self, clips: Tensor) -> Tensor:
@@ -327,7 +328,7 @@ class VideoClassifier(LightningModule):
             gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
             pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
             for g, video_logits in zip(self.gammas, pooled):
-                self.metrics[f"{stage}_{_gamma_key(g)}"].update(video_logits, labels)
+                self.metrics[f"{stage}_{pooling_key(g)}"].update(video_logits, labels)
             self.eval_loss[stage].update(F.cross_entropy(pooled[0], labels), weight=labels.numel())
         # Every rank logs the same keys on every batch, even one whose videos all failed to decode: the epoch
         # values are reduced over the ranks, and a rank that never logged a key would skip that collective and
@@ -337,7 +338,7 @@ class VideoClassifier(LightningModule):
 
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:
-            metrics = self.metrics[f"{stage}_{_gamma_key(g)}"]
+            metrics = self.metrics[f"{stage}_{pooling_key(g)}"]
             # compute() already reduced the states over ranks; sync_dist only averages identical values
             self.log_dict(metrics.compute(), prog_bar=g == self.gamma_p, sync_dist=True)
             metrics.reset()

@@ -14,7 +14,7 @@ from torch import nn
 import lightning_temporal.callbacks.stochastic_softmax as ss
 from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
 from lightning_temporal.distributed import gather_records
-from lightning_temporal.sampling.phases import PhaseSchedule
+from lightning_temporal.sampling.phases import Phase, PhaseSchedule
 from lightning_temporal.sampling.policies import StochasticSoftmaxPolicy
 from tests.tiny_lightning import TinyDataModule, TinyVideoModule, clip_span
 
@@ -335,22 +335,69 @@ def test_prior_mode_draws_from_frame_scores_without_scoring():
     v = 3
     t = torch.arange(int(dm.num_positions[v]))
     inside = (torch.minimum(t + span, ev[v, 1]) - torch.maximum(t, ev[v, 0])).clamp(min=0).float() / span
-    torch.testing.assert_close(cb.policy.prior[v], inside)
+    torch.testing.assert_close(cb.policy.table[v], inside)
+
+
+def _hit_rates(starts, events, span):
+    """Per epoch, the fraction of trained clips [t, t + span) that overlap their video's event window."""
+    rates = []
+    for row in starts.tolist():
+        hits = [t < int(events[v, 1]) and t + span > int(events[v, 0]) for v, t in enumerate(row) if t >= 0]
+        rates.append(sum(hits) / len(hits))
+    return rates
 
 
 def test_uniform_mode_hit_rate_is_lower_than_prior():
-    cb = StochasticSoftmaxCallback(mode="uniform")
-    _fit(TinyVideoModule(), TinyDataModule(num_videos=12, batch_size=4), [cb], max_epochs=3)
-    assert [m["phase"] for m in cb.metrics] == [0, 0, 0] and all(m["records"] == 0 for m in cb.metrics)
-    assert sum(m["hit_rate"] for m in cb.metrics) / 3 < 0.9
+    """On the same videos, uniform sampling (nothing learned, nothing scored) hits the event windows less often
+    than prior-guided sampling at a high temperature, whose prior is 1 inside the window and 0 outside."""
+    rates = {}
+    for mode in ("uniform", "prior"):
+        module = TinyVideoModule(record=True)
+        cb = StochasticSoftmaxCallback(mode=mode, gamma_s=50.0)
+        dm = TinyDataModule(num_videos=12, batch_size=4, frame_scores=True)
+        _fit(module, dm, [cb], max_epochs=3)
+        assert not any(c[0] == "score" for c in module.calls) and all(m["records"] == 0 for m in cb.metrics)
+        h = cb.history
+        # the logged hit rate, recomputed from the starts the history kept and the manifest's event windows
+        want = _hit_rates(h.starts, dm.train_manifest.events, cb.span)
+        assert [m["hit_rate"] for m in cb.metrics] == pytest.approx(want, abs=1e-12)
+        rates[mode] = (sum(want) / len(want), h)
+    assert [m for m in rates["uniform"][1].phases.tolist()] == [0, 0, 0]      # every epoch is warm-up
+    assert [m for m in rates["prior"][1].phases.tolist()] == [2, 2, 2]        # every epoch is exploitation
+    assert rates["prior"][0] == 1.0
+    assert rates["uniform"][0] < 0.9
+    # uniform starts do not follow the prior: some clips miss the window, and the starts vary between epochs
+    assert not torch.equal(rates["uniform"][1].starts[0], rates["uniform"][1].starts[1])
 
 
 def test_reinforce_mode_updates_logits_after_warmup():
-    cb = StochasticSoftmaxCallback(mode="reinforce", warmup_epochs=1, reinforce_lr=5.0, reinforce_baseline_momentum=0.5)
-    _fit(TinyVideoModule(), TinyDataModule(num_videos=6, batch_size=3), [cb], max_epochs=4)
-    assert [m["records"] for m in cb.metrics] == [0, 6, 6, 6]
-    assert bool(cb.policy.seen.all())
-    assert bool((cb.policy.theta.values != 0).any())  # the second and third scored epochs moved theta
+    """The logits theta after fit equal REINFORCE applied element by element, from zero, to the clips of the
+    epochs after warm-up, each scored independently here as the target logit of its clean clip."""
+    W, lr, m = 1, 5.0, 0.5
+    module = TinyVideoModule(lr=0.0)  # weights fixed: the clip scores can be recomputed after fit
+    cb = StochasticSoftmaxCallback(mode="reinforce", warmup_epochs=W, reinforce_lr=lr, reinforce_baseline_momentum=m)
+    dm = TinyDataModule(num_videos=6, batch_size=3)
+    _fit(module, dm, [cb], max_epochs=4)
+    assert [cb.phase(e) for e in range(4)] == [Phase.WARMUP] + [Phase.EXPLOITATION] * 3
+    assert [x["records"] for x in cb.metrics] == [0, 6, 6, 6]
+    n = dm.num_positions.tolist()
+    theta = [[0.0] * k for k in n]
+    base, seen = [0.0] * len(n), [False] * len(n)
+    starts = cb.history.starts
+    for epoch in range(W, 4):  # each video once per epoch: its update does not depend on the order of videos
+        vid = torch.arange(len(n))
+        f = _expected_target_logit(module, dm, vid, starts[epoch].long()).tolist()
+        for v in range(len(n)):
+            t = int(starts[epoch, v])
+            b = base[v] if seen[v] else f[v]
+            reward = f[v] - b
+            base[v], seen[v] = (m * b + (1 - m) * f[v]) if seen[v] else f[v], True
+            z = [math.exp(x) for x in theta[v]]
+            theta[v] = [th + lr * reward * ((j == t) - z[j] / sum(z)) for j, th in enumerate(theta[v])]
+    for v in range(len(n)):
+        torch.testing.assert_close(cb.policy.table[v], torch.tensor(theta[v]), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cb.policy.baseline, torch.tensor(base), atol=1e-5, rtol=1e-5)
+    assert max(abs(x) for row in theta for x in row) > 0.05  # the reference moved: a zero table would fail
 
 
 # ------------------------------------------------------------------------------------------------- state
@@ -440,8 +487,8 @@ def test_epoch_end_applies_padding_duplicates_in_global_plan_order():
     plan_t = torch.tensor([1, 0, 2, 1, 0, 1])
     plan_f = torch.tensor([5.0, -1.0, 2.0, 0.5, 1.5, -7.0])
     # rank 0 holds plan[0::2] (its ordinals 0, 1, 2), rank 1 plan[1::2]
-    cb._scored = [(plan_v[0::2], plan_t[0::2], plan_f[0::2], torch.arange(3))]
-    cb._seen = [(plan_v[0::2], plan_t[0::2])]
+    cb._records.scored = [(plan_v[0::2], plan_t[0::2], plan_f[0::2], torch.arange(3))]
+    cb._records.seen = [(plan_v[0::2], plan_t[0::2])]
     strategy = FakeTwoRankStrategy([plan_v[1::2], plan_t[1::2]],  # seen
                                    [plan_v[1::2], plan_t[1::2], plan_f[1::2], torch.arange(3)])  # scored
     trainer = types.SimpleNamespace(current_epoch=epoch, world_size=2, strategy=strategy)

@@ -109,15 +109,16 @@ def test_index_errors(data):
 
 def test_bad_arguments(data):
     _, manifest, _ = data
-    with pytest.raises(ValueError, match="clip_len=0"):
+    with pytest.raises(ValueError, match="clip_len must be an int >= 1, got 0"):
         ClipDataset(manifest, 0)
-    with pytest.raises(ValueError, match="stride=1.5"):
+    with pytest.raises(ValueError, match="stride must be an int >= 1, got 1.5"):
         ClipDataset(manifest, 8, 1.5)
-    with pytest.raises(ValueError, match=r"decode_size=\(1, 2, 3\)"):
+    with pytest.raises(ValueError, match=r"decode_size must be None, an int short side >= 1 or \(height, width\) "
+                                         r"ints >= 1, got \(1, 2, 3\)"):
         ClipDataset(manifest, 8, decode_size=(1, 2, 3))
-    with pytest.raises(TypeError, match="transform=3"):
+    with pytest.raises(TypeError, match=r"transform must be a callable or None \(taking uint8 .*\), got 3"):
         ClipDataset(manifest, 8, transform=3)
-    with pytest.raises(TypeError, match="pass a VideoManifest"):
+    with pytest.raises(TypeError, match=r"manifest must be a VideoManifest \(read one with read_csv_manifest\)"):
         ClipDataset([], 8)
 
 

@@ -212,14 +212,44 @@ def test_bad_config_fails_before_training_naming_the_key(override, message, tmp_
     assert not os.path.exists(tmp_path / "synth"), "the error must come before any data is generated"
 
 
-def test_sgs_feature_map_logger_draws_the_layer_of_a_validation_clip(synth, tmp_path):
-    from lightning_temporal import SGSFeatureMapLogger
+def test_sgs_feature_map_logger_draws_the_layer_of_a_validation_clip(synth, tmp_path, monkeypatch):
+    """The figure is drawn from what the model's SGS layer takes in and puts out on the first clip of the first
+    validation video, recomputed here by running that clip, decoded by the dataset, through the trained model."""
+    import lightning_temporal.callbacks.sgs_plots as sgs_plots
+    from lightning_temporal import SGSFeatureMapLogger, SimilarityGuidedSampling
 
+    drawn = []
+    real_plot = sgs_plots.plot_sgs_feature_maps
+
+    def recording_plot(*args, **kwargs):
+        drawn.append((args, kwargs))
+        return real_plot(*args, **kwargs)
+
+    monkeypatch.setattr(sgs_plots, "plot_sgs_feature_maps", recording_plot)
     model = VideoClassifier("r3d18_a1", num_classes=4, sgs={"after": "res2", "num_bins": 8})
     logger = SGSFeatureMapLogger(out_dir=str(tmp_path / "sgs"))
+    dm = _dm(synth)
     _trainer(tmp_path, max_epochs=1, callbacks=[logger], num_sanity_val_steps=0, limit_train_batches=1,
-             limit_val_batches=1).fit(model, datamodule=_dm(synth))
-    assert len(logger.saved) == 1 and os.path.getsize(logger.saved[0]) > 10_000
+             limit_val_batches=1).fit(model, datamodule=dm)
+    assert len(drawn) == 1 and logger.saved == [str(tmp_path / "sgs" / "sgs_maps_epoch000.png")]
+    with open(logger.saved[0], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    # the reference: the first clip of validation video 0, through the trained model in eval mode
+    item = dm.datasets["val"][0]
+    clip = gather_clips(item["video"][None], torch.zeros(1, dtype=torch.long), item["starts"][:1], 8, 1)
+    (sgs,) = [m for m in model.modules() if isinstance(m, SimilarityGuidedSampling)]
+    seen = {}
+    handle = sgs.register_forward_hook(lambda m, inp, out: seen.update(inp=inp[0], out=out[0], mask=out[1]))
+    model.eval()
+    with torch.no_grad():
+        model.score_clips(clip)
+    handle.remove()
+    (inp, out, mask, *_), kwargs = drawn[0]
+    torch.testing.assert_close(inp, seen["inp"])
+    torch.testing.assert_close(out, seen["out"])
+    assert torch.equal(mask, seen["mask"]) and out.shape[2] <= 8  # at most B = 8 bins were kept
+    shown = kwargs["clip"]  # the clip itself, shown beside the maps (rescaled to [0, 1] for display)
+    torch.testing.assert_close(shown, (clip[0] - clip.min()) / (clip.max() - clip.min()))
     with pytest.raises(ValueError, match="SimilarityGuidedSampling"):
         _trainer(tmp_path, callbacks=[SGSFeatureMapLogger()]).validate(VideoClassifier("simple3d", num_classes=4),
                                                                        datamodule=_dm(synth))

@@ -117,7 +117,7 @@ def test_policy_argument_errors():
         pol.starts(-1, _gen())
     with pytest.raises(ValueError, match="video_idx must be in 0..0"):
         pol.update(3, torch.tensor([1]), torch.tensor([0]), torch.tensor([1.0]))
-    with pytest.raises(ValueError, match="outside its positions"):
+    with pytest.raises(ValueError, match="start must be in 0..4"):
         pol.update(9, torch.tensor([0]), torch.tensor([5]), torch.tensor([1.0]))
 
 
@@ -129,7 +129,7 @@ def test_nonfinite_scores_counted_by_policies():
     rp = ReinforcePolicy([5, 5])
     with pytest.warns(RuntimeWarning, match="non-finite"):
         c = rp.update(0, torch.tensor([0, 1]), torch.tensor([2, 2]), torch.tensor([1.0, float("inf")]))
-    assert c["nonfinite"] == 1 and torch.isfinite(rp.theta.values).all() and not bool(rp.seen[1])
+    assert c["nonfinite"] == 1 and torch.isfinite(rp.table.values).all() and not bool(rp.seen[1])
 
 
 def test_load_state_dict_rejects_other_configuration():
@@ -161,11 +161,11 @@ def test_clip_prior_matches_windowed_mean():
 
 
 def test_clip_prior_is_chunk_independent(monkeypatch):
-    import lightning_temporal.sampling.table as table_mod
+    import lightning_temporal.sampling.segments as segments
     rng = np.random.default_rng(1)
     frames = [rng.normal(size=L) for L in rng.integers(1, 60, size=50)]
     whole, n = clip_prior(frames, 6)
-    monkeypatch.setattr(table_mod, "_CHUNK_ELEMS", 100)
+    monkeypatch.setattr(segments, "CHUNK_ELEMS", 100)
     chunked, n2 = clip_prior(frames, 6)
     assert torch.equal(n, n2)
     torch.testing.assert_close(chunked, whole)
@@ -179,9 +179,9 @@ def test_prior_policy_samples_softmax_of_prior_from_epoch_0():
     assert pol.phase(0) is Phase.EXPLOITATION
     draws = pol.starts(0, _gen(2)).numpy()
     assert chi2_pvalue(draws, p.numpy()) > 1e-3
-    before = pol.prior.values.clone()
+    before = pol.table.values.clone()
     c = pol.update(0, torch.arange(3), torch.zeros(3, dtype=torch.long), torch.ones(3))
-    assert c["applied"] == 0 and torch.equal(pol.prior.values, before)
+    assert c["applied"] == 0 and torch.equal(pol.table.values, before)
     q = PriorPolicy.from_clip_prior([[0.0, 0.5, 2.0, 3.0, 2.0, 0.5, 0.0]], clip_len=2, gamma_s=2.0)
     torch.testing.assert_close(q.probabilities(0, 5), p.float())
 
@@ -216,7 +216,7 @@ def test_reinforce_update_matches_elementwise(records):
             pi = [x / sum(z) for x in z]
             theta[v] = [th + lr * reward * ((1.0 if j == t else 0.0) - pi[j]) for j, th in enumerate(theta[v])]
     for v in range(4):
-        np.testing.assert_allclose(pol.theta[v].numpy(), theta[v], atol=1e-5)
+        np.testing.assert_allclose(pol.table[v].numpy(), theta[v], atol=1e-5)
     np.testing.assert_allclose(pol.baseline.numpy(), base, atol=1e-6)
     assert max(abs(x) for row in theta for x in row) > 0.1  # the updates were not trivially zero
 
@@ -225,7 +225,7 @@ def test_reinforce_samples_softmax_of_theta():
     reps = 20000
     th = torch.tensor([0.0, 1.0, -0.5, 2.0])
     pol = ReinforcePolicy([4] * reps)
-    pol.theta.values.copy_(th.repeat(reps))
+    pol.table.values.copy_(th.repeat(reps))
     assert chi2_pvalue(pol.starts(0, _gen(4)).numpy(), torch.softmax(th.double(), 0).numpy()) > 1e-3
 
 
@@ -278,6 +278,6 @@ def test_resume_gives_same_clips_and_tables(kind):
         g1, g2 = _gen(1), _gen(1)
         assert not torch.equal(full.starts(11, g1), fresh.starts(11, g2))
     if kind == "reinforce":
-        assert torch.equal(full.theta.values, resumed.theta.values)
+        assert torch.equal(full.table.values, resumed.table.values)
         assert torch.equal(full.baseline, resumed.baseline)
-        assert full.theta.values.abs().sum() > 0
+        assert full.table.values.abs().sum() > 0

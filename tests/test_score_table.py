@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import lightning_temporal.sampling.table as table_mod
-from lightning_temporal.sampling.table import (
-    ScoreTable,
-    record_occurrence,
-    segment_softmax,
-    segment_softmax_entropy,
-    segment_softmax_sample,
-)
+import lightning_temporal.sampling.segments as segments
+from lightning_temporal.sampling.records import record_occurrence
+from lightning_temporal.sampling.segments import segment_softmax_entropy, segment_softmax_sample
+from lightning_temporal.sampling.table import ScoreTable
 from tests.stats import chi2_pvalue
 
 
@@ -112,7 +108,7 @@ def test_duplicates_applied_in_given_order():
 
 def test_nonfinite_scores_never_written_and_reported():
     table = ScoreTable([5, 5, 5], clip_len=2)
-    with pytest.warns(RuntimeWarning, match=r"2 non-finite score\(s\).*\[0, 2\]"):
+    with pytest.warns(RuntimeWarning, match=r"2 non-finite clip score\(s\).*\[0, 2\]"):
         c = table.interpolate([0, 1, 2], [1, 1, 1], [float("nan"), 1.0, float("inf")])
     assert c == {"applied": 1, "nonfinite": 2, "rounds": 1}
     assert torch.isfinite(table.values).all()
@@ -129,9 +125,9 @@ def test_bad_records_and_arguments():
     table = ScoreTable([5, 3], clip_len=2)
     with pytest.raises(ValueError, match="one entry per record"):
         table.interpolate([0, 1], [0], [1.0, 2.0])
-    with pytest.raises(ValueError, match="video_idx 2, outside the table's videos 0..1"):
+    with pytest.raises(ValueError, match=r"video_idx must be in 0..1 \(the table's videos\), got 2 in record 1"):
         table.interpolate([0, 2], [0, 0], [1.0, 1.0])
-    with pytest.raises(ValueError, match=r"video 1\) has start 3, outside its positions 0..2"):
+    with pytest.raises(ValueError, match=r"start must be in 0..2 \(the clip positions of video 1\), got 3"):
         table.fill([1], [3], [1.0], radius=0)
     with pytest.raises(ValueError, match="integer"):
         table.interpolate(torch.tensor([0.0]), [0], [1.0])
@@ -157,7 +153,8 @@ def test_getitem_is_a_view_and_memory():
     assert table.values.tolist() == [0, 0, 0, 0, 0, 5.0, 0]
     assert table.offsets.tolist() == [0, 3, 7]
     assert table.values.dtype == torch.float32 and table.values.element_size() == 4
-    assert table.nbytes() == 7 * 4 + 3 * 8 + 2 * 8
+    # 4 bytes per clip position and 8 per video (offsets): the memory the class docstring states
+    assert table.offsets.dtype == torch.int64 and table.offsets.numel() == 3
 
 
 def test_state_dict_roundtrip_and_mismatch():
@@ -211,17 +208,15 @@ def test_sampling_and_entropy_are_chunk_independent(monkeypatch):
     table.values.copy_(torch.from_numpy(rng.normal(size=int(table.offsets[-1])).astype(np.float32)))
     big = table.sample(2.0, torch.Generator().manual_seed(5))
     ent = table.entropy(2.0)
-    soft = segment_softmax(table.values, table.offsets, 2.0)
-    monkeypatch.setattr(table_mod, "_CHUNK_ELEMS", 400)  # ~15 chunks
+    monkeypatch.setattr(segments, "CHUNK_ELEMS", 400)  # ~15 chunks
     assert torch.equal(table.sample(2.0, torch.Generator().manual_seed(5)), big)
     torch.testing.assert_close(segment_softmax_entropy(table.values, table.offsets, 2.0), ent)
-    torch.testing.assert_close(segment_softmax(table.values, table.offsets, 2.0), soft)
     # entropy against the direct formula, video by video
     for v in list(range(0, 400, 37)) + [400, 401]:
         p = torch.softmax(2.0 * table[v].double(), 0)
         h = float(-(p * torch.log(p)).sum())
         assert math.isclose(float(ent[v]), h, rel_tol=1e-5, abs_tol=1e-6)
-        torch.testing.assert_close(soft[table.offsets[v]:table.offsets[v + 1]], p.float())
+        torch.testing.assert_close(table.probabilities(v, 2.0), p.float())
 
 
 def test_sampling_is_deterministic_given_the_generator():

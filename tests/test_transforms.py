@@ -132,7 +132,7 @@ def test_hflip_reverses_columns_and_normalize_formula():
 def test_bad_arguments_and_input():
     with pytest.raises(ValueError, match="crop_size=40 > short_side=32"):
         TrainTransform(40, 32)
-    with pytest.raises(ValueError, match="crop_size=0"):
+    with pytest.raises(ValueError, match=r"crop_size must be an int >= 1 \(pixels\), got 0"):
         CleanTransform(0, 32)
     with pytest.raises(ValueError, match="3 values"):
         CleanTransform(16, 32, mean=(0.5, 0.5), std=(1, 1, 1))

@@ -1,4 +1,5 @@
-"""StochasticSoftmaxCallback: Temporal Stochastic Softmax clip sampling as a Lightning callback (SPEC §1).
+"""StochasticSoftmaxCallback: Temporal Stochastic Softmax clip sampling as a Lightning callback (Ayral et al.,
+supplementary §S.1).
 
 The callback is glue: the math (score tables, phases, policies, the clip sampler) lives in
 ``lightning_temporal.sampling`` and never imports Lightning. Here we
@@ -10,10 +11,13 @@ The callback is glue: the math (score tables, phases, policies, the clip sampler
   the policy, so every rank holds identical tables and draws the same next plan;
 * keep the sampling history and log per-epoch numbers;
 * carry everything that changes through ``state_dict`` / ``load_state_dict`` (exact resume).
+
+It talks to the policy only through :class:`~lightning_temporal.sampling.SamplingPolicy` (``phase``,
+``records_scores``, ``update``, ``entropy``, ``probabilities``, ``table``, ``state_dict``).
 """
 from __future__ import annotations
 
-import math
+import itertools
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -25,24 +29,30 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_temporal.checks import check_choice, check_int, fail
 from lightning_temporal.data.manifest import path_fingerprint
 from lightning_temporal.distributed import gather_records
-from lightning_temporal.sampling.phases import Phase, PhaseSchedule
+from lightning_temporal.modes import eval_mode
+from lightning_temporal.sampling.phases import PHASE_CODES, Phase, PhaseSchedule
 from lightning_temporal.sampling.policies import (
     PriorPolicy,
     ReinforcePolicy,
     StochasticSoftmaxPolicy,
     UniformPolicy,
+    check_baseline_momentum,
+    check_gamma_s,
+    check_reinforce_lr,
 )
+from lightning_temporal.sampling.policy import SamplingPolicy
 
 __all__ = ["StochasticSoftmaxCallback", "SamplingHistory", "PHASE_CODES"]
 
-_MODES = ("tss", "prior", "reinforce", "uniform")
+#: the policy of each ``mode``
+POLICIES = {"tss": StochasticSoftmaxPolicy, "prior": PriorPolicy, "reinforce": ReinforcePolicy, "uniform": UniformPolicy}
 _SCORING = ("clean", "augmented")
 _KEEP_HISTORY = ("all", "tracked")
-#: integer code of each phase in the logs (``tss/phase``)
-PHASE_CODES = {Phase.WARMUP: 0, Phase.EXPLORATION: 1, Phase.EXPLOITATION: 2}
-_STATE_FORMAT = 2  # 2: + manifest fingerprint, + pending records of the epoch in progress
+# 2: + manifest fingerprint, + pending records of the epoch in progress; 3: every policy keeps its table under "table"
+_STATE_FORMAT = 3
 
 
 @dataclass
@@ -81,12 +91,83 @@ class SamplingHistory:
         return self.starts[:, int(col[0])]
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+def _check_track_videos(track_videos) -> Union[int, list]:
+    """A count >= 0, or a list of video indices >= 0."""
+    allowed = "a count >= 0 or a list of video indices >= 0"
+    if isinstance(track_videos, int) and not isinstance(track_videos, bool):
+        return track_videos if track_videos >= 0 else fail("track_videos", allowed, track_videos)
+    try:
+        tv = [int(v) for v in track_videos]
+    except TypeError:
+        fail("track_videos", allowed, track_videos)
+    return tv if all(v >= 0 for v in tv) else fail("track_videos", allowed, tv)
+
+
+class _EpochRecords:
+    """This rank's records of the epoch in progress: every trained clip ``(video_idx, start)`` (``seen``) and the
+    scored ones with their score and ordinal, the item's place in this rank's shard of the plan (``scored``)."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self, epoch: Optional[int] = None) -> None:
+        self.seen: list = []       # (video_idx, start)
+        self.scored: list = []     # (video_idx, start, score, ordinal)
+        self.ordinal = 0           # this rank's sampler items met this epoch
+        self.epoch = epoch         # the epoch these records belong to
+
+    def add(self, vid: Tensor, start: Tensor, score: Optional[Tensor], n_skipped: int) -> None:
+        n = vid.shape[0]
+        # Skipped (undecodable) items still took a place in this rank's shard: count them so the ordinals of
+        # later items stay close to their plan positions (their order is what matters for determinism).
+        ordinal = torch.arange(self.ordinal, self.ordinal + n, device=vid.device)
+        self.ordinal += n + n_skipped
+        if n:
+            self.seen.append((vid, start))
+            if score is not None:
+                self.scored.append((vid, start, score, ordinal))
+
+    def local(self) -> list:
+        """7 flat CPU tensors: seen video/start, scored video/start/score/ordinal, [next ordinal]."""
+        def cat(parts, j, dtype):
+            return torch.cat([p[j].cpu() for p in parts]) if parts else torch.zeros(0, dtype=dtype)
+        return [cat(self.seen, 0, torch.long), cat(self.seen, 1, torch.long),
+                cat(self.scored, 0, torch.long), cat(self.scored, 1, torch.long),
+                cat(self.scored, 2, torch.float32), cat(self.scored, 3, torch.long),
+                torch.tensor([self.ordinal], dtype=torch.long)]
+
+    def take(self, pending: dict, rank: int) -> None:
+        """Continue from the saved records of an unfinished epoch (:func:`_pending_state`): this rank's part."""
+        seen, scored = pending["seen"], pending["scored"]
+        self.reset(int(pending["epoch"]))
+        keep = seen["rank"] == rank
+        if bool(keep.any()):
+            self.seen = [(seen["video_idx"][keep], seen["start"][keep])]
+        keep = scored["rank"] == rank
+        if bool(keep.any()):
+            self.scored = [(scored["video_idx"][keep], scored["start"][keep], scored["score"][keep],
+                            scored["ordinal"][keep])]
+        self.ordinal = int(pending["next_ordinal"][rank if pending["world_size"] > 1 else 0])
+
+
+def _pending_state(parts: list, ranks: list, world_size: int, epoch: Optional[int]) -> dict:
+    """The records of the epoch in progress as saved: ``next_ordinal`` int64 [world_size] is where each rank's
+    ordinals continue; ``rank`` says whose each record is."""
+    sv, st, v, t, score, ordinal, nxt = parts
+    return {"epoch": epoch, "world_size": world_size,
+            "seen": {"video_idx": sv, "start": st, "rank": ranks[0]},
+            "scored": {"video_idx": v, "start": t, "score": score, "ordinal": ordinal, "rank": ranks[1]},
+            "next_ordinal": nxt}
+
+
+def _global_plan_order(vid: Tensor, start: Tensor, score: Tensor, ordinal: Tensor, rank: Tensor, world: int):
+    """The records sorted by plan index ``ordinal * world + rank`` (``ClipSampler`` deals ``plan[r::world]``)."""
+    order = torch.sort(ordinal * world + rank, stable=True).indices
+    return vid[order], start[order], score[order], rank[order]
 
 
 class StochasticSoftmaxCallback(Callback):
-    """Temporal Stochastic Softmax training-clip sampling (SPEC §1, seed §S.1).
+    """Temporal Stochastic Softmax training-clip sampling (Ayral et al., supplementary §S.1).
 
     Example:
         >>> import lightning as L
@@ -99,16 +180,19 @@ class StochasticSoftmaxCallback(Callback):
 
     The data module must expose its training ``ClipSampler`` as ``datamodule.clip_sampler`` after
     ``setup("fit")`` (``TemporalDataModule`` does), with ``num_replicas``/``rank`` set from the trainer. The
-    callback builds the policy of ``mode`` for the sampler's videos and installs it (``clip_sampler.policy``).
+    callback builds the policy of ``mode`` (a :class:`~lightning_temporal.sampling.SamplingPolicy`) for the
+    sampler's videos and installs it (``clip_sampler.policy``); from then on it talks to the policy only through
+    that contract.
 
     Args:
         gamma_s: sampling temperature γ_s >= 0 of softmax(γ_s·w) (``tss``, ``prior``); 0 = uniform.
         warmup_epochs: W >= 0 epochs of uniform sampling without recording (``tss``, ``reinforce``).
         exploration_epochs: E >= 1 epochs on the deterministic grid (``tss`` only; see
             ``lightning_temporal.sampling.phases`` for E = 1, the single middle slot).
-        scoring: ``"clean"`` (default, SPEC §1.1): before each training step, score ``batch["clean"]`` with the
+        scoring: ``"clean"`` (default): before each training step, score ``batch["clean"]`` with the
             module in eval mode under ``torch.no_grad()`` through ``pl_module.score_clips`` (or ``forward``);
-            ``"augmented"``: reuse ``outputs["logits"]`` returned by ``training_step``.
+            ``"augmented"``: reuse ``outputs["logits"]`` returned by ``training_step`` (seed Table S.2 compares the
+            two).
         mode: ``"tss"`` (warm-up, exploration, exploitation with Eq. S.2 updates), ``"prior"`` (softmax of the
             clip prior from the manifest's per-frame scores, from epoch 0, never updated, nothing scored),
             ``"reinforce"`` (REINFORCE baseline of seed Fig. S.2, after ``warmup_epochs``), ``"uniform"``
@@ -154,65 +238,29 @@ class StochasticSoftmaxCallback(Callback):
                  keep_history: str = "all", seed: int = 0, log_every_epoch: bool = True,
                  reinforce_lr: float = 1.0, reinforce_baseline_momentum: float = 0.9,
                  frame_scores: Optional[Sequence] = None):
-        if isinstance(gamma_s, bool) or not isinstance(gamma_s, (int, float)) or not math.isfinite(gamma_s) \
-                or gamma_s < 0:
-            raise ValueError(f"gamma_s must be a finite number >= 0 (0 = uniform sampling, 1 = the seed's "
-                             f"default), got {gamma_s!r}")
-        if not _is_int(warmup_epochs) or warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an int >= 0 (epochs of uniform sampling), got {warmup_epochs!r}")
-        if not _is_int(exploration_epochs) or exploration_epochs < 1:
-            raise ValueError(f"exploration_epochs must be an int >= 1 (one exploration epoch per grid slot; the "
-                             f"seed uses 5), got {exploration_epochs!r}")
-        if scoring not in _SCORING:
-            raise ValueError(f"scoring must be one of {_SCORING} ('clean': score an un-augmented copy in eval "
-                             f"mode; 'augmented': reuse the training logits), got {scoring!r}")
-        if mode not in _MODES:
-            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        self.gamma_s = check_gamma_s(gamma_s)
+        self.schedule = PhaseSchedule(warmup_epochs, exploration_epochs)
+        self.scoring = check_choice("scoring", scoring, _SCORING, hint="'clean': score an un-augmented copy in "
+                                    "eval mode; 'augmented': reuse the training logits")
+        self.mode = check_choice("mode", mode, tuple(POLICIES))
+        self._policy_type = POLICIES[mode]
         for name, v in (("clip_len", clip_len), ("stride", stride)):
-            if v is not None and (not _is_int(v) or v < 1):
-                raise ValueError(f"{name} must be an int >= 1 or None (read from the data module), got {v!r}")
-        if _is_int(track_videos):
-            if track_videos < 0:
-                raise ValueError(f"track_videos must be a count >= 0 or a list of video indices, got {track_videos}")
-        else:
-            try:
-                tv = [int(v) for v in track_videos]
-            except TypeError:
-                raise ValueError(f"track_videos must be a count >= 0 or a list of video indices, got "
-                                 f"{track_videos!r}") from None
-            if any(v < 0 for v in tv):
-                raise ValueError(f"track_videos must hold video indices >= 0, got {tv}")
-            track_videos = tv
-        if keep_history not in _KEEP_HISTORY:
-            raise ValueError(f"keep_history must be one of {_KEEP_HISTORY}, got {keep_history!r}")
-        if not _is_int(seed):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        if mode == "reinforce":
-            if isinstance(reinforce_lr, bool) or not isinstance(reinforce_lr, (int, float)) \
-                    or not math.isfinite(reinforce_lr) or reinforce_lr <= 0:
-                raise ValueError(f"reinforce_lr must be a finite number > 0, got {reinforce_lr!r}")
-            if isinstance(reinforce_baseline_momentum, bool) or \
-                    not isinstance(reinforce_baseline_momentum, (int, float)) or \
-                    not 0 <= reinforce_baseline_momentum < 1:
-                raise ValueError(f"reinforce_baseline_momentum must be in [0, 1), got {reinforce_baseline_momentum!r}")
+            if v is not None:
+                check_int(name, v, minimum=1, hint="or None: read from the data module")
+        self.clip_len, self.stride = clip_len, stride
+        self.track_videos = _check_track_videos(track_videos)
+        self.keep_history = check_choice("keep_history", keep_history, _KEEP_HISTORY)
+        self.seed = check_int("seed", seed)
+        self.log_every_epoch = bool(log_every_epoch)
+        self.reinforce_lr = check_reinforce_lr(reinforce_lr, "reinforce_lr") if mode == "reinforce" else reinforce_lr
+        self.reinforce_baseline_momentum = (check_baseline_momentum(reinforce_baseline_momentum,
+                                                                    "reinforce_baseline_momentum")
+                                            if mode == "reinforce" else reinforce_baseline_momentum)
         if frame_scores is not None and mode != "prior":
             raise ValueError(f"frame_scores is only used by mode='prior', got mode={mode!r}")
-
-        self.gamma_s = float(gamma_s)
-        self.schedule = PhaseSchedule(warmup_epochs, exploration_epochs)
-        self.scoring = scoring
-        self.mode = mode
-        self.clip_len = clip_len
-        self.stride = stride
-        self.track_videos = track_videos
-        self.keep_history = keep_history
-        self.seed = seed
-        self.log_every_epoch = bool(log_every_epoch)
-        self.reinforce_lr = float(reinforce_lr)
-        self.reinforce_baseline_momentum = float(reinforce_baseline_momentum)
         self.frame_scores = frame_scores
 
-        self.policy = None
+        self.policy: Optional[SamplingPolicy] = None
         self.clip_sampler = None
         self.span: Optional[int] = None
         self.num_positions: Optional[Tensor] = None
@@ -222,7 +270,7 @@ class StochasticSoftmaxCallback(Callback):
         self._stash: Optional[dict] = None         # state loaded before the policy existed
         self._pending_stash: Optional[dict] = None  # records of an unfinished epoch loaded from a checkpoint
         self._rank, self._world_size = 0, 1
-        self._reset_pending()
+        self._records = _EpochRecords()
         # history, filled per finished epoch
         self._epochs: list[int] = []
         self._phases: list[int] = []
@@ -244,20 +292,12 @@ class StochasticSoftmaxCallback(Callback):
         return self.schedule.exploration_epochs
 
     def phase(self, epoch: int) -> Phase:
-        """The phase of an epoch in this callback's ``mode``."""
-        if self.mode == "tss":
-            return self.schedule.phase(epoch)
-        if self.mode == "reinforce":
-            return Phase.WARMUP if epoch < self.warmup_epochs else Phase.EXPLOITATION
-        if self.mode == "prior":
-            return Phase.EXPLOITATION  # SPEC §1.4: no warm-up, no exploration
-        return Phase.WARMUP  # uniform
+        """The phase of an epoch: the policy's (known before the data, from the policy kind and the schedule)."""
+        return self._policy_type.phase_of(epoch, self.schedule)
 
     def records_scores(self, epoch: int) -> bool:
         """Whether clips are scored in this epoch (nothing is scored in warm-up, nor ever for prior/uniform)."""
-        if self.mode in ("prior", "uniform"):
-            return False
-        return self.phase(epoch) is not Phase.WARMUP
+        return self._policy_type.records_scores_of(epoch, self.schedule)
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
@@ -270,16 +310,21 @@ class StochasticSoftmaxCallback(Callback):
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # A run too short to reach exploitation trains like uniform sampling: say so once, before it starts.
-        first = {"tss": self.warmup_epochs + self.exploration_epochs, "reinforce": self.warmup_epochs}.get(self.mode)
         max_epochs = trainer.max_epochs
-        if first is None or trainer.fast_dev_run or max_epochs is None or max_epochs < 0 or max_epochs > first:
+        if not self._policy_type.learns or trainer.fast_dev_run or max_epochs is None or max_epochs < 0:
             return
+        first = next(e for e in itertools.count() if self.phase(e) is Phase.EXPLOITATION)  # W + E at most
+        if max_epochs > first:
+            return
+        phases = [self.phase(e) for e in range(first)]
+        counts = [(phases.count(p), name) for p, name in ((Phase.WARMUP, "warm-up"),
+                                                           (Phase.EXPLORATION, "exploration"))]
+        before = " + ".join(f"{n} {name}" for n, name in counts if n)
+        lower = " / ".join(f"{name.replace('-', '')}_epochs" for n, name in counts if n)
         rank_zero_warn(
-            f"trainer.max_epochs={max_epochs} ends before exploitation begins at epoch {first} "
-            f"({self.warmup_epochs} warm-up" + (f" + {self.exploration_epochs} exploration" if self.mode == "tss"
-                                               else "") + " epochs, counted from 0): no clip of this run is drawn "
-            f"from the learned score tables. Raise max_epochs above {first} or lower warmup_epochs"
-            + (" / exploration_epochs" if self.mode == "tss" else ""))
+            f"trainer.max_epochs={max_epochs} ends before exploitation begins at epoch {first} ({before} epochs, "
+            f"counted from 0): no clip of this run is drawn from the learned score tables. Raise max_epochs above "
+            f"{first} or lower {lower}")
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.clip_sampler is None:
@@ -314,17 +359,21 @@ class StochasticSoftmaxCallback(Callback):
                 raise ValueError(f"mode={self.mode!r} needs the clip length: pass clip_len= to "
                                  "StochasticSoftmaxCallback or give the data module a `clip_len` attribute")
             return None
-        if not _is_int(F) or F < 1 or not _is_int(s) or s < 1:
-            raise ValueError(f"clip_len and stride must be ints >= 1, got clip_len={F!r}, stride={s!r}")
+        F = check_int("clip_len", F, minimum=1, hint="datamodule.clip_len unless given")
+        s = check_int("stride", s, minimum=1, hint="datamodule.stride unless given")
         return (F - 1) * s + 1
 
-    def _build_policy(self, num_positions: Tensor, datamodule):
-        if self.mode == "tss":
-            return StochasticSoftmaxPolicy(num_positions, self.span, self.gamma_s, self.schedule, self.seed)
-        if self.mode == "uniform":
-            return UniformPolicy(num_positions)
-        if self.mode == "reinforce":
-            return ReinforcePolicy(num_positions, self.reinforce_lr, self.reinforce_baseline_momentum, self.seed)
+    def _build_policy(self, num_positions: Tensor, datamodule) -> SamplingPolicy:
+        builders = {
+            "tss": lambda: StochasticSoftmaxPolicy(num_positions, self.span, self.gamma_s, self.schedule, self.seed),
+            "uniform": lambda: UniformPolicy(num_positions),
+            "reinforce": lambda: ReinforcePolicy(num_positions, self.reinforce_lr, self.reinforce_baseline_momentum,
+                                                 self.seed, self.schedule),
+            "prior": lambda: self._prior_policy(num_positions, datamodule),
+        }
+        return builders[self.mode]()
+
+    def _prior_policy(self, num_positions: Tensor, datamodule) -> PriorPolicy:
         scores = self.frame_scores
         if scores is None:
             manifest = getattr(datamodule, "train_manifest", None)
@@ -350,6 +399,17 @@ class StochasticSoftmaxCallback(Callback):
                              "score per decoded frame")
         return policy
 
+    def _tracked_videos(self, num_videos: int) -> Tensor:
+        """int64 [K]: ``track_videos`` evenly spaced videos, or the listed ones (checked against the videos)."""
+        if isinstance(self.track_videos, int):
+            k = min(self.track_videos, num_videos)
+            return (torch.linspace(0, num_videos - 1, k).round().long().unique() if k
+                    else torch.zeros(0, dtype=torch.long))
+        bad = [v for v in self.track_videos if v >= num_videos]
+        if bad:
+            raise ValueError(f"track_videos {bad} are outside the {num_videos} training videos (0..{num_videos - 1})")
+        return torch.tensor(sorted(set(self.track_videos)), dtype=torch.long)
+
     def _install(self, sampler, datamodule) -> None:
         num_positions = torch.as_tensor(sampler.num_positions, dtype=torch.int64)
         if self.policy is not None and self.num_positions is not None \
@@ -360,17 +420,9 @@ class StochasticSoftmaxCallback(Callback):
             return
         self.span = self._resolve_span(datamodule)
         self.num_positions = num_positions
-        V = num_positions.numel()
-        if isinstance(self.track_videos, int):
-            k = min(self.track_videos, V)
-            self.tracked = torch.linspace(0, V - 1, k).round().long().unique() if k else torch.zeros(0, dtype=torch.long)
-        else:
-            bad = [v for v in self.track_videos if v >= V]
-            if bad:
-                raise ValueError(f"track_videos {bad} are outside the {V} training videos (0..{V - 1})")
-            self.tracked = torch.tensor(sorted(set(self.track_videos)), dtype=torch.long)
+        self.tracked = self._tracked_videos(num_positions.numel())
         manifest = getattr(datamodule, "train_manifest", None)
-        self._events = self._read_events(manifest, V)
+        self._events = self._read_events(manifest, num_positions.numel())
         self._fingerprint = self._manifest_fingerprint(manifest, num_positions)
         self.policy = self._build_policy(num_positions, datamodule)
         if self._stash is not None:
@@ -406,36 +458,10 @@ class StochasticSoftmaxCallback(Callback):
         return ev if bool(known.any()) else None
 
     # ----------------------------------------------------------------------------------------- records
-    def _reset_pending(self) -> None:
-        self._seen: list[tuple[Tensor, Tensor]] = []       # (video_idx, start) of every trained clip
-        self._scored: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (video_idx, start, score, ordinal)
-        self._ordinal = 0                                   # this rank's sampler items met this epoch
-        self._pending_epoch: Optional[int] = None          # the epoch these records belong to
-
-    def _local_pending(self) -> list[Tensor]:
-        """This rank's records of the epoch in progress as 7 flat tensors (seen video/start, scored
-        video/start/score/ordinal, [next ordinal])."""
-        def cat(parts, j, dtype):
-            return torch.cat([p[j].cpu() for p in parts]) if parts else torch.zeros(0, dtype=dtype)
-        return [cat(self._seen, 0, torch.long), cat(self._seen, 1, torch.long),
-                cat(self._scored, 0, torch.long), cat(self._scored, 1, torch.long),
-                cat(self._scored, 2, torch.float32), cat(self._scored, 3, torch.long),
-                torch.tensor([self._ordinal], dtype=torch.long)]
-
-    @staticmethod
-    def _pending_state(parts: list[Tensor], ranks: list[Tensor], world_size: int, epoch: Optional[int]) -> dict:
-        """The records of the epoch in progress as saved: ``next_ordinal`` int64 [world_size] is where each rank's
-        ordinals continue; ``rank`` says whose each record is."""
-        sv, st, v, t, score, ordinal, nxt = parts
-        return {"epoch": epoch, "world_size": world_size,
-                "seen": {"video_idx": sv, "start": st, "rank": ranks[0]},
-                "scored": {"video_idx": v, "start": t, "score": score, "ordinal": ordinal, "rank": ranks[1]},
-                "next_ordinal": nxt}
-
     def _restore_pending(self, trainer, pl_module, pending: dict) -> None:
         """The records of an unfinished epoch saved in a checkpoint: applied now if Lightning resumes after that
         epoch, else this rank's part is taken to go on with the epoch."""
-        self._reset_pending()
+        self._records.reset()
         if pending.get("epoch") is None:
             return
         if pending["epoch"] < trainer.current_epoch:
@@ -450,23 +476,13 @@ class StochasticSoftmaxCallback(Callback):
                 f"{pending['world_size']} rank(s); this run has {self._world_size}. The records of that epoch "
                 "belong to the ranks that trained them: resume on the same number of devices, or from a checkpoint "
                 "written at the end of an epoch")
-        r = self._rank
-        seen, scored = pending["seen"], pending["scored"]
-        keep = seen["rank"] == r
-        if bool(keep.any()):
-            self._seen = [(seen["video_idx"][keep], seen["start"][keep])]
-        keep = scored["rank"] == r
-        if bool(keep.any()):
-            self._scored = [(scored["video_idx"][keep], scored["start"][keep], scored["score"][keep],
-                             scored["ordinal"][keep])]
-        self._ordinal = int(pending["next_ordinal"][r if pending["world_size"] > 1 else 0])
-        self._pending_epoch = int(pending["epoch"])
+        self._records.take(pending, self._rank)
 
     @staticmethod
     def _batch_field(batch, key: str) -> Tensor:
         if not isinstance(batch, Mapping) or key not in batch:
             have = sorted(batch.keys()) if isinstance(batch, Mapping) else type(batch).__name__
-            raise KeyError(f"StochasticSoftmaxCallback needs batch[{key!r}] (the CONTRACT batch dict of "
+            raise KeyError(f"StochasticSoftmaxCallback needs batch[{key!r}] (the batch dict of "
                            f"lightning_temporal.data.dataset.collate_clips); the batch has {have}")
         return batch[key]
 
@@ -474,7 +490,7 @@ class StochasticSoftmaxCallback(Callback):
         if not torch.is_tensor(logits) or logits.dim() != 2 or logits.shape[0] != label.shape[0]:
             shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
             raise ValueError(f"{where} must be logits [N, K] for the batch's N = {label.shape[0]} clips, got {shape}")
-        # f(x_t) = the logit of the video's target label (SPEC §1.1)
+        # f(x_t) = the logit of the video's target label (the clip score of seed Eq. S.2)
         return logits.detach().gather(1, label.view(-1, 1).to(logits.device)).squeeze(1).float()
 
     @staticmethod
@@ -486,42 +502,26 @@ class StochasticSoftmaxCallback(Callback):
 
     def _score_clean(self, trainer, pl_module, batch) -> Tensor:
         self._require_clean(batch)
-        # Remember every submodule's own mode: a user may keep parts frozen in eval mode during training.
-        modes = [(m, m.training) for m in pl_module.modules()]
         score_fn = getattr(pl_module, "score_clips", None)
         precision = getattr(trainer, "precision_plugin", None)
         ctx = precision.forward_context() if precision is not None else nullcontext()
-        try:
-            pl_module.eval()
-            with torch.no_grad(), ctx:
-                logits = score_fn(batch["clean"]) if callable(score_fn) else pl_module(batch["clean"])
-        finally:
-            for m, was_training in modes:
-                m.training = was_training
+        # eval_mode gives every submodule its own mode back: a user may keep parts frozen in eval mode in training
+        with eval_mode(pl_module), torch.no_grad(), ctx:
+            logits = score_fn(batch["clean"]) if callable(score_fn) else pl_module(batch["clean"])
         return self._target_logit(logits, batch["label"], "pl_module.score_clips(batch['clean'])")
 
     def _record(self, batch, score: Optional[Tensor]) -> None:
-        vid = self._batch_field(batch, "video_idx").detach()
-        start = self._batch_field(batch, "start").detach()
-        n = vid.shape[0]
-        # Skipped (undecodable) items still took a place in this rank's shard: count them so the ordinals of
-        # later items stay close to their plan positions (their order is what matters for determinism).
         skipped = batch.get("skipped") if isinstance(batch, Mapping) else None
-        n_skipped = int(skipped.numel()) if torch.is_tensor(skipped) else 0
-        ordinal = torch.arange(self._ordinal, self._ordinal + n, device=vid.device)
-        self._ordinal += n + n_skipped
-        if n:
-            self._seen.append((vid, start))
-            if score is not None:
-                self._scored.append((vid, start, score, ordinal))
+        self._records.add(self._batch_field(batch, "video_idx").detach(), self._batch_field(batch, "start").detach(),
+                          score, int(skipped.numel()) if torch.is_tensor(skipped) else 0)
 
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
         epoch = trainer.current_epoch
-        self._pending_epoch = epoch
+        self._records.epoch = epoch
         score = None
         empty = self._batch_field(batch, "video_idx").numel() == 0  # every clip failed to decode
-        if self.scoring == "clean" and self.mode in ("tss", "reinforce"):
+        if self.scoring == "clean" and self._policy_type.learns:
             self._require_clean(batch)  # fail at the first batch, not when warm-up ends
             if self.records_scores(epoch) and not empty:
                 score = self._score_clean(trainer, pl_module, batch)
@@ -538,85 +538,64 @@ class StochasticSoftmaxCallback(Callback):
         if not isinstance(outputs, Mapping) or "logits" not in outputs:
             got = sorted(outputs.keys()) if isinstance(outputs, Mapping) else type(outputs).__name__
             raise KeyError("scoring='augmented' needs training_step to return {'loss': loss, 'logits': "
-                           f"logits.detach()}} (CONTRACT §6); it returned {got}. Or use scoring='clean'")
+                           f"logits.detach()}}; it returned {got}. Or use scoring='clean'")
         score = self._target_logit(outputs["logits"], self._batch_field(batch, "label"), "outputs['logits']")
         self._record(batch, score)
 
     # ------------------------------------------------------------------------------------- epoch end
-    def _gather(self, trainer, parts: list, n_fields: int, dtypes: Sequence[torch.dtype]):
-        if parts:
-            local = [torch.cat([p[j] for p in parts]) for j in range(n_fields)]
-        else:
-            local = [torch.zeros(0, dtype=d) for d in dtypes]
-        return gather_records(trainer.strategy, local)
-
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.policy is None:
             return
         self._finish_epoch(trainer, pl_module, trainer.current_epoch)
 
+    def _epoch_records(self, trainer, epoch: int, saved: Optional[dict]):
+        """Every rank's ``(seen video, seen start)`` and, when the epoch's clips are scored, its scored records
+        ``(video_idx, start, score, rank)`` in global-plan order: gathered from every rank (all ranks call this:
+        the collectives must match), or read from ``saved``, the records of every rank as a checkpoint holds them
+        (every rank read the same checkpoint)."""
+        local = self._records.local() if saved is None else None
+        if saved is None:
+            (seen_v, seen_t), _, _ = gather_records(trainer.strategy, local[:2])
+        else:
+            seen_v, seen_t = saved["seen"]["video_idx"], saved["seen"]["start"]
+        if not self.records_scores(epoch):
+            return (seen_v, seen_t), None
+        if saved is None:
+            (vid, start, score, ordinal), rank, _ = gather_records(trainer.strategy, local[2:6])
+            world = trainer.world_size
+        else:
+            s = saved["scored"]
+            vid, start, score, ordinal, rank = s["video_idx"], s["start"], s["score"], s["ordinal"], s["rank"]
+            world = saved["world_size"]
+        return (seen_v, seen_t), _global_plan_order(vid, start, score, ordinal, rank, world)
+
     def _finish_epoch(self, trainer, pl_module, epoch: int, log: bool = True, saved: Optional[dict] = None) -> None:
         """Gather the epoch's records of every rank, apply them, append the history; every rank calls this.
 
-        ``saved``: the records of every rank as a checkpoint holds them (see :meth:`_pending_state`), applied
+        ``saved``: the records of every rank as a checkpoint holds them (see :func:`_pending_state`), applied
         without gathering (every rank read the same checkpoint).
         """
-        V = self.num_positions.numel()
-        phase = self.phase(epoch)
-
-        # Every rank takes part in both gathers, whatever it recorded (collectives must match).
-        if saved is None:
-            (seen_v, seen_t), _, _ = self._gather(trainer, self._seen, 2, (torch.long, torch.long))
-        else:
-            seen_v, seen_t = saved["seen"]["video_idx"], saved["seen"]["start"]
-        row = torch.full((V,), -1, dtype=torch.int32)
+        (seen_v, seen_t), scored = self._epoch_records(trainer, epoch, saved)
+        row = torch.full((self.num_positions.numel(),), -1, dtype=torch.int32)
         row[seen_v] = seen_t.to(torch.int32)  # padding duplicates carry the same start
 
         # Numbers describing the distributions this epoch drew from: taken before its records are applied.
         entropy = self.policy.entropy(epoch)
         probs = {v: self.policy.probabilities(v, epoch).clone() for v in self.tracked.tolist()}  # few videos
-        counts = {"applied": 0, "nonfinite": 0}
-        n_dup = 0
-        recording = self.records_scores(epoch)
-        if recording:
-            if saved is None:
-                (vid, start, score, ordinal), rank, _ = self._gather(
-                    trainer, self._scored, 4, (torch.long, torch.long, torch.float32, torch.long))
-                world = trainer.world_size
-            else:
-                s = saved["scored"]
-                vid, start, score, ordinal, rank = s["video_idx"], s["start"], s["score"], s["ordinal"], s["rank"]
-                world = saved["world_size"]
-            # Global-plan order: plan index = ordinal * world_size + rank (ClipSampler deals plan[r::R]).
-            key = ordinal * world + rank
-            order = torch.sort(key, stable=True).indices
-            vid, start, score, rank = vid[order], start[order], score[order], rank[order]
+        counts, n_dup = {"applied": 0, "nonfinite": 0}, 0
+        self.last_records = {}
+        if scored is not None:
+            vid, start, score, rank = scored
             n_dup = int(vid.numel() - torch.unique(vid).numel()) if vid.numel() else 0
-            finite = torch.isfinite(score)
-            n_bad = int((~finite).sum())
-            if n_bad:
-                videos = vid[~finite].unique().tolist()
-                warnings.warn(
-                    f"epoch {epoch}: {n_bad} non-finite clip score(s) (NaN/inf) were not written into the "
-                    f"tables, from video(s) {videos[:10]}{' ...' if len(videos) > 10 else ''}; check the model's "
-                    "logits (diverging loss, fp16 overflow)", RuntimeWarning)
             self.last_records = {"video_idx": vid, "start": start, "score": score, "rank": rank}
-            if bool(finite.any()):
-                counts = dict(self.policy.update(epoch, vid[finite], start[finite], score[finite]))
-            counts["nonfinite"] = n_bad
-        else:
-            self.last_records = {}
-        self._reset_pending()
-        self._append_history(epoch, phase, row, probs)
-        self._log_epoch(trainer, pl_module, epoch, phase, row, counts, n_dup, entropy, log)
+            counts = self.policy.update(epoch, vid, start, score)  # leaves out (and warns about) NaN/inf scores
+        self._records.reset()
+        self._append_history(epoch, self.phase(epoch), row, probs)
+        self._log_epoch(trainer, pl_module, epoch, self.phase(epoch), row, counts, n_dup, entropy, log)
 
     def _table_of(self, v: int) -> Tensor:
-        p = self.policy
-        for name in ("table", "theta", "prior"):
-            t = getattr(p, name, None)
-            if t is not None:
-                return t[v].clone()
-        return torch.zeros(int(self.num_positions[v]), dtype=torch.float32)
+        table = self.policy.table
+        return table[v].clone() if table is not None else torch.zeros(int(self.num_positions[v]), dtype=torch.float32)
 
     def _append_history(self, epoch: int, phase: Phase, row: Tensor, probs: dict) -> None:
         if self._epochs and self._epochs[-1] >= epoch:
@@ -678,9 +657,8 @@ class StochasticSoftmaxCallback(Callback):
             "nonfinite": int(counts.get("nonfinite", 0)),
             "duplicates": n_dup,
         }
-        table = getattr(self.policy, "table", None)
-        if table is not None:  # how peaked the tables are after this epoch's update, whatever the phase
-            m["score_entropy"] = float(table.entropy(self.gamma_s).mean())
+        if self.policy.learns:  # how peaked the learned tables are after this epoch's update, whatever the phase
+            m["score_entropy"] = float(self.policy.table.entropy(self.policy.temperature).mean())
         hr = self.hit_rate(row)
         if hr is not None:
             m["hit_rate"] = hr
@@ -702,15 +680,15 @@ class StochasticSoftmaxCallback(Callback):
             return
         # Lightning builds the checkpoint on every rank (only rank 0 writes it): the records of the epoch in
         # progress are gathered here so that the file holds every rank's. Every rank takes part.
-        local = self._local_pending()
+        local = self._records.local()
         seen, seen_rank, _ = gather_records(trainer.strategy, local[:2])
         scored, scored_rank, _ = gather_records(trainer.strategy, local[2:6])
-        epoch = torch.tensor([-1 if self._pending_epoch is None else self._pending_epoch], dtype=torch.long)
+        epoch = torch.tensor([-1 if self._records.epoch is None else self._records.epoch], dtype=torch.long)
         (next_ordinal, epochs), _, _ = gather_records(trainer.strategy, [local[6], epoch])  # rank order
         pending_epoch = int(epochs.max())
-        state["pending"] = self._pending_state(seen + scored + [next_ordinal], [seen_rank, scored_rank],
-                                               trainer.world_size, None if pending_epoch < 0 else pending_epoch)
-        if self._seen:
+        state["pending"] = _pending_state(seen + scored + [next_ordinal], [seen_rank, scored_rank],
+                                          trainer.world_size, None if pending_epoch < 0 else pending_epoch)
+        if self._records.seen:
             loader = trainer.train_dataloader
             if not (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")):
                 warnings.warn(f"a checkpoint is saved in the middle of training epoch {trainer.current_epoch} but "
@@ -723,7 +701,7 @@ class StochasticSoftmaxCallback(Callback):
         if self.policy is None:
             return dict(self._stash) if self._stash is not None else {}
         h = self.history
-        local = self._local_pending()
+        local = self._records.local()
         return {
             "format": _STATE_FORMAT,
             "mode": self.mode,
@@ -736,16 +714,16 @@ class StochasticSoftmaxCallback(Callback):
             "metrics": [dict(m) for m in self.metrics],
             "fingerprint": {k: self._fingerprint[k] for k in ("paths", "num_positions")},
             # this rank's records of the epoch in progress; on_save_checkpoint puts every rank's in a checkpoint
-            "pending": self._pending_state(local, [torch.full_like(local[0], self._rank),
-                                                   torch.full_like(local[2], self._rank)], 1, self._pending_epoch),
+            "pending": _pending_state(local, [torch.full_like(local[0], self._rank),
+                                              torch.full_like(local[2], self._rank)], 1, self._records.epoch),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict:
             return
-        if state_dict.get("format") not in (1, _STATE_FORMAT):
+        if state_dict.get("format") not in range(1, _STATE_FORMAT + 1):
             raise ValueError(f"StochasticSoftmaxCallback state of format {state_dict.get('format')!r}; this "
-                             f"version reads formats 1 and {_STATE_FORMAT}")
+                             f"version reads formats 1 to {_STATE_FORMAT}")
         if state_dict["mode"] != self.mode:
             raise ValueError(f"the checkpoint's StochasticSoftmaxCallback ran mode={state_dict['mode']!r}, this one "
                              f"mode={self.mode!r}; resume with the same mode")
@@ -776,7 +754,7 @@ class StochasticSoftmaxCallback(Callback):
         self._scores = {int(v): list(s.unbind(0)) for v, s in h["scores"].items()}
         self._probs = {int(v): list(s.unbind(0)) for v, s in h["probabilities"].items()}
         self.metrics = [dict(m) for m in state.get("metrics", [])]
-        self._reset_pending()
+        self._records.reset()
         self._pending_stash = state.get("pending")  # this rank's part is taken in on_train_start
 
     def _check_fingerprint(self, saved: dict) -> None:

@@ -18,6 +18,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import Dataset
 
+from lightning_temporal.checks import check_callable, check_instance, check_int, fail
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size, to_float_clip
 from lightning_temporal.data.video import VideoError, read_clip
@@ -78,15 +79,23 @@ def key_seed(video_idx: int, start: int) -> int:
     return (int(video_idx) << 32) ^ int(start) ^ 0x5DEECE66D
 
 
-def _check_positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name}={value!r}; a positive integer is allowed")
+def check_decode_size(decode_size: DecodeSize) -> DecodeSize:
+    """None, an int short side >= 1 or (height, width) ints >= 1 (a list becomes a tuple), else ``ValueError``."""
+    allowed = "None, an int short side >= 1 or (height, width) ints >= 1"
+    if isinstance(decode_size, (list, tuple)):
+        if len(decode_size) != 2:
+            fail("decode_size", allowed, decode_size)
+        return tuple(check_int("decode_size", v, minimum=1) for v in decode_size)
+    if decode_size is not None:
+        check_int("decode_size", decode_size, minimum=1, hint=allowed)
+    return decode_size
 
 
 class ClipDataset(Dataset):
     """Map-style dataset of clips: ``dataset[(video_idx, start)]`` decodes and transforms one clip.
 
-    >>> from lightning_temporal.data.manifest import VideoManifest, VideoRecord
+    >>> from lightning_temporal.checks import check_callable, check_instance, check_int, fail
+from lightning_temporal.data.manifest import VideoManifest, VideoRecord
     >>> m = VideoManifest([VideoRecord("a.mp4", 0, num_frames=40)], ["walk"])
     >>> ClipDataset(m, clip_len=16, stride=2).num_positions.tolist()
     [10]
@@ -112,21 +121,12 @@ class ClipDataset(Dataset):
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  clean_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  strict: bool = False, decode_size: DecodeSize = None):
-        if not isinstance(manifest, VideoManifest):
-            raise TypeError(f"manifest is a {type(manifest).__name__}; pass a VideoManifest (read_csv_manifest)")
-        _check_positive_int("clip_len", clip_len)
-        _check_positive_int("stride", stride)
+        check_instance("manifest", manifest, VideoManifest, hint="read one with read_csv_manifest")
+        check_int("clip_len", clip_len, minimum=1)
+        check_int("stride", stride, minimum=1)
         for name, t in (("transform", transform), ("clean_transform", clean_transform)):
-            if t is not None and not callable(t):
-                raise TypeError(f"{name}={t!r}; a callable taking uint8 [T, H, W, 3] (or None) is allowed")
-        if isinstance(decode_size, (list, tuple)):
-            if len(decode_size) != 2:
-                raise ValueError(f"decode_size={decode_size!r}; None, an int short side or (h, w) is allowed")
-            for v in decode_size:
-                _check_positive_int("decode_size", v)
-            decode_size = tuple(decode_size)
-        elif decode_size is not None:
-            _check_positive_int("decode_size", decode_size)
+            check_callable(name, t, optional=True, hint="taking uint8 [T, H, W, 3]")
+        decode_size = check_decode_size(decode_size)
         self.manifest = manifest
         self.clip_len, self.stride = clip_len, stride
         self.transform, self.clean_transform = transform, clean_transform
@@ -137,7 +137,7 @@ class ClipDataset(Dataset):
 
     @property
     def num_positions(self) -> torch.Tensor:
-        """int64 [V]: number of clip positions N of each video (CONTRACT §1)."""
+        """int64 [V]: number of clip positions N = max(1, L - span + 1) of each video."""
         return self._num_positions
 
     def __len__(self) -> int:
@@ -197,7 +197,8 @@ class ClipDataset(Dataset):
 
 
 def collate_clips(items: Sequence[Union[Dict[str, object], SkippedClip]]) -> Dict[str, object]:
-    """Batch of :class:`ClipDataset` items (CONTRACT §3): stacked tensors of the decoded items plus
+    """Batch of :class:`ClipDataset` items: stacked tensors of the decoded items (``"clip"``, ``"clean"`` when
+    present, ``"label"``, ``"video_idx"``, ``"start"``) plus
     ``"skipped"`` int64 ``[S]`` (video_idx of the skipped ones) and ``"skip_errors"`` (their messages).
 
     A batch whose items were all skipped has N = 0 and ``"clip"`` of shape ``[0, 0, 0, 0, 0]``.

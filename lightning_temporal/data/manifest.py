@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import dataclasses
 import difflib
 import hashlib
 import json
@@ -22,6 +23,8 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import numpy as np
 import torch
+
+from lightning_temporal.checks import check_choice
 
 __all__ = [
     "ManifestError",
@@ -460,10 +463,29 @@ def probe_frame_counts(paths: Sequence[str], *, cache_path: Optional[str] = None
 
 
 # --------------------------------------------------------------------------------------------- manifest builder
+def _record_of(r: _Row, label: int, csv_dir: Optional[str]) -> VideoRecord:
+    """The :class:`VideoRecord` of a row, its counts and events checked (``num_frames`` None when not given)."""
+    n = _parse_count(r.num_frames, "num_frames", r.source, 1)
+    s = _parse_count(r.event_start, "event_start", r.source, 0)
+    e = _parse_count(r.event_end, "event_end", r.source, 1)
+    if (s is None) != (e is None):
+        raise ManifestError(f"{r.source}: only one of event_start/event_end is given; give both or neither")
+    if s is not None and e <= s:
+        raise ManifestError(f"{r.source}: event_end = {e} <= event_start = {s}; the event spans frames "
+                            "[event_start, event_end) with end exclusive, so end must exceed start")
+    fs = r.frame_scores.strip() or None
+    if fs is not None:
+        fs = _join(csv_dir or "", fs)
+        if not os.path.isfile(fs):
+            raise ManifestFileNotFoundError(f"{r.source}: frame_scores file {fs} not found; fix the path "
+                                            "(relative to the manifest) or leave the column empty")
+    return VideoRecord(r.path, label, num_frames=n, event_start=s, event_end=e, frame_scores=fs, source=r.source,
+                       extra=dict(r.extra))
+
+
 def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool, probe_fn, num_workers,
            progress, on_bad_video: str, csv_dir: Optional[str], allow_repeats: bool = False) -> VideoManifest:
-    if on_bad_video not in ("raise", "skip"):
-        raise ValueError(f"on_bad_video={on_bad_video!r}; allowed: 'raise' or 'skip'")
+    check_choice("on_bad_video", on_bad_video, ("raise", "skip"))
     if not rows:
         raise ManifestError(f"{file}: lists no videos; add rows (or check the split / train arguments)")
     labels, class_names = _resolve_labels(rows, _load_class_list(classes))
@@ -475,57 +497,47 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
             raise exc(f"{row.source}: {msg}")
         dropped.append((row.source, row.path, msg))
 
-    parsed: Dict[int, list] = {}  # row -> [num_frames, event_start, event_end, frame_scores, height, width]
+    records: Dict[int, VideoRecord] = {}  # row index -> record, for the rows whose video exists
     keys: List[Optional[Tuple[int, int]]] = [None] * len(rows)
     for i, r in enumerate(rows):
-        n = _parse_count(r.num_frames, "num_frames", r.source, 1)
-        s = _parse_count(r.event_start, "event_start", r.source, 0)
-        e = _parse_count(r.event_end, "event_end", r.source, 1)
-        if (s is None) != (e is None):
-            raise ManifestError(f"{r.source}: only one of event_start/event_end is given; give both or neither")
-        if s is not None and e <= s:
-            raise ManifestError(f"{r.source}: event_end = {e} <= event_start = {s}; the event spans frames "
-                                "[event_start, event_end) with end exclusive, so end must exceed start")
-        fs = r.frame_scores.strip() or None
-        if fs is not None:
-            fs = _join(csv_dir or "", fs)
-            if not os.path.isfile(fs):
-                raise ManifestFileNotFoundError(f"{r.source}: frame_scores file {fs} not found; fix the path "
-                                                "(relative to the manifest) or leave the column empty")
+        record = _record_of(r, labels[i], csv_dir)
         keys[i] = _stat_key(r.path)  # one stat per file: existence here, cache validity when probing
         if keys[i] is None:
             tried = " or ".join([r.path, *r.alternatives])
             bad(r, f"video {tried} not found; fix the path (relative to the manifest or root=) or remove the "
                    "row", ManifestFileNotFoundError)
             continue
-        parsed[i] = [n, s, e, fs, None, None]
+        records[i] = record
 
-    need = [i for i in parsed if parsed[i][0] is None] if probe else []
+    need = [i for i, rec in records.items() if rec.num_frames is None] if probe else []
     if need:
         results, errors = probe_frame_counts([rows[i].path for i in need], cache_path=cache_path,
                                              probe_fn=probe_fn, num_workers=num_workers, progress=progress,
                                              stat_keys=[keys[i] for i in need])
         for j in sorted(errors):
             bad(rows[need[j]], f"cannot probe the video ({errors[j]}); re-encode or remove the row")
-            del parsed[need[j]]
+            del records[need[j]]
         for j, i in enumerate(need):
             if results[j] is not None:
                 n, h, w = results[j]
-                parsed[i][0], parsed[i][4], parsed[i][5] = n, (h if h > 0 else None), (w if w > 0 else None)
+                records[i] = dataclasses.replace(records[i], num_frames=n, height=h if h > 0 else None,
+                                                 width=w if w > 0 else None)
+    for rec in records.values():
+        if rec.event_end is not None and rec.num_frames is not None and rec.event_end > rec.num_frames:
+            raise ManifestError(f"{rec.source}: event_end = {rec.event_end} is beyond the video's {rec.num_frames} "
+                                "frames; event bounds are frame indices in [0, num_frames]")
+    return _manifest_with_dropped(file, len(rows), list(records.values()), class_names, dropped)
 
-    records = []
-    for i, (n, s, e, fs, h, w) in parsed.items():
-        r = rows[i]
-        if e is not None and n is not None and e > n:
-            raise ManifestError(f"{r.source}: event_end = {e} is beyond the video's {n} frames; event bounds "
-                                "are frame indices in [0, num_frames]")
-        records.append(VideoRecord(r.path, labels[i], n, s, e, fs, h, w, r.source, dict(r.extra)))
+
+def _manifest_with_dropped(file: str, num_rows: int, records: List[VideoRecord], class_names: List[str],
+                           dropped: List[Tuple[str, str, str]]) -> VideoManifest:
+    """The manifest of the kept records; one warning listing the rows left out, or an error if none is left."""
     if dropped and not records:
-        raise ManifestError(f"{file}: every one of its {len(rows)} videos was left out, first {dropped[0][0]}: "
+        raise ManifestError(f"{file}: every one of its {num_rows} videos was left out, first {dropped[0][0]}: "
                             f"{dropped[0][2]}")
     if dropped:
         listed = "; ".join(f"{src}: {msg}" for src, _, msg in dropped[:5])
-        warnings.warn(f"{len(dropped)} of {len(rows)} manifest rows left out (on_bad_video='skip'): {listed}"
+        warnings.warn(f"{len(dropped)} of {num_rows} manifest rows left out (on_bad_video='skip'): {listed}"
                       + (" ..." if len(dropped) > 5 else "") + "; see manifest.dropped for all of them")
     return VideoManifest(records, class_names, dropped)
 
@@ -625,8 +637,7 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
 
     >>> m = read_ucf101_split("UCF-101", "ucfTrainTestlist", split=1)   # doctest: +SKIP
     """
-    if split not in (1, 2, 3):
-        raise ValueError(f"split={split}; UCF101 has splits 1, 2, 3")
+    check_choice("split", split, (1, 2, 3), hint="UCF101 has splits 1, 2, 3")
     split_dir, root = os.fspath(split_dir), os.path.abspath(os.fspath(root))
     class_file = _require_file(os.path.join(split_dir, "classInd.txt"), "UCF101 class list classInd.txt")
     names: Dict[int, str] = {}
@@ -670,8 +681,7 @@ def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe
 
     >>> m = read_hmdb51_split("hmdb51", "testTrainMulti_7030_splits", train=False)   # doctest: +SKIP
     """
-    if split not in (1, 2, 3):
-        raise ValueError(f"split={split}; HMDB51 has splits 1, 2, 3")
+    check_choice("split", split, (1, 2, 3), hint="HMDB51 has splits 1, 2, 3")
     split_dir, root = os.fspath(split_dir), os.path.abspath(os.fspath(root))
     if not os.path.isdir(split_dir):
         raise ManifestFileNotFoundError(f"{split_dir}: HMDB51 split folder not found; check the path")

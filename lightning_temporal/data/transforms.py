@@ -12,6 +12,8 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from lightning_temporal.checks import check_int
+
 __all__ = [
     "short_side_size",
     "to_float_clip",
@@ -104,8 +106,7 @@ class _ClipTransform:
 
     def __init__(self, crop_size: int, short_side: int, mean: Sequence[float], std: Sequence[float]):
         for name, v in (("crop_size", crop_size), ("short_side", short_side)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r}; a positive integer number of pixels is allowed")
+            check_int(name, v, minimum=1, hint="pixels")
         if crop_size > short_side:
             raise ValueError(f"crop_size={crop_size} > short_side={short_side}; the crop must fit in the resized "
                              "frame, so use crop_size <= short_side")

@@ -48,6 +48,7 @@ import av
 import numpy as np
 import torch
 
+from lightning_temporal.checks import check_int
 from lightning_temporal.data.errors import VideoError
 from lightning_temporal.data.frame_table import (
     FrameTable,
@@ -90,19 +91,14 @@ class VideoInfo:
 
 
 def _check_int(value, name: str, path: str, minimum: int) -> int:
-    if type(value) is int and value >= minimum:  # the common case, first: this runs for every clip read
+    """``checks.check_int`` named by the file, with a fast path (this runs for every clip read) and 0-d integer
+    tensors accepted (a sampler may hand them over)."""
+    if type(value) is int and value >= minimum:
         return value
-    # operator.index accepts Python/NumPy ints and 0-d integer tensors, rejects floats; bools are rejected
-    # explicitly because True would silently mean 1.
-    if isinstance(value, (bool, np.bool_)) or (torch.is_tensor(value) and value.dtype == torch.bool):
-        raise ValueError(f"{path}: {name} must be an integer >= {minimum}, got {value!r}")
-    try:
-        out = int(value.__index__())
-    except (AttributeError, TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{path}: {name} must be an integer >= {minimum}, got {value!r}") from None
-    if out < minimum:
-        raise ValueError(f"{path}: {name} must be an integer >= {minimum}, got {out}")
-    return out
+    if torch.is_tensor(value) and value.numel() == 1 and not value.dtype.is_floating_point \
+            and value.dtype != torch.bool:
+        value = int(value)
+    return check_int(f"{path}: {name}", value, minimum=minimum)
 
 
 def _check_size(size, path: str) -> Optional[Tuple[int, int]]:

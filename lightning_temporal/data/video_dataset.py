@@ -18,7 +18,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
-from lightning_temporal.data.dataset import DecodeSize, SkippedClip, num_clip_positions
+from lightning_temporal.checks import check_callable, check_choice, check_instance, check_int
+from lightning_temporal.data.dataset import DecodeSize, SkippedClip, check_decode_size, num_clip_positions
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size
 from lightning_temporal.data.video import VideoError, VideoReader, probe
@@ -97,15 +98,14 @@ class VideoDataset(Dataset):
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, *, mode: str = "clips",
                  clip_stride: Optional[int] = None, strict: bool = False, decode_size: DecodeSize = None,
                  data_threads: int = 1):
-        if mode not in EVAL_MODES:
-            raise ValueError(f"mode={mode!r}; one of {EVAL_MODES} is allowed")
+        check_instance("manifest", manifest, VideoManifest, hint="read one with read_csv_manifest")
+        check_choice("mode", mode, EVAL_MODES)
         for name, v in (("clip_len", clip_len), ("stride", stride), ("data_threads", data_threads)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name}={v!r}; a positive integer is allowed")
+            check_int(name, v, minimum=1)
         clip_stride = max(1, clip_len // 4) if clip_stride is None else clip_stride
-        if not isinstance(clip_stride, int) or isinstance(clip_stride, bool) or clip_stride < 1:
-            raise ValueError(f"clip_stride={clip_stride!r}; a positive integer (frames between evaluated clip "
-                             "starts) is allowed")
+        check_int("clip_stride", clip_stride, minimum=1, hint="frames between evaluated clip starts")
+        check_callable("transform", transform, optional=True, hint="taking uint8 [L, H, W, 3]")
+        decode_size = check_decode_size(decode_size)
         self.manifest, self.clip_len, self.stride = manifest, clip_len, stride
         self.transform, self.mode, self.clip_stride = transform, mode, clip_stride
         self.strict, self.decode_size, self.data_threads = bool(strict), decode_size, data_threads

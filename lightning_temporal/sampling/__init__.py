@@ -1,11 +1,24 @@
-"""Temporal Stochastic Softmax, the pure part: score tables, phases, clip-position policies, the clip sampler."""
+"""Temporal Stochastic Softmax, the pure part: score tables, phases, clip-position policies, the clip sampler.
+
+No Lightning and no I/O here: ``import lightning_temporal.sampling`` loads torch only. The layers, from the
+bottom: :mod:`.segments` (pure kernels over ragged per-video vectors), :mod:`.records` (scored clips),
+:mod:`.table` (:class:`ScoreTable`), :mod:`.phases`, :mod:`.policy` (the :class:`SamplingPolicy` contract),
+:mod:`.policies` (uniform, TSS, prior, REINFORCE) and :mod:`.sampler` (:class:`ClipSampler`, :class:`ClipLoader`).
+"""
 from lightning_temporal.sampling.table import ScoreTable
-from lightning_temporal.sampling.phases import Phase, PhaseSchedule, exploration_radius, exploration_starts
+from lightning_temporal.sampling.phases import (
+    PHASE_CODES,
+    Phase,
+    PhaseSchedule,
+    exploration_radius,
+    exploration_starts,
+)
+from lightning_temporal.sampling.policy import SamplingPolicy
 from lightning_temporal.sampling.policies import PriorPolicy, ReinforcePolicy, StochasticSoftmaxPolicy, UniformPolicy
 from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler, clip_seeds
 
 __all__ = [
-    "ScoreTable", "Phase", "PhaseSchedule", "exploration_radius", "exploration_starts",
-    "UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy", "ClipSampler", "ClipLoader",
-    "clip_seeds",
+    "ScoreTable", "Phase", "PHASE_CODES", "PhaseSchedule", "exploration_radius", "exploration_starts",
+    "SamplingPolicy", "UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy", "ClipSampler",
+    "ClipLoader", "clip_seeds",
 ]

@@ -1,4 +1,4 @@
-"""Training phases of Temporal Stochastic Softmax and the exploration grid (SPEC §1.2).
+"""Training phases of Temporal Stochastic Softmax and the exploration grid (Ayral et al., supplementary §S.1).
 
 Epochs are counted from 0. With W warm-up and E exploration epochs:
 
@@ -19,15 +19,18 @@ for N < E the grid step (N-1)/(E-1) is < 1 so the slots alone hit every position
 """
 from __future__ import annotations
 
+import dataclasses
 import enum
 from typing import Union
 
 import torch
 from torch import Tensor
 
-from lightning_temporal.sampling.table import IntsLike, as_num_positions
+from lightning_temporal.checks import check_int
+from lightning_temporal.sampling.segments import IntsLike, as_num_positions
 
-__all__ = ["Phase", "PhaseSchedule", "exploration_starts", "exploration_radius", "exploration_slot_orders"]
+__all__ = ["Phase", "PHASE_CODES", "PhaseSchedule", "check_epoch", "exploration_starts", "exploration_radius",
+           "exploration_slot_orders"]
 
 
 class Phase(str, enum.Enum):
@@ -38,11 +41,18 @@ class Phase(str, enum.Enum):
     EXPLOITATION = "exploitation"
 
 
+#: the integer code of each phase, as logged (``tss/phase``) and kept in ``SamplingHistory.phases``
+PHASE_CODES = {Phase.WARMUP: 0, Phase.EXPLORATION: 1, Phase.EXPLOITATION: 2}
+
+
 def _check_epochs(exploration_epochs) -> int:
-    if isinstance(exploration_epochs, bool) or not isinstance(exploration_epochs, int) or exploration_epochs < 1:
-        raise ValueError(f"exploration_epochs must be an int >= 1 (one grid slot per exploration epoch), "
-                         f"got {exploration_epochs!r}")
-    return exploration_epochs
+    return check_int("exploration_epochs", exploration_epochs, minimum=1,
+                     hint="one grid slot per exploration epoch; the seed uses 5")
+
+
+def check_epoch(epoch) -> int:
+    """``epoch`` as an int if it is one >= 0 (epochs count from 0), else ``ValueError``."""
+    return check_int("epoch", epoch, minimum=0, hint="epochs count from 0")
 
 
 def exploration_starts(num_positions: IntsLike, slot: Union[int, Tensor], exploration_epochs: int) -> Tensor:
@@ -91,6 +101,7 @@ def exploration_slot_orders(num_videos: int, exploration_epochs: int, seed: int)
     return order.to(torch.int16 if E <= torch.iinfo(torch.int16).max else torch.int64)
 
 
+@dataclasses.dataclass(frozen=True)
 class PhaseSchedule:
     """Which phase each epoch is in.
 
@@ -106,20 +117,15 @@ class PhaseSchedule:
         exploration_epochs: E >= 1 epochs on the deterministic grid (see module docstring for E = 1).
     """
 
-    def __init__(self, warmup_epochs: int = 3, exploration_epochs: int = 5):
-        if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be an int >= 0, got {warmup_epochs!r}")
-        self.warmup_epochs = warmup_epochs
-        self.exploration_epochs = _check_epochs(exploration_epochs)
+    warmup_epochs: int = 3
+    exploration_epochs: int = 5
 
-    @staticmethod
-    def _check_epoch(epoch) -> int:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0 (epochs count from 0), got {epoch!r}")
-        return epoch
+    def __post_init__(self):
+        check_int("warmup_epochs", self.warmup_epochs, minimum=0, hint="epochs of uniform sampling")
+        _check_epochs(self.exploration_epochs)
 
     def phase(self, epoch: int) -> Phase:
-        e = self._check_epoch(epoch)
+        e = check_epoch(epoch)
         if e < self.warmup_epochs:
             return Phase.WARMUP
         if e < self.warmup_epochs + self.exploration_epochs:
@@ -132,12 +138,3 @@ class PhaseSchedule:
             raise ValueError(f"epoch {epoch} is not an exploration epoch (exploration is epochs "
                              f"{self.warmup_epochs}..{self.warmup_epochs + self.exploration_epochs - 1})")
         return epoch - self.warmup_epochs
-
-    def state_dict(self) -> dict:
-        return {"warmup_epochs": self.warmup_epochs, "exploration_epochs": self.exploration_epochs}
-
-    def __eq__(self, other) -> bool:
-        return isinstance(other, PhaseSchedule) and self.state_dict() == other.state_dict()
-
-    def __repr__(self) -> str:
-        return f"PhaseSchedule(warmup_epochs={self.warmup_epochs}, exploration_epochs={self.exploration_epochs})"

@@ -21,8 +21,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, DistributedSampler
 
+from lightning_temporal.checks import check_instance, check_int
+from lightning_temporal.sampling.phases import check_epoch
 from lightning_temporal.sampling.policies import UniformPolicy
-from lightning_temporal.sampling.table import IntsLike, as_num_positions
+from lightning_temporal.sampling.policy import SamplingPolicy
+from lightning_temporal.sampling.segments import IntsLike, as_num_positions
 
 __all__ = ["ClipSampler", "ClipLoader", "epoch_generator", "clip_seeds", "counter_seed"]
 
@@ -91,8 +94,9 @@ class ClipSampler(DistributedSampler):
 
     Args:
         num_positions: N_v per video (ints >= 1), [V].
-        policy: any object with ``starts(epoch, generator) -> int64 [V]`` (see ``policies``); None = uniform.
-            The attribute may be replaced later (the callback installs its own policy).
+        policy: a :class:`~lightning_temporal.sampling.policy.SamplingPolicy` (its ``starts(epoch, generator)``
+            draws each epoch's starts); None = uniform. The attribute may be replaced later (the callback installs
+            its own policy).
         shuffle: shuffle the video order each epoch (else videos come in index order).
         seed: seeds the per-epoch generator (:func:`epoch_generator`).
         num_replicas, rank: DDP world size and this rank; may be set after construction, before iterating.
@@ -118,9 +122,7 @@ class ClipSampler(DistributedSampler):
         # DistributedSampler.__init__ is not called: it would query torch.distributed and freeze the
         # shard sizes; here they follow num_replicas / rank whenever those are set.
         self.num_positions = as_num_positions(num_positions)
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise ValueError(f"seed must be an int, got {seed!r}")
-        self.seed = seed
+        self.seed = check_int("seed", seed)
         self.shuffle = bool(shuffle)
         self.drop_last = False
         self.epoch = 0
@@ -145,27 +147,22 @@ class ClipSampler(DistributedSampler):
         return self.num_positions.numel()
 
     def _check(self) -> None:
-        nr, r = self.num_replicas, self.rank
-        if isinstance(nr, bool) or not isinstance(nr, int) or nr < 1:
-            raise ValueError(f"num_replicas must be an int >= 1 (the DDP world size), got {nr!r}")
-        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r < nr:
-            raise ValueError(f"rank must be an int in 0..{nr - 1} (num_replicas = {nr}), got {r!r}")
-        pol_n = getattr(self.policy, "num_positions", None)
-        if pol_n is not None and not torch.equal(torch.as_tensor(pol_n), self.num_positions):
+        """num_replicas, rank and policy are attributes that the data module or the callback set after
+        construction: they are checked when a plan is drawn."""
+        nr = check_int("num_replicas", self.num_replicas, minimum=1, hint="the DDP world size")
+        check_int("rank", self.rank, minimum=0, maximum=nr - 1, hint=f"num_replicas = {nr}")
+        check_instance("policy", self.policy, SamplingPolicy, hint="subclass lightning_temporal.sampling.SamplingPolicy")
+        if not torch.equal(self.policy.num_positions, self.num_positions):
             raise ValueError(f"the policy was built for other videos than the sampler: policy has "
-                             f"{torch.as_tensor(pol_n).numel()} videos, sampler {self.num_videos}, or their "
+                             f"{self.policy.num_videos} videos, sampler {self.num_videos}, or their "
                              "num_positions differ; build both from the same training manifest")
 
     def set_epoch(self, epoch: int) -> None:
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
-        self.epoch = epoch
+        self.epoch = check_epoch(epoch)
 
     def epoch_plan(self, epoch: int | None = None) -> tuple[Tensor, Tensor]:
         """The global plan of an epoch (default: the current one): ``(video_idx, start)``, int64 [total_size]."""
-        epoch = self.epoch if epoch is None else epoch
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be an int >= 0, got {epoch!r}")
+        epoch = check_epoch(self.epoch if epoch is None else epoch)
         self._check()
         g = epoch_generator(self.seed, epoch)
         order = torch.randperm(self.num_videos, generator=g) if self.shuffle else torch.arange(self.num_videos)
@@ -185,8 +182,7 @@ class ClipSampler(DistributedSampler):
     def start_at(self, epoch: int, position: int) -> None:
         """Begin the next iteration of ``epoch`` at ``position`` of this rank's shard (the items before it were
         trained before a checkpoint). Applies once, and only if the sampler is then at that epoch."""
-        if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position <= self.num_samples:
-            raise ValueError(f"position must be an int in 0..{self.num_samples} (this rank's shard), got {position!r}")
+        position = check_int("position", position, minimum=0, maximum=self.num_samples, hint="this rank's shard")
         self._resume_at = (int(epoch), position)
 
     @property

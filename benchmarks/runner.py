@@ -5,19 +5,19 @@
 early stopping on ``val/top1``), tests the checkpoint kept by early stopping (or the last weights) at every
 requested pooling temperature γ_p, and returns one plain dict (JSON-serialisable) with the test accuracies,
 the sampler's hit rate per epoch, the number of epochs and the average GMACs per test clip.
-``benchmarks/reproduce.py`` and ``tests/test_reproduce.py`` share it.
+``benchmarks/reproduce.py`` and ``tests/test_reproduce.py`` share it. It is a harness of the benchmarks, not
+part of the installed package, and uses the package's public API only.
 
 Example::
 
-    >>> from lightning_temporal.experiments.runner import run_experiment   # doctest: +SKIP
+    >>> from runner import run_experiment                                       # doctest: +SKIP
     >>> row = run_experiment({"method": "tss", "gamma_s": 1.0, "max_epochs": 20,
     ...                       "data": {"root": "data_cache/repro_multiclass"}})  # doctest: +SKIP
-    >>> row["test"]["1"]["top1"], row["hit_rate"]                          # doctest: +SKIP
+    >>> row["test"]["gp1"]["top1"], row["hit_rate"]                          # doctest: +SKIP
 """
 from __future__ import annotations
 
 import copy
-import math
 import os
 import tempfile
 import time
@@ -26,8 +26,15 @@ from typing import Any, Dict, List, Optional
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
-__all__ = ["DEFAULTS", "METHODS", "run_experiment", "gamma_key"]
+from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier, count_gmacs
+from lightning_temporal.data.video_dataset import gather_clips
+from lightning_temporal.metrics import classification_metrics
+from lightning_temporal.models import SimilarityGuidedSampling
+from lightning_temporal.module import pooling_key
+
+__all__ = ["DEFAULTS", "METHODS", "run_experiment", "pooling_key"]
 
 METHODS = ("uniform", "tss", "prior", "reinforce")
 
@@ -70,11 +77,6 @@ DEFAULTS: Dict[str, Any] = {
 }
 
 
-def gamma_key(g: float) -> str:
-    """Key of a pooling temperature in the result dicts: ``"0"``, ``"1"``, ``"1e+06"``."""
-    return f"{float(g):g}"
-
-
 def _merge(config: Dict[str, Any]) -> Dict[str, Any]:
     unknown = set(config) - set(DEFAULTS)
     if unknown:
@@ -90,33 +92,18 @@ def _merge(config: Dict[str, Any]) -> Dict[str, Any]:
     return cfg
 
 
-def _test_metrics(trainer, model, dm, gammas: List[float]) -> Dict[str, Dict[str, float]]:
-    model.gammas = [float(g) for g in gammas]  # first = the logged default, the rest under val/gp*/...
-    from lightning_temporal.metrics import classification_metrics
-    from lightning_temporal.module import _gamma_key
-
-    model.gamma_p = model.gammas[0]
-    model.metrics = torch.nn.ModuleDict({
-        f"{stage}_{_gamma_key(g)}": classification_metrics(
-            model.num_classes, prefix=f"{stage}/" if g == model.gamma_p else f"{stage}/{_gamma_key(g)}/")
-        for stage in ("val", "test") for g in model.gammas})
+def _test_metrics(trainer, model: VideoClassifier, dm, gammas: List[float]) -> Dict[str, Dict[str, float]]:
+    """``{pooling_key(g): {"top1", "mean_class_acc", ...}}`` of one test run, for each pooling temperature g of
+    ``gammas`` (the model reports them all: it was built with them in ``report_gamma_p``)."""
     out = trainer.test(model, datamodule=dm, verbose=False)[0]
-    res = {}
-    for g in model.gammas:
-        prefix = "test/" if g == model.gamma_p else f"test/{_gamma_key(g)}/"
-        res[gamma_key(g)] = {k[len(prefix):]: float(v) for k, v in out.items()
-                             if k.startswith(prefix) and "/" not in k[len(prefix):]}
-    return res
+    names = list(classification_metrics(model.num_classes).keys())
+    return {pooling_key(g): {n: float(out[model.metric_prefix("test", g) + n]) for n in names} for g in gammas}
 
 
 def _gmacs(model, dm, n: int) -> Optional[float]:
     """Average GMACs per clip over the clips of the first test videos (what SGS actually ran)."""
     if n <= 0:
         return None
-    from lightning_temporal.flops import count_gmacs
-
-    from lightning_temporal.data.video_dataset import gather_clips
-
     ds = dm.datasets["test"]
     clips = []
     for i in range(len(ds)):
@@ -149,48 +136,24 @@ class _LearningCurves(L.Callback):
             self.val.append({"epoch": trainer.current_epoch, "val/top1": float(trainer.callback_metrics["val/top1"])})
 
 
-def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
-    """Train and test one model; returns a JSON-serialisable dict (see the module docstring).
-
-    Keys of the result: ``config`` (the merged settings), ``test`` (``{gamma_key: {"top1", "mean_class_acc",
-    ["eer_acc"]}}``), ``epochs`` (epochs trained), ``best_epoch`` (epoch of the tested weights),
-    ``hit_rate`` (mean hit rate over epochs >= W+E, the exploitation phase of TSS, same epochs for every
-    method), ``hit_rate_per_epoch``, ``phase_per_epoch``, ``gmacs``, ``gmacs_by_bins`` / ``test_by_bins``
-    (when ``test_num_bins``), ``train_curve`` / ``val_curve`` (per-epoch ``train/loss_epoch``, ``train/top1``
-    and ``val/top1``), ``seconds``.
-    """
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    from lightning_temporal.callbacks.stochastic_softmax import StochasticSoftmaxCallback
-    from lightning_temporal.datamodule import TemporalDataModule
-    from lightning_temporal.module import VideoClassifier
-
-    cfg = _merge(config)
-    torch.set_num_threads(int(cfg["threads"]))
-    t0 = time.perf_counter()
-    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+def _build(cfg: Dict[str, Any], out_dir: str):
+    """The data module, model, sampler callback, learning-curve recorder, checkpoint callback and trainer."""
     dm = TemporalDataModule(
         synthetic=dict(cfg["data"]), clip_len=cfg["clip_len"], crop_size=cfg["crop_size"],
         short_side=cfg["short_side"], flip=cfg["flip"], mean=[0.5] * 3, std=[0.25] * 3, batch_size=cfg["batch_size"],
         eval_batch_size=cfg["eval_batch_size"], eval_clip_stride=cfg["eval_clip_stride"],
         num_workers=cfg["num_workers"], seed=cfg["seed"], progress=cfg["progress"],
         clean_clips=cfg["method"] in ("tss", "reinforce") and cfg["scoring"] == "clean")
-    num_classes = dm.num_classes
     lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
     model = VideoClassifier(
-        cfg["backbone"], num_classes=num_classes, backbone_kwargs=cfg["backbone_kwargs"] or None,
-        sgs=cfg["sgs"], gamma_p=cfg["gamma_p"], report_gamma_p=[],
+        cfg["backbone"], num_classes=dm.num_classes, backbone_kwargs=cfg["backbone_kwargs"] or None,
+        sgs=cfg["sgs"], gamma_p=cfg["gamma_p"], report_gamma_p=cfg["test_gamma_p"],
         optimizer=lambda p: torch.optim.Adam(p, lr=lr, weight_decay=wd))
     mode = cfg["method"]
     sampler_cb = StochasticSoftmaxCallback(
         gamma_s=cfg["gamma_s"] if mode in ("tss", "prior") else 0.0, warmup_epochs=cfg["warmup_epochs"],
         exploration_epochs=cfg["exploration_epochs"], scoring=cfg["scoring"], mode=mode,
         track_videos=cfg["track_videos"], seed=cfg["seed"], reinforce_lr=cfg["reinforce_lr"])
-    tmp = None
-    out_dir = cfg["out_dir"]
-    if out_dir is None:
-        tmp = tempfile.TemporaryDirectory(prefix="lt_exp_")
-        out_dir = tmp.name
     curves = _LearningCurves()
     callbacks = [sampler_cb, curves]
     ckpt = None
@@ -205,40 +168,70 @@ def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
         logger=False, enable_checkpointing=ckpt is not None, callbacks=callbacks,
         enable_progress_bar=cfg["progress"], enable_model_summary=False, default_root_dir=out_dir,
         deterministic=False)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|sync_dist).*")
-        trainer.fit(model, datamodule=dm)
-        epochs = int(trainer.current_epoch)
-        best_epoch = epochs - 1
-        if ckpt is not None and ckpt.best_model_path:
-            state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)
-            model.load_state_dict(state["state_dict"])
-            best_epoch = int(state.get("epoch", best_epoch))
-        dm.setup("test")
-        test = _test_metrics(trainer, model, dm, cfg["test_gamma_p"])
-        result: Dict[str, Any] = {"config": cfg, "test": test, "epochs": epochs, "best_epoch": best_epoch}
-        result["gmacs"] = _gmacs(model, dm, int(cfg["gmacs_clips"]))
-        if cfg["test_num_bins"]:
-            temporal = getattr(model.backbone, "temporal", None)
-            if temporal is None:
-                raise ValueError("run_experiment: test_num_bins needs a backbone with SGS (config['sgs'])")
-            trained_bins = temporal.num_bins
-            result["test_by_bins"], result["gmacs_by_bins"] = {}, {}
-            for b in cfg["test_num_bins"]:
-                temporal.num_bins = int(b)  # SPEC §2.6: change B at inference only, one line
-                result["test_by_bins"][str(b)] = _test_metrics(trainer, model, dm, cfg["test_gamma_p"])
-                result["gmacs_by_bins"][str(b)] = _gmacs(model, dm, int(cfg["gmacs_clips"]))
-            temporal.num_bins = trained_bins
+    return dm, model, sampler_cb, curves, ckpt, trainer
+
+
+def _test(cfg: Dict[str, Any], trainer, model: VideoClassifier, dm) -> Dict[str, Any]:
+    """Test results at every pooling temperature; with ``test_num_bins``, also with each number of SGS bins set
+    on the trained model at inference only (seed Table A.4), and the GMACs of each."""
+    dm.setup("test")
+    gammas = cfg["test_gamma_p"]
+    result: Dict[str, Any] = {"test": _test_metrics(trainer, model, dm, gammas),
+                              "gmacs": _gmacs(model, dm, int(cfg["gmacs_clips"]))}
+    if cfg["test_num_bins"]:
+        sgs = next((m for m in model.modules() if isinstance(m, SimilarityGuidedSampling)), None)
+        if sgs is None:
+            raise ValueError("run_experiment: test_num_bins needs a backbone with SGS (config['sgs'])")
+        trained_bins = sgs.num_bins
+        result["test_by_bins"], result["gmacs_by_bins"] = {}, {}
+        for b in cfg["test_num_bins"]:
+            sgs.num_bins = int(b)  # one line on a trained model
+            result["test_by_bins"][str(b)] = _test_metrics(trainer, model, dm, gammas)
+            result["gmacs_by_bins"][str(b)] = _gmacs(model, dm, int(cfg["gmacs_clips"]))
+        sgs.num_bins = trained_bins
+    return result
+
+
+def _sampler_summary(cfg: Dict[str, Any], sampler_cb: StochasticSoftmaxCallback) -> Dict[str, Any]:
+    """The sampler's hit rate and phase per epoch, the starts of every video per epoch, and the mean hit rate
+    over the epochs >= W + E (TSS's exploitation epochs; the same epochs for every method)."""
     m = sampler_cb.metrics
     first = cfg["warmup_epochs"] + cfg["exploration_epochs"]
-    result["hit_rate_per_epoch"] = [x.get("hit_rate") for x in m]
-    result["phase_per_epoch"] = [x["phase"] for x in m]
     h = sampler_cb.history  # starts [E, V] of every video (keep_history="all"), -1 = not trained
-    result["starts_per_epoch"] = h.starts.tolist() if h.columns.numel() == len(sampler_cb.num_positions) else None
     late = [x["hit_rate"] for x in m if x["epoch"] >= first and x.get("hit_rate") is not None]
-    result["hit_rate"] = sum(late) / len(late) if late else None
+    return {"hit_rate_per_epoch": [x.get("hit_rate") for x in m], "phase_per_epoch": [x["phase"] for x in m],
+            "starts_per_epoch": h.starts.tolist() if h.columns.numel() == len(sampler_cb.num_positions) else None,
+            "hit_rate": sum(late) / len(late) if late else None}
+
+
+def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
+    """Train and test one model; returns a JSON-serialisable dict (see the module docstring).
+
+    Keys of the result: ``config`` (the merged settings), ``test`` (``{pooling_key(gamma_p): {"top1",
+    "mean_class_acc", ["top5"], ["eer_acc"]}}``, keys as the module logs them: ``"gp0"``, ``"gp1e06"``),
+    ``epochs`` (epochs trained), ``best_epoch`` (epoch of the tested weights), ``hit_rate`` (mean hit rate over
+    epochs >= W+E, the exploitation phase of TSS, same epochs for every method), ``hit_rate_per_epoch``,
+    ``phase_per_epoch``, ``starts_per_epoch``, ``gmacs``, ``gmacs_by_bins`` / ``test_by_bins`` (when
+    ``test_num_bins``), ``train_curve`` / ``val_curve`` (per-epoch ``train/loss_epoch``, ``train/top1`` and
+    ``val/top1``), ``seconds``.
+    """
+    cfg = _merge(config)
+    torch.set_num_threads(int(cfg["threads"]))
+    t0 = time.perf_counter()
+    L.seed_everything(cfg["seed"], workers=True, verbose=False)
+    with tempfile.TemporaryDirectory(prefix="lt_exp_") as tmp:
+        dm, model, sampler_cb, curves, ckpt, trainer = _build(cfg, cfg["out_dir"] or tmp)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|sync_dist).*")
+            trainer.fit(model, datamodule=dm)
+            epochs = int(trainer.current_epoch)
+            best_epoch = epochs - 1
+            if ckpt is not None and ckpt.best_model_path:
+                state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)
+                model.load_state_dict(state["state_dict"])
+                best_epoch = int(state.get("epoch", best_epoch))
+            result = {"config": cfg, "epochs": epochs, "best_epoch": best_epoch, **_test(cfg, trainer, model, dm)}
+    result.update(_sampler_summary(cfg, sampler_cb))
     result["train_curve"], result["val_curve"] = curves.train, curves.val
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    if tmp is not None:
-        tmp.cleanup()
     return result
