@@ -1,6 +1,6 @@
 """Classification head shared by every backbone: pool space, pool time (respecting the SGS mask), classify.
 
-The temporal pool is separate from the spatial one because SGS (SPEC §2) leaves a variable number of valid
+The temporal pool is separate from the spatial one because SGS leaves a variable number of valid
 temporal positions per sample; padded positions must not enter the clip prediction.
 """
 from __future__ import annotations
@@ -98,6 +98,6 @@ class ClassifierHead(nn.Module):
         return self._classify(z)
 
     def forward_dense(self, feat: torch.Tensor) -> torch.Tensor:
-        """Per-temporal-position logits ``[N, T, K]`` (dense whole-video evaluation, SPEC §1.6)."""
+        """Per-temporal-position logits ``[N, T, K]`` (dense whole-video evaluation)."""
         z = self._pool_space(feat).transpose(1, 2)  # N, T, C
         return self._classify(z)
