@@ -13,7 +13,9 @@ Two assignments of frames to bins (``assignment=``):
   ||mean_t z - z_t + 1e-6|| (torch's ``pairwise_distance`` of that time adds its ``eps=1e-6`` inside the
   norm), and in a backbone the embedding reads the last block's output before its final ReLU (the stage
   applies the ReLU after SGS). Known flaw: the largest Delta always sits on a bin edge and keeps weight ~1e-7,
-  so a static clip, or two equally long states, come out as one bin holding ~1e-7 x the frames (erased).
+  and any Delta near an edge is nearly dropped: a static clip comes out as one bin holding T x 1e-7 x the
+  frame, two equally long states as one bin in which every frame keeps < 1 % of its weight (erased, not
+  merged).
 * ``"interpolate"`` (this package's improvement): Delta is scaled so that its minimum and maximum land on the
   first and last bin centres, each frame's weight is split linearly between its two nearest centres (the
   weights of a frame sum to 1, as in linear binning of a histogram), bins whose normalised weights are
