@@ -1,28 +1,38 @@
-"""Benchmark of the pure sampling code (issue 3), printed as a markdown table.
+"""Benchmark of the pure sampling code against a minimal independent implementation, as a markdown table.
 
-Part 1 (here): a dataset of ``--videos`` videos of ``--frames`` frames (default 1,000,000 x 300, F = 16,
-so N = 285 positions per video): time to compute one epoch's global plan (ClipSampler.epoch_plan) and to
-apply one epoch of records (one per video) for every policy, and the table memory per clip position.
+    python benchmarks/sampler.py                          # 1,000,000 videos x 300 frames (~5 GB of RAM)
+    python benchmarks/sampler.py --videos 100000          # quicker
 
-Part 2 (training overhead of clean scoring) needs the Lightning callback: see ``clean_scoring_overhead``.
+Part 1: ``--videos`` videos of ``--frames`` frames (F = 16, so N = 285 clip positions each): the time to compute
+one epoch's global plan (``ClipSampler.epoch_plan``) and to apply one epoch of records (one per video, in plan
+order) for every policy and phase, and the state memory per clip position. Where the math is simple enough to
+write again in a few lines of plain torch (uniform plan; TSS exploration plan and hard fill; TSS exploitation
+plan, i.e. one softmax draw per video, and the Eq. S.2 update), a **minimal independent implementation** of the
+same math (equal N: the table as a [V, N] matrix, chunks of rows, ``cumsum`` + ``searchsorted``, gather /
+``lerp`` / scatter) runs in the same rounds, the two alternating first, and the table gives package / minimal
+(goal ~1.0x: the package is at the floor of its math); its results are checked against the package's (equal
+tables; the same draws from the same generator, up to ties of the float64 prefix sums). Rows without a minimal
+twin (ragged N, prior, REINFORCE) are reported for scale. CPU time (this process) beside wall time, medians of
+``--rounds``, torch threads pinned (``--threads``, default 1), load average printed.
 
-    python benchmarks/sampler.py                      # full size (~3 GB of RAM)
-    python benchmarks/sampler.py --videos 100000      # quicker
-
-Wall-clock numbers depend on the machine; the benchmark never decides pass/fail. On a machine shared
-with other jobs, ``--threads 1`` can be much faster than 2 threads: every parallel op then waits for its
-second thread to get a time slice.
+Part 2 (training overhead of clean scoring) is ``benchmarks/clean_scoring.py``'s table (``--skip-training``
+to leave it out). Wall-clock numbers depend on the machine; the benchmark never decides pass/fail.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import time
+from typing import Callable, Dict, Optional
 
 import torch
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from measure import load_average, machine_line, pin_threads  # noqa: E402
 
 from lightning_temporal.sampling.phases import PhaseSchedule  # noqa: E402
 from lightning_temporal.sampling.policies import (  # noqa: E402
@@ -32,86 +42,193 @@ from lightning_temporal.sampling.policies import (  # noqa: E402
     StochasticSoftmaxPolicy,
     UniformPolicy,
 )
-from lightning_temporal.sampling.sampler import ClipSampler  # noqa: E402
+from lightning_temporal.sampling.sampler import ClipSampler, epoch_generator  # noqa: E402
+
+GOAL = "~1.0x the minimal implementation"
+_ROWS_ELEMS = 1 << 20  # positions per chunk of the minimal implementations
 
 
-def _time(fn, repeat: int) -> tuple[float, float]:
-    """(wall s, CPU s of this process, all threads) of the fastest of ``repeat`` runs.
+# --------------------------------------------------------------------------------------------------------------
+# Minimal independent implementations (equal N per video: the table is a [V, N] matrix)
+# --------------------------------------------------------------------------------------------------------------
+def minimal_uniform_plan(V: int, N: int, seed: int, epoch: int):
+    g = epoch_generator(seed, epoch)
+    order = torch.randperm(V, generator=g)
+    u = torch.rand(V, generator=g, dtype=torch.float64)
+    return order, (u * N).long().clamp_(max=N - 1)[order]
 
-    CPU time is reported too because the machine may be shared: wall time then includes waiting for
-    a core, CPU time does not (on 2 free cores the wall time is between CPU/2 and CPU).
-    """
-    best = (float("inf"), float("inf"))
-    for _ in range(repeat):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        best = min(best, (time.perf_counter() - t0, time.process_time() - c0))
-    return best
+
+def minimal_exploration_plan(slot_orders: torch.Tensor, k: int, V: int, N: int, E: int, seed: int, epoch: int):
+    g = epoch_generator(seed, epoch)
+    order = torch.randperm(V, generator=g)
+    return order, ((N - 1) * slot_orders[:, k].long() // (E - 1))[order]
+
+
+def minimal_softmax_plan(w: torch.Tensor, gamma: float, seed: int, epoch: int):
+    """t ~ softmax(gamma * w[v]) for every row v of w [V, N], by inverse CDF (one float64 uniform per video)."""
+    V, N = w.shape
+    g = epoch_generator(seed, epoch)
+    order = torch.randperm(V, generator=g)
+    u = torch.rand(V, generator=g, dtype=torch.float64)
+    t = torch.empty(V, dtype=torch.int64)
+    rows = max(1, _ROWS_ELEMS // N)
+    for a in range(0, V, rows):
+        x = w[a:a + rows]
+        p = (x - x.amax(1, keepdim=True)).mul_(gamma).exp_()
+        cdf = torch.cumsum(p, 1, dtype=torch.float64)
+        t[a:a + rows] = torch.searchsorted(cdf, u[a:a + rows, None] * cdf[:, -1:], right=True)[:, 0]
+    return order, t.clamp_(max=N - 1)[order]
+
+
+def minimal_fill(values: torch.Tensor, N: int, vid, start, score, radius: int) -> None:
+    """w[v, j] = f for j in [t - r, t + r] within the video (clamped duplicates write the same f)."""
+    rel = torch.arange(-radius, radius + 1)
+    rows = max(1, _ROWS_ELEMS // rel.numel())
+    for a in range(0, vid.numel(), rows):
+        v, t, f = vid[a:a + rows], start[a:a + rows], score[a:a + rows]
+        pos = (t[:, None] + rel).clamp_(0, N - 1)
+        values[v[:, None] * N + pos] = f[:, None].expand_as(pos)
+
+
+def minimal_interpolate(values: torch.Tensor, N: int, F: int, vid, start, score) -> None:
+    """Eq. S.2 for records of distinct videos: w[t + i] += ((F - |i|) / F) (f - w[t + i]) for |i| < F in range."""
+    rel = torch.arange(-(F - 1), F)
+    weight = (F - rel.abs()).float() / F
+    rows = max(1, _ROWS_ELEMS // rel.numel())
+    for a in range(0, vid.numel(), rows):
+        v, t, f = vid[a:a + rows], start[a:a + rows], score[a:a + rows]
+        pos = t[:, None] + rel
+        ok = (pos >= 0) & (pos < N)
+        idx = (v[:, None] * N + pos)[ok]
+        values[idx] = torch.lerp(values[idx], f[:, None].expand_as(pos)[ok], weight.expand_as(pos)[ok])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Timing
+# --------------------------------------------------------------------------------------------------------------
+def _time(fn: Callable[[], object]) -> tuple:
+    c0, w0 = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - c0, time.perf_counter() - w0
+
+
+def _compare(package: Callable[[], object], minimal: Optional[Callable[[], object]], rounds: int) -> Dict:
+    """Alternate the two per round (the package first in even rounds); medians of CPU / wall and of the ratio."""
+    pk, mn = [], []
+    for r in range(rounds):
+        if minimal is not None and r % 2:
+            mn.append(_time(minimal))
+        pk.append(_time(package))
+        if minimal is not None and not r % 2:
+            mn.append(_time(minimal))
+    out = {"package": tuple(statistics.median(x[k] for x in pk) for k in (0, 1))}
+    if minimal is not None:
+        out["minimal"] = tuple(statistics.median(x[k] for x in mn) for k in (0, 1))
+        out["ratio"] = tuple(statistics.median(p[k] / m[k] for p, m in zip(pk, mn)) for k in (0, 1))
+    return out
 
 
 def _bytes_per_position(tensors, positions: int) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / positions
 
 
-def sampler_part1(videos: int, frames: int, clip_len: int, repeat: int, seed: int = 0) -> list[dict]:
-    """Rows: policy, phase, plan time (s), update time (s), state bytes / position."""
+def sampler_part1(videos: int, frames: int, clip_len: int, rounds: int, seed: int = 0) -> list[dict]:
+    """Rows: policy, phase, {"plan", "update"} timings (package, minimal, ratio), state bytes / position, check."""
     N = max(1, frames - clip_len + 1)
     lengths = torch.full((videos,), N, dtype=torch.int64)
-    P = videos * N
     rows = []
     gen = torch.Generator().manual_seed(seed)
     score = torch.randn(videos, generator=gen)
-
-    def plan_and_update(name, phase, policy, epoch, state_tensors, lengths=lengths):
-        sampler = ClipSampler(lengths, policy, seed=seed)
-        plan = {}
-
-        def do_plan():
-            plan["v"], plan["t"] = sampler.epoch_plan(epoch)
-
-        t_plan = _time(do_plan, repeat)
-        vid, st = plan["v"], plan["t"]
-        t_upd = _time(lambda: policy.update(epoch, vid, st, score), repeat)
-        rows.append({"policy": name, "phase": phase, "plan_s": t_plan, "update_s": t_upd,
-                     "bytes_per_pos": _bytes_per_position(state_tensors(policy), int(lengths.sum()))})
-
     sched = PhaseSchedule(warmup_epochs=3, exploration_epochs=5)
+    E = sched.exploration_epochs
+
+    def row(name, phase, policy, epoch, state, minimal_plan=None, minimal_update=None, lengths=lengths):
+        sampler = ClipSampler(lengths, policy, seed=seed)
+        plan = sampler.epoch_plan(epoch)
+        vid, st = plan
+        check = ""
+        if minimal_plan is not None:
+            m_vid, m_st = minimal_plan()
+            same = float((m_st == st).double().mean()) if torch.equal(m_vid, vid) else 0.0
+            check = f"plans agree on {100 * same:.4f}% of videos"
+        timing = {"plan": _compare(lambda: sampler.epoch_plan(epoch), minimal_plan, rounds)}
+        upd = None
+        if minimal_update is not None:
+            table = policy.table.values
+            before = table.clone()
+            policy.update(epoch, vid, st, score[vid])
+            mine = before.clone()
+            minimal_update(mine, vid, st, score[vid])
+            check += f"; tables after one update {'equal' if torch.equal(mine, table) else 'DIFFER'}"
+            del before
+            upd = lambda: minimal_update(mine, vid, st, score[vid])  # noqa: E731
+        timing["update"] = _compare(lambda: policy.update(epoch, vid, st, score[vid]), upd, rounds)
+        rows.append({"policy": name, "phase": phase, **timing, "check": check.lstrip("; "),
+                     "bytes_per_pos": _bytes_per_position(state(policy), int(lengths.sum()))})
+
     tss = StochasticSoftmaxPolicy(lengths, clip_len, gamma_s=1.0, schedule=sched, seed=seed)
     tss.table.values.normal_(generator=gen)  # a non-flat table, as after exploration
     tss_state = lambda p: [p.table.values, p.table.offsets, p.table.lengths, p.slot_orders, p.radius]  # noqa: E731
-    plan_and_update("uniform", "-", UniformPolicy(lengths), 0, lambda p: [p.num_positions])
-    plan_and_update("stochastic softmax", "exploration (hard fill)", tss, 3, tss_state)
-    plan_and_update("stochastic softmax", "exploitation (Eq. S.2)", tss, 8, tss_state)
+    row("uniform", "-", UniformPolicy(lengths), 0, lambda p: [p.num_positions],
+        minimal_plan=lambda: minimal_uniform_plan(videos, N, seed, 0))
+    r_fill = int(tss.radius[0])
+    row("stochastic softmax", "exploration (hard fill)", tss, 3, tss_state,
+        minimal_plan=lambda: minimal_exploration_plan(tss.slot_orders, 0, videos, N, E, seed, 3),
+        minimal_update=lambda values, v, t, f: minimal_fill(values, N, v, t, f, r_fill))
+    tss.table.values.normal_(generator=gen)
+    row("stochastic softmax", "exploitation (Eq. S.2)", tss, 8, tss_state,
+        minimal_plan=lambda: minimal_softmax_plan(tss.table.values.view(videos, N), 1.0, seed, 8),
+        minimal_update=lambda values, v, t, f: minimal_interpolate(values, N, clip_len, v, t, f))
     del tss
     # Ragged lengths (N uniform in [N/2, 3N/2], same mean): the general segment path, no 2-D view.
     ragged = torch.randint(max(1, N // 2), N + N // 2 + 1, (videos,), generator=gen)
     tss = StochasticSoftmaxPolicy(ragged, clip_len, gamma_s=1.0, schedule=sched, seed=seed)
     tss.table.values.normal_(generator=gen)
-    plan_and_update("stochastic softmax, ragged N", "exploration (hard fill)", tss, 3, tss_state, ragged)
-    plan_and_update("stochastic softmax, ragged N", "exploitation (Eq. S.2)", tss, 8, tss_state, ragged)
+    row("stochastic softmax, ragged N", "exploration (hard fill)", tss, 3, tss_state, lengths=ragged)
+    row("stochastic softmax, ragged N", "exploitation (Eq. S.2)", tss, 8, tss_state, lengths=ragged)
     del tss
 
-    t0 = time.perf_counter()
+    c0 = time.process_time()
     frame_scores = FlatFrameScores(torch.rand(videos * frames, generator=gen),
                                    torch.full((videos,), frames, dtype=torch.int64))
     prior = PriorPolicy(frame_scores, clip_len, gamma_s=1.0)
-    t_build = time.perf_counter() - t0
+    t_build = time.process_time() - c0
     del frame_scores
-    plan_and_update("prior", f"(build from frame scores: {t_build:.2f} s)", prior, 0,
-                    lambda p: [p.prior.values, p.prior.offsets, p.prior.lengths])
+    row("prior", f"(build from frame scores: {t_build:.2f} s CPU)", prior, 0,
+        lambda p: [p.prior.values, p.prior.offsets, p.prior.lengths])
     del prior
 
     rf = ReinforcePolicy(lengths, lr=1.0, baseline_momentum=0.9)
     rf.theta.values.normal_(generator=gen)
-    plan_and_update("reinforce", "-", rf, 0,
-                    lambda p: [p.theta.values, p.theta.offsets, p.theta.lengths, p.baseline, p.seen])
+    row("reinforce", "-", rf, 0, lambda p: [p.theta.values, p.theta.offsets, p.theta.lengths, p.baseline, p.seen])
     return rows
 
 
+def _cell(t: Dict, key: str) -> str:
+    pc, pw = t["package"]
+    s = f"{pc:.3f} / {pw:.3f}"
+    if "minimal" in t:
+        mc, mw = t["minimal"]
+        rc, rw = t["ratio"]
+        s += f" | {mc:.3f} / {mw:.3f} | **{rc:.2f}x** / {rw:.2f}x"
+    else:
+        s += " | - | -"
+    return s
+
+
+def print_part1(rows: list[dict]) -> None:
+    print("| policy | phase | plan: package CPU / wall s | minimal | package / minimal CPU / wall "
+          "| update: package CPU / wall s | minimal | package / minimal CPU / wall | goal | state bytes / position "
+          "| check |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
+    for r in rows:
+        goal = GOAL if "minimal" in r["plan"] or "minimal" in r["update"] else "-"
+        print(f"| {r['policy']} | {r['phase']} | {_cell(r['plan'], 'plan')} | {_cell(r['update'], 'update')} | "
+              f"{goal} | {r['bytes_per_pos']:.3f} | {r['check']} |")
+
+
 def clean_scoring_overhead(**kwargs) -> None:
-    """Part 2: epoch time with the callback (clean scoring) vs uniform sampling on a small 3D CNN, next to the
-    bound 1 + t(eval forward) / t(train step) measured in the same run (``benchmarks/clean_scoring.py``)."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    """Part 2: ``benchmarks/clean_scoring.py``'s table (uniform vs TSS steps batch by batch, with the bound)."""
     from clean_scoring import clean_scoring_overhead as measure, print_table
 
     print()
@@ -123,25 +240,19 @@ def main(argv=None) -> None:
     ap.add_argument("--videos", type=int, default=1_000_000)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--clip-len", type=int, default=16)
-    ap.add_argument("--repeat", type=int, default=2, help="best of this many runs")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
+    ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (pinned)")
     ap.add_argument("--skip-training", action="store_true", help="skip part 2 (clean-scoring overhead)")
     args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    pin_threads(args.threads)
     N = max(1, args.frames - args.clip_len + 1)
+    print(f"{machine_line()}\n")
     print(f"{args.videos:,} videos x {args.frames} frames, F = {args.clip_len} -> N = {N} positions per video "
-          f"({args.videos * N:,} positions); torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs; best of {args.repeat}\n")
-    rows = sampler_part1(args.videos, args.frames, args.clip_len, args.repeat)
-    print("| policy | phase | epoch plan: wall s (CPU s) | apply one epoch of records: wall s (CPU s) "
-          "| state bytes / position |")
-    print("|---|---|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['policy']} | {r['phase']} | {r['plan_s'][0]:.3f} ({r['plan_s'][1]:.3f}) "
-              f"| {r['update_s'][0]:.3f} ({r['update_s'][1]:.3f}) | {r['bytes_per_pos']:.3f} |")
+          f"({args.videos * N:,} positions); medians of {args.rounds} rounds, package and minimal alternating\n")
+    print_part1(sampler_part1(args.videos, args.frames, args.clip_len, args.rounds))
     if not args.skip_training:
-        clean_scoring_overhead()
+        clean_scoring_overhead(threads=args.threads)
+    print(f"\n{load_average()} (after)")
 
 
 if __name__ == "__main__":

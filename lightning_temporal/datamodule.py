@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from lightning_temporal.data.dataset import ClipDataset, collate_clips
 from lightning_temporal.data.manifest import (
+    UnknownLabelError,
     VideoManifest,
     read_csv_manifest,
     read_hmdb51_split,
@@ -19,7 +20,7 @@ from lightning_temporal.data.manifest import (
 )
 from lightning_temporal.data.transforms import KINETICS_MEAN, KINETICS_STD, CleanTransform, TrainTransform
 from lightning_temporal.data.video_dataset import EVAL_MODES, VideoDataset, collate_videos
-from lightning_temporal.sampling.sampler import ClipSampler
+from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler
 
 __all__ = ["TemporalDataModule"]
 
@@ -77,13 +78,22 @@ class TemporalDataModule(LightningDataModule):
             list, val/test = its test list) or ``kinetics`` (the ``*_manifest`` keys name the annotation CSVs).
         data_root: folder the videos are under (CSV: default the CSV's folder); a mapping split -> folder
             gives each split its own (e.g. Kinetics ``{train: .../train, val: .../val}``).
-        classes: class names (list or file, one per line); default the sorted names of the training manifest.
+        classes: class names (list or file, one per line); default the sorted names of the training manifest
+            (val/test/predict labels must then be among them).
         on_bad_video: ``raise`` (default) stops at a manifest row whose video is missing or undecodable while
             probing; ``skip`` leaves such rows out with a warning (listed in ``manifest.dropped``).
+        allow_repeats: a video listed twice in a manifest is an error naming both rows unless this is true
+            (deliberate oversampling); a video under two labels is always an error.
         clip_len, stride: frames per clip and temporal stride. crop_size, short_side: spatial size.
         batch_size: training clips per batch (per process). num_workers: DataLoader workers.
         strict: raise on a video that fails to decode instead of skipping (and counting) it.
-        seed: seeds the sampler's per-epoch plans (identical on every rank).
+        seed: seeds the sampler's per-epoch plans (identical on every rank) and every clip's augmentation (crop
+            position, flip), drawn from a generator seeded by (seed, epoch, video, plan position), never from the
+            global RNG: the same clip gets the same augmentation with any number of workers or ranks.
+
+    Resuming. The train loader is a :class:`~lightning_temporal.sampling.ClipLoader`: every checkpoint of
+    ``fit`` holds its epoch and position in the plan, so a run resumed from a checkpoint written in the middle
+    of an epoch trains exactly the rest of that epoch's clips.
     """
 
     def __init__(
@@ -98,6 +108,7 @@ class TemporalDataModule(LightningDataModule):
         classes: Optional[Union[str, List[str]]] = None,
         data_root: Optional[Union[str, Dict[str, str]]] = None,
         on_bad_video: str = "raise",
+        allow_repeats: bool = False,
         clip_len: int = 16,
         stride: int = 1,
         crop_size: int = 112,
@@ -190,14 +201,21 @@ class TemporalDataModule(LightningDataModule):
             classes = self.hparams.classes
             if classes is None and split != "train" and self._manifest_paths()["train"] is not None:
                 classes = self.manifest("train").class_names  # one class list across splits
-            self.manifests[split] = self._read_manifest(split, path, classes)
+            try:
+                self.manifests[split] = self._read_manifest(split, path, classes)
+            except UnknownLabelError as err:
+                if classes is None or self.hparams.classes is not None or split == "train":
+                    raise
+                raise UnknownLabelError(f"{err} (the {split} split's class list is the training manifest's: "
+                                        f"{self._manifest_paths()['train']}; give data.classes the full class list "
+                                        f"when the {split} split has classes that training lacks)") from None
         return self.manifests[split]
 
     def _read_manifest(self, split: str, path: str, classes) -> VideoManifest:
         hp = self.hparams
         root = hp.data_root.get(split, hp.data_root.get("train")) if isinstance(hp.data_root, dict) \
             else hp.data_root
-        common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video)
+        common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video, allow_repeats=hp.allow_repeats)
         if hp.manifest_format == "csv":
             return read_csv_manifest(path, classes=classes, root=root, **common)
         if hp.manifest_format == "kinetics":
@@ -256,17 +274,17 @@ class TemporalDataModule(LightningDataModule):
                 self.datasets[split] = self._video_dataset(split)
 
     # ------------------------------------------------------------------------------------------ loaders
-    def _loader(self, dataset, batch_size: int, collate, sampler=None) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, collate, sampler=None, cls=DataLoader) -> DataLoader:
         workers = self.hparams.num_workers
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=bool(self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"))
+        return cls(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, collate_fn=collate,
+                   num_workers=workers, persistent_workers=workers > 0,
+                   pin_memory=bool(self.trainer is not None and self.trainer.accelerator.__class__.__name__ == "CUDAAccelerator"))
 
     def train_dataloader(self) -> DataLoader:
         sampler = self.clip_sampler
         if self.trainer is not None:  # shard the global plan; the sampler stays ours under DDP
             sampler.num_replicas, sampler.rank = self.trainer.world_size, self.trainer.global_rank
-        return self._loader(self.datasets["train"], self.hparams.batch_size, collate_clips, sampler)
+        return self._loader(self.datasets["train"], self.hparams.batch_size, collate_clips, sampler, ClipLoader)
 
     def _eval_loader(self, split: str) -> DataLoader:
         self.setup({"val": "validate", "test": "test", "predict": "predict"}[split])
@@ -286,7 +304,3 @@ class TemporalDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("predict")
-
-    # ------------------------------------------------------------------------------------------ state
-    def state_dict(self) -> Dict[str, Any]:
-        return {"seed": self.hparams.seed}

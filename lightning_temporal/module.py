@@ -10,10 +10,13 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from lightning_temporal.data.dataset import SkipCounter
+from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.metrics import classification_metrics
 from lightning_temporal.pooling import softmax_temporal_pool
+from lightning_temporal.sampling.sampler import counter_seed
 
 __all__ = ["VideoClassifier", "pad_clip_scores"]
 
@@ -65,6 +68,18 @@ class VideoClassifier(LightningModule):
         label_smoothing: of the cross-entropy loss.
         gamma_p: pooling temperature of the reported metrics. report_gamma_p: further temperatures logged.
         eval_chunk: clips per forward pass during evaluation.
+
+    Training. A batch whose clips all failed to decode trains nothing: on one process the step is skipped; under
+    DDP the rank joins the gradient average with zeros (every rank must), so it still takes part in every
+    collective. Such batches are counted (``train/empty_batches``) beside the skipped clips
+    (``train/skipped_clips``). ``train/loss_epoch`` and ``train/top1`` are torchmetrics means over the clips
+    of all ranks; ``train/loss_step`` is this rank's batch loss.
+
+    Randomness. Before each training batch the global torch RNG is seeded from (the run's seed, epoch, batch
+    index, rank) (:func:`~lightning_temporal.sampling.sampler.counter_seed`), so dropout masks and any other
+    global-RNG draw of a training step are a function of the step: a run resumed from a checkpoint draws the
+    same ones as the uninterrupted run. The run's seed is ``torch.initial_seed()`` when ``fit`` first starts
+    (set it with ``lightning.seed_everything``) and travels in every checkpoint, with the skip counter.
     """
 
     def __init__(
@@ -117,8 +132,11 @@ class VideoClassifier(LightningModule):
             f"{stage}_{_gamma_key(g)}": classification_metrics(
                 num_classes, prefix=f"{stage}/" if g == self.gamma_p else f"{stage}/{_gamma_key(g)}/")
             for stage in ("val", "test") for g in self.gammas})
+        self.train_metrics = nn.ModuleDict({"loss": MeanMetric(), "top1": MeanMetric()})
+        self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
         self.skips = SkipCounter()
         self.epochs_trained: Optional[int] = None
+        self.rng_seed: Optional[int] = None  # seeds the per-step global RNG; set at the first fit, checkpointed
 
     # ------------------------------------------------------------------------------------------- model
     def forward(self, clips: Tensor) -> Tensor:
@@ -142,34 +160,73 @@ class VideoClassifier(LightningModule):
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         k = getattr(dm, "num_classes", None) if dm is not None else None
-        if k is not None and k != self.num_classes:
-            raise ValueError(f"model.num_classes={self.num_classes} but the data has {k} classes "
-                             f"({', '.join(dm.class_names)}); set model.num_classes: {k}")
+        if k is None or k == self.num_classes:
+            return
+        head = f"model.num_classes={self.num_classes} but the data has {k} classes ({', '.join(dm.class_names)})"
+        train = getattr(dm, "train_manifest", None) if stage == "fit" else None
+        if k > self.num_classes and train is not None and hasattr(train, "rarest_labels"):
+            # more labels than the model has classes: usually a typo makes a class of its own (seen once)
+            raise ValueError(f"{head}; the training manifest's rarest labels: {train.rarest_labels()}. A label seen "
+                             "once is usually a typo: fix it in the manifest, or give data.classes the class list "
+                             f"so that unknown labels are named. Set model.num_classes: {k} only if the data really "
+                             "has these classes")
+        if k < self.num_classes:
+            raise ValueError(f"{head}: the class list is the labels the training manifest uses unless data.classes "
+                             f"gives it; give data.classes all {self.num_classes} class names (or set "
+                             f"model.num_classes: {k} if the data has only these)")
+        raise ValueError(f"{head}; set model.num_classes: {k} if the data really has these classes")
 
     # ---------------------------------------------------------------------------------------- training
+    def on_fit_start(self) -> None:
+        if self.rng_seed is None:  # not restored from a checkpoint
+            self.rng_seed = int(torch.initial_seed())
+
     def on_train_epoch_start(self) -> None:
         self.skips.reset()
 
-    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Dict[str, Tensor]:
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # global-RNG draws of this step (dropout, ...) are a function of the step: equal after a resume
+        seed = self.rng_seed if self.rng_seed is not None else int(torch.initial_seed())
+        torch.manual_seed(counter_seed(seed, self.current_epoch, batch_idx, self.global_rank))
+
+    def training_step(self, batch: Dict[str, Any], batch_idx: int) -> Optional[Dict[str, Tensor]]:
         self.skips.update(batch)
         clips, labels = batch["clip"], batch["label"]
-        if clips.shape[0] == 0:
-            # every clip of this batch failed to decode: a zero loss keeps DDP's gradient sync in step
-            zero = sum(p.sum() for p in self.parameters()) * 0.0
-            return {"loss": zero, "logits": torch.zeros(0, self.num_classes, device=self.device)}
-        logits = self(clips)
-        loss = self.compute_loss(logits, labels)
         n = clips.shape[0]
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
-        self.log("train/top1", (logits.argmax(-1) == labels).float().mean(), on_epoch=True, on_step=False,
-                 batch_size=n, sync_dist=True)
-        return {"loss": loss, "logits": logits.detach()}
+        if n:
+            logits = self(clips)
+            loss = self.compute_loss(logits, labels)
+            self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
+            self.train_metrics["loss"].update(loss.detach(), weight=n)
+            self.train_metrics["top1"].update((logits.argmax(-1) == labels).float().mean(), weight=n)
+        # Every rank logs the same keys on every batch, empty or not (the means are synced at epoch end, and a
+        # collective that one rank skips hangs the others).
+        self.log("train/loss_epoch", self.train_metrics["loss"], on_step=False, on_epoch=True, batch_size=max(n, 1))
+        self.log("train/top1", self.train_metrics["top1"], on_step=False, on_epoch=True, batch_size=max(n, 1))
+        if n:
+            return {"loss": loss, "logits": logits.detach()}
+        # every clip of this batch failed to decode: nothing to train on
+        if self.trainer.world_size == 1:
+            return None  # Lightning skips backward and the optimizer step
+        # under DDP this rank must still join the gradient all-reduce: a zero loss that reaches every parameter
+        zero = sum(p.sum() for p in self.parameters() if p.requires_grad) * 0.0
+        return {"loss": zero, "logits": torch.zeros(0, self.num_classes, device=self.device)}
 
     def on_train_epoch_end(self) -> None:
         skipped = self.skips.epoch_skipped
         self.log("train/skipped_clips", float(skipped), reduce_fx="sum", sync_dist=True)
-        if skipped:
+        self.log("train/empty_batches", float(self.skips.empty_batches), reduce_fx="sum", sync_dist=True)
+        if skipped or self.skips.empty_batches:
             warnings.warn(self.skips.summary(self.current_epoch))
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["lightning_temporal"] = {"skips": self.skips.state_dict(), "rng_seed": self.rng_seed}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        state = checkpoint.get("lightning_temporal")
+        if state is not None:
+            self.skips.load_state_dict(state["skips"])
+            self.rng_seed = state["rng_seed"]
 
     def on_train_end(self) -> None:
         # epochs actually trained (early stopping may end before max_epochs); seed Table S.1 reports them
@@ -180,19 +237,48 @@ class VideoClassifier(LightningModule):
 
     # -------------------------------------------------------------------------------------- evaluation
     def video_clip_scores(self, batch: Dict[str, Any]) -> Tuple[Tensor, Tensor, Tensor]:
-        """Clip logits of each video of an evaluation batch: ``scores [V, T, K]``, ``mask [V, T]`` and the
-        frame index each temporal position starts at, ``starts [V, T]`` (clip starts, or frames in dense mode).
-        """
-        if "clips" in batch:
-            clips = batch["clips"]
-            logits = torch.cat([self.score_clips(c) for c in clips.split(self.eval_chunk)])  # sum K, C
-            scores, mask = pad_clip_scores(logits, batch["clip_counts"])
-            starts, _ = pad_clip_scores(batch["starts"][:, None].to(logits), batch["clip_counts"])
-            return scores, mask, starts[..., 0].long()
-        return self.dense_scores(batch["video"], batch["lengths"])
+        """Clip logits of each video of an evaluation batch (:func:`~lightning_temporal.data.collate_videos`):
+        ``scores [V, T, K]``, ``mask [V, T]`` and the frame each clip starts at, ``starts [V, T]``.
 
-    def dense_scores(self, video: Tensor, lengths: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """One fully convolutional pass over whole videos ``[V, 3, L, H, W]``: a score per temporal position."""
+        Clips mode (the batch has ``"clip_counts"``): the clips at the batch's starts, read as views of the one
+        decoded video and scored ``eval_chunk`` at a time by :meth:`score_clips`. Dense mode: :meth:`dense_scores`.
+        """
+        video, clip_len, stride = batch["video"], int(batch["clip_len"]), int(batch["stride"])
+        if "clip_counts" not in batch:
+            return self.dense_scores(video, batch["lengths"], clip_len, stride)
+        counts, starts = batch["clip_counts"], batch["starts"]
+        video_idx = torch.repeat_interleave(torch.arange(counts.numel(), device=video.device), counts.to(video.device))
+        logits = torch.cat([  # one contiguous copy per chunk of clips, made from views of the video
+            self.score_clips(gather_clips(video, video_idx[i:i + self.eval_chunk], starts[i:i + self.eval_chunk],
+                                          clip_len, stride))
+            for i in range(0, video_idx.numel(), self.eval_chunk)])  # sum K, C
+        scores, mask = pad_clip_scores(logits, counts)
+        padded_starts, _ = pad_clip_scores(starts[:, None].to(logits), counts)
+        return scores, mask, padded_starts[..., 0].long()
+
+    def dense_scores(self, video: Tensor, lengths: Tensor, clip_len: Optional[int] = None,
+                     stride: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
+        """Clip logits of every clip start of whole videos from one fully convolutional pass per video.
+
+        The backbone runs once over all frames; the head then pools the features over each clip's window of
+        temporal positions the way it pools a clip's own features (``head.forward_dense(feat, window)``), so a
+        score differs from the clip-wise one only where the clip's receptive field crosses the clip's borders
+        (the dense pass sees the neighbouring frames, a lone clip sees zero padding). With ``stride > 1`` the
+        video is split into its ``stride`` phases (frames p, p + stride, ...), one pass each, so that every
+        clip start is scored. A backbone with temporal stride r scores every r-th start of each phase.
+
+        Args:
+            video: ``[V, 3, L, H, W]``, videos padded to the longest by repeating their last frame.
+            lengths: int ``[V]`` frames of each video (at least one clip span).
+            clip_len: frames per clip; None classifies every temporal position alone (window of 1).
+            stride: temporal stride of the clips.
+        Returns:
+            ``scores [V, T, K]``, ``mask [V, T]`` (True where the whole clip lies in the video) and ``starts
+            [V, T]``, the frame each scored clip starts at (increasing).
+        Raises:
+            TypeError for a backbone without ``forward_features`` / ``head.forward_dense``; ValueError for one
+            with SGS or attention (they change the time axis).
+        """
         backbone = self.backbone
         head = getattr(backbone, "head", None)
         if not hasattr(backbone, "forward_features") or not hasattr(head, "forward_dense"):
@@ -201,13 +287,29 @@ class VideoClassifier(LightningModule):
         if getattr(backbone, "temporal", None) is not None:
             raise ValueError("dense evaluation needs a backbone without SGS/attention (they change the time "
                              "axis); use data.eval_mode: clips")
-        feat, _ = backbone.forward_features(video)
-        scores = head.forward_dense(feat)  # V, T', K
-        t_out, longest = scores.shape[1], video.shape[2]
-        # temporal position j of the output covers input frames from j * L / T'
-        starts = (torch.arange(t_out, device=video.device) * longest) // t_out
-        mask = starts[None, :] < lengths.to(video.device)[:, None]
-        return scores, mask, starts.expand(scores.shape[0], -1)
+        num_videos, channels, longest, height, width = video.shape
+        frames = clip_len or 1
+        span = (frames - 1) * stride + 1
+        per_phase = max(-(-longest // stride), frames)
+        alpha = getattr(backbone, "alpha", 1)  # SlowFast takes a multiple of its frame-rate ratio
+        per_phase = -(-per_phase // alpha) * alpha
+        x = video
+        if stride > 1 or per_phase != longest:  # phases side by side in the batch, the tail repeats the last frame
+            idx = torch.arange(per_phase * stride, device=video.device).clamp_(max=longest - 1)
+            x = video[:, :, idx].view(num_videos, channels, per_phase, stride, height, width)
+            x = x.permute(0, 3, 1, 2, 4, 5).reshape(num_videos * stride, channels, per_phase, height, width)
+        feat, _ = backbone.forward_features(x)  # V * stride, C', T', H', W'
+        t_out = feat.shape[2]
+        step = max(1, round(per_phase / t_out))  # frames of a phase per output position (temporal stride)
+        window = min(-(-frames // step), t_out)
+        scores = head.forward_dense(feat, window)  # V * stride, n, K
+        n = scores.shape[1]
+        scores = scores.view(num_videos, stride, n, -1).transpose(1, 2).reshape(num_videos, n * stride, -1)
+        starts = (torch.arange(n, device=video.device)[:, None] * (step * stride)
+                  + torch.arange(stride, device=video.device)[None, :]).reshape(-1)  # position (j, p) -> frame
+        last = (lengths.to(video.device) - span).clamp(min=0)
+        mask = starts[None, :] <= last[:, None]
+        return scores, mask, starts.expand(num_videos, -1)
 
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
         skipped = batch["skipped"].numel()
@@ -215,16 +317,19 @@ class VideoClassifier(LightningModule):
         if skipped:
             warnings.warn(f"{stage}: {skipped} video(s) could not be decoded and are left out of the metrics: "
                           + "; ".join(batch["skip_errors"]))
-        if batch["label"].numel() == 0:
-            return
-        scores, mask, _ = self.video_clip_scores(batch)
         labels = batch["label"]
-        for g in self.gammas:
-            pooled = softmax_temporal_pool(scores, g, mask=mask)
-            self.metrics[f"{stage}_{_gamma_key(g)}"].update(pooled, labels)
-            if g == self.gamma_p:
-                self.log(f"{stage}/loss", F.cross_entropy(pooled, labels), batch_size=labels.numel(),
-                         sync_dist=True)
+        if labels.numel():
+            scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
+            gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
+            pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
+            for g, video_logits in zip(self.gammas, pooled):
+                self.metrics[f"{stage}_{_gamma_key(g)}"].update(video_logits, labels)
+            self.eval_loss[stage].update(F.cross_entropy(pooled[0], labels), weight=labels.numel())
+        # Every rank logs the same keys on every batch, even one whose videos all failed to decode: the epoch
+        # values are reduced over the ranks, and a rank that never logged a key would skip that collective and
+        # hang the others.
+        self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True,
+                 batch_size=max(labels.numel(), 1))
 
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:

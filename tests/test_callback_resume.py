@@ -8,7 +8,12 @@ its checkpoint state: its clips must differ, which shows the comparison can fail
 """
 from __future__ import annotations
 
+import csv
+import os
+import shutil
+
 import lightning as L
+import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -23,8 +28,10 @@ def _callback(cls=StochasticSoftmaxCallback):
 
 
 def _trainer(callbacks, **kw):
-    return L.Trainer(accelerator="cpu", devices=1, max_epochs=EPOCHS, callbacks=callbacks, logger=False,
-                     enable_progress_bar=False, enable_model_summary=False, deterministic=True, **kw)
+    args = dict(accelerator="cpu", devices=1, max_epochs=EPOCHS, logger=False, enable_progress_bar=False,
+                enable_model_summary=False, deterministic=True)
+    args.update(kw)
+    return L.Trainer(callbacks=callbacks, **args)
 
 
 def _data():
@@ -75,3 +82,61 @@ def test_resume_from_epoch_checkpoint_gives_the_same_clips_and_tables(tmp_path):
     _trainer([c], enable_checkpointing=False).fit(TinyVideoModule(), datamodule=_data(), ckpt_path=str(path))
     assert c.loaded
     assert not torch.equal(c.history.starts, ha.starts[STOP:])
+
+
+# ---------------------------------------------------------------------- the tables belong to a training manifest
+def _video_parts(train_csv, num_classes=4):
+    from lightning_temporal import TemporalDataModule, VideoClassifier
+
+    dm = TemporalDataModule(train_manifest=train_csv, clip_len=4, batch_size=2, crop_size=24, short_side=32,
+                            classes=["down", "left", "right", "up"], progress=False)
+    model = VideoClassifier("simple3d", num_classes=num_classes, report_gamma_p=(),
+                            backbone_kwargs={"widths": (4, 4, 4, 4)})
+    return dm, model, StochasticSoftmaxCallback(warmup_epochs=0, exploration_epochs=2)
+
+
+def _resume(tss, model, dm, path):
+    _trainer([tss], max_epochs=2, limit_val_batches=0, enable_checkpointing=False).fit(model, datamodule=dm,
+                                                                                      ckpt_path=path)
+
+
+def _write_rows(path, rows):
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    return str(path)
+
+
+def test_resume_on_another_manifest_names_the_first_differing_row(tmp_path):
+    from lightning_temporal.data.synthetic import generate_dataset
+
+    torch.set_num_threads(1)
+    paths = generate_dataset(str(tmp_path / "data"), num_train=4, num_val=1, num_test=1, size=32, min_frames=20,
+                             max_frames=20, progress=False, num_workers=0)  # equal lengths: equal clip positions
+    dm, model, tss = _video_parts(paths["train"])
+    ckpt = ModelCheckpoint(dirpath=tmp_path / "ckpt", filename="{epoch}", every_n_epochs=1)
+    _trainer([tss, ckpt], max_epochs=1, limit_val_batches=0).fit(model, datamodule=dm)
+    path = str(tmp_path / "ckpt" / "epoch=0.ckpt")
+    fingerprint = torch.load(path, weights_only=False)["callbacks"]["StochasticSoftmaxCallback"]["fingerprint"]
+    assert fingerprint["paths"].shape == (4,) and fingerprint["num_positions"].tolist() == [17] * 4
+
+    rows = list(csv.reader(open(paths["train"])))
+    folder = os.path.dirname(paths["train"])
+    swapped = _write_rows(os.path.join(folder, "swapped.csv"), [rows[0], rows[1], rows[3], rows[2], rows[4]])
+    dm, model, tss = _video_parts(swapped)
+    with pytest.raises(ValueError, match=r"another training manifest: video 1 \(.*swapped\.csv, row 3: "
+                                         r".*train_00002\.mp4\) was video 2 in the checkpoint's manifest \(the rows "
+                                         r"are reordered\); 2 of 4 rows differ\. Resume with the training manifest"):
+        _resume(tss, model, dm, path)
+
+    val = list(csv.reader(open(paths["val"])))[1]  # another video of the same length in the last row
+    other = _write_rows(os.path.join(folder, "other.csv"), rows[:4] + [[val[0], rows[4][1], *val[2:]]])
+    dm, model, tss = _video_parts(other)
+    with pytest.raises(ValueError, match=r"video 3 \(.*other\.csv, row 5: .*val_00000\.mp4\) is not in the "
+                                         r"checkpoint's manifest \(another video is in its row\); 1 of 4 rows differ"):
+        _resume(tss, model, dm, path)
+
+    # the same rows in a folder moved elsewhere: the fingerprint is relative to the videos' folder, resuming works
+    moved = shutil.copytree(folder, tmp_path / "moved" / "data")
+    dm, model, tss = _video_parts(str(moved / os.path.basename(paths["train"])))
+    _resume(tss, model, dm, path)
+    assert tss.history.epochs.tolist() == [0, 1]

@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from lightning_temporal.data.dataset import (ClipDataset, SkipCounter, SkippedClip, clip_frame_indices,
-                                             collate_clips, load_clip, num_clip_positions)
+from lightning_temporal.data.dataset import ClipDataset, SkipCounter, SkippedClip, collate_clips, load_clip, \
+    num_clip_positions
 from lightning_temporal.data.manifest import VideoRecord, read_csv_manifest
 from lightning_temporal.data.transforms import CleanTransform, TrainTransform
 from lightning_temporal.data.video import VideoError
+from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler, clip_seeds
 from tests.videos import encode_image, reference_frames, synthetic_frame, truncate_file, write_video
 
 LENGTHS = {"a.mp4": 40, "b.mp4": 25, "c.mp4": 10}
@@ -40,7 +41,7 @@ class Recorder:
         return clip.permute(3, 0, 1, 2).float()
 
 
-def test_num_positions_and_frame_indices(data):
+def test_num_positions(data):
     _, manifest, _ = data
     assert manifest.num_frames.tolist() == [40, 25, 10]
     for clip_len, stride in [(8, 1), (8, 2), (16, 1), (4, 3)]:
@@ -49,7 +50,6 @@ def test_num_positions_and_frame_indices(data):
         ds = ClipDataset(manifest, clip_len, stride)
         assert ds.num_positions.dtype == torch.int64 and ds.num_positions.tolist() == expect
         assert num_clip_positions(manifest.num_frames, clip_len, stride).tolist() == expect
-    assert clip_frame_indices(3, 5, 2, 10).tolist() == [3, 5, 7, 9, 9]
     assert len(ClipDataset(manifest, 8)) == 3
 
 
@@ -102,8 +102,8 @@ def test_index_errors(data):
         ds[(1, -1)]
     with pytest.raises(IndexError, match="video_idx 3 out of range: the manifest has 3 videos"):
         ds[(3, 0)]
-    with pytest.raises(TypeError, match=r"indexed by \(video_idx, start\) pairs, got 0; give the DataLoader a "
-                                        "ClipSampler"):
+    with pytest.raises(TypeError, match=r"indexed by \(video_idx, start\[, clip_seed\]\) tuples, got 0; give the "
+                                        "DataLoader a ClipSampler"):
         ds[0]
 
 
@@ -230,3 +230,55 @@ def test_skip_counter_epochs_state_and_pickle():
     many = SkipCounter()
     many.update({"skipped": torch.arange(7), "skip_errors": [f"e{i}" for i in range(7)]})
     assert many.summary(max_listed=2).endswith("e0; e1 (+5 more videos)")
+
+
+# ------------------------------------------------------------------------- augmentation as a function of the clip
+def _augmented_clips(manifest, *, num_workers, world, epoch, global_seed):
+    """The augmented clip of every video in one epoch, read through ``world`` simulated ranks' ClipLoaders."""
+    torch.manual_seed(global_seed)  # must not matter: no draw comes from the global RNG
+    clips, keys = {}, {}
+    for rank in range(world):
+        ds = ClipDataset(manifest, 4, transform=TrainTransform(16, 20))
+        sampler = ClipSampler(ds.num_positions, seed=7, num_replicas=world, rank=rank)
+        sampler.set_epoch(epoch)
+        for b in ClipLoader(ds, batch_size=2, sampler=sampler, num_workers=num_workers, collate_fn=collate_clips):
+            for v, s, clip in zip(b["video_idx"].tolist(), b["start"].tolist(), b["clip"]):
+                clips.setdefault(v, clip)  # a DDP padding repeat (world 2) comes after its original
+                keys.setdefault(v, s)
+    return clips, keys
+
+
+def test_augmentation_is_the_same_for_any_workers_ranks_or_global_rng(data):
+    _, manifest, _ = data
+    ref, starts = _augmented_clips(manifest, num_workers=0, world=1, epoch=2, global_seed=0)
+    # independent computation: the plan's clip seed drives TrainTransform directly on a sequential decode
+    sampler = ClipSampler(ClipDataset(manifest, 4).num_positions, seed=7)
+    vid, st = sampler.epoch_plan(2)
+    seeds = clip_seeds(7, 2, vid, torch.arange(vid.numel()))
+    for v, s, seed in zip(vid.tolist(), st.tolist(), seeds.tolist()):
+        frames = load_clip(manifest[v], s, 4)
+        want = TrainTransform(16, 20)(frames, generator=torch.Generator().manual_seed(seed))
+        assert starts[v] == s and torch.equal(ref[v], want)
+    for kw in (dict(num_workers=2, world=1, global_seed=1), dict(num_workers=0, world=2, global_seed=2),
+               dict(num_workers=2, world=2, global_seed=3)):
+        got, _ = _augmented_clips(manifest, epoch=2, **kw)
+        assert all(torch.equal(got[v], ref[v]) for v in ref), kw
+    # and the draws do vary: another epoch crops or flips the same clip position differently
+    draws = set()
+    for epoch in range(8):
+        g = torch.Generator().manual_seed(int(clip_seeds(7, epoch, torch.tensor([0]), torch.tensor([0]))))
+        draws.add(TrainTransform(16, 20)(load_clip(manifest[0], 0, 4), generator=g).sum().item())
+    assert len(draws) > 1
+
+
+def test_transform_without_generator_runs_on_a_forked_seeded_rng(data):
+    _, manifest, _ = data
+    ds = ClipDataset(manifest, 4, transform=lambda frames: frames.permute(3, 0, 1, 2).float() + torch.rand(()))
+    state = torch.get_rng_state()
+    a, b, c = ds[(0, 3, 11)]["clip"], ds[(0, 3, 11)]["clip"], ds[(0, 3, 12)]["clip"]
+    assert torch.equal(torch.get_rng_state(), state)  # the global RNG is left as it was
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    torch.manual_seed(11)
+    assert torch.equal(a, load_clip(manifest[0], 3, 4).permute(3, 0, 1, 2).float() + torch.rand(()))
+    # a key without a seed is augmented as a function of its position alone
+    assert torch.equal(ds[(0, 3)]["clip"], ds[(0, 3)]["clip"])

@@ -9,12 +9,22 @@ from lightning import Callback, Trainer
 
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier
 from lightning_temporal.data.synthetic import generate_dataset
+from tests.hard_timeout import hard_timeout
 
 CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread before the ranks are forked (ddp_fork): fast on 2 cores, and no OpenMP team to fork."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 class SaveRankState(Callback):
-    """Writes, per rank, the clips it trained on and the final table (module level: ddp_spawn pickles it)."""
+    """Writes, per rank, the clips it trained on and the final table."""
 
     def __init__(self, out_dir):
         self.out_dir = out_dir
@@ -46,11 +56,12 @@ def test_two_process_ddp_fit_with_callback(tmp_path):
     model = VideoClassifier("simple3d", num_classes=4, report_gamma_p=(0.0,))
     callbacks = [StochasticSoftmaxCallback(gamma_s=1.0, warmup_epochs=1, exploration_epochs=2, track_videos=2),
                  SaveRankState(str(tmp_path))]
-    trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=4, logger=False,
+    trainer = Trainer(accelerator="cpu", devices=2, strategy="ddp_fork", max_epochs=4, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                       num_sanity_val_steps=0, check_val_every_n_epoch=4, callbacks=callbacks,
                       default_root_dir=str(tmp_path))
-    trainer.fit(model, datamodule=_dm(paths))
+    with hard_timeout(150, "2-process DDP fit"):
+        trainer.fit(model, datamodule=_dm(paths))
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
     # identical tables on both ranks, written by exploration and exploitation (not all zero)
     assert torch.equal(r0["values"], r1["values"]) and bool((r0["values"] != 0).any())

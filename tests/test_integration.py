@@ -23,7 +23,7 @@ from lightning_temporal import (
 from lightning_temporal.cli import run as main
 from lightning_temporal.data.synthetic import generate_dataset
 from lightning_temporal.data.video import read_clip
-from lightning_temporal.data.video_dataset import VideoDataset, collate_videos, eval_clip_starts
+from lightning_temporal.data.video_dataset import VideoDataset, collate_videos, eval_clip_starts, gather_clips
 from lightning_temporal.module import pad_clip_scores
 from tests.videos import reference_frames
 
@@ -54,18 +54,21 @@ def _trainer(tmp_path, **kw):
 
 # ------------------------------------------------------------------------------------------- evaluation data
 def test_video_dataset_clips_equal_independent_decode(synth):
+    """The clips the model reads (views of each batch's padded videos) equal each clip decoded alone."""
     dm = _dm(synth)
     dm.setup("validate")
     ds = dm.datasets["val"]
+    batch = collate_videos([ds[i] for i in range(len(ds))])  # videos of different lengths, padded
+    video_idx = torch.repeat_interleave(torch.arange(len(ds)), batch["clip_counts"])
+    clips = gather_clips(batch["video"], video_idx, batch["starts"], batch["clip_len"], batch["stride"])
+    for v, t, clip in zip(video_idx.tolist(), batch["starts"].tolist(), clips):
+        record = ds.manifest[v]
+        expected = dm.clean_transform(read_clip(record.path, t, 8))
+        torch.testing.assert_close(clip, expected, atol=1e-5, rtol=1e-5)
     for i in range(len(ds)):
-        item = ds[i]
-        record = ds.manifest[i]
-        starts = eval_clip_starts(int(ds.num_positions[i]), 3)
-        assert torch.equal(item["starts"], starts)
-        assert int(starts[-1]) == record.num_frames - 8  # the last position is always evaluated
-        for k, t in enumerate(starts.tolist()):
-            expected = dm.clean_transform(read_clip(record.path, t, 8))
-            torch.testing.assert_close(item["clips"][k], expected, atol=1e-5, rtol=1e-5)
+        starts = batch["starts"][video_idx == i]
+        assert torch.equal(starts, eval_clip_starts(int(ds.num_positions[i]), 3))
+        assert int(starts[-1]) == ds.manifest[i].num_frames - 8  # the last position is always evaluated
 
 
 def test_video_dataset_dense_equals_sequential_decode(synth):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_temporal.data.manifest import (ManifestError, VideoManifest, VideoRecord, probe_frame_counts,
-                                              read_csv_manifest, read_hmdb51_split, read_kinetics_csv,
-                                              read_ucf101_split)
+from lightning_temporal.data.manifest import (ManifestError, UnknownLabelError, VideoManifest, VideoRecord,
+                                              path_fingerprint, probe_frame_counts, read_csv_manifest,
+                                              read_hmdb51_split, read_kinetics_csv, read_ucf101_split)
 from lightning_temporal.data.video import VideoInfo
 from tests.videos import encode_image, synthetic_frame
 
@@ -174,8 +174,11 @@ def test_undecodable_videos_name_their_row(real_videos, tmp_path):
 XYZ = ["x", "y", "z"]
 BAD_ROWS = [  # (csv text, classes, exception, message pattern)
     ("path,label,num_frames\na.mp4,x,40\nb.mp4,y\n", None, ManifestError, r"row 3: 2 columns but the header has 3"),
-    ("path,label\na.mp4,x\nb.mp4,nope\n", XYZ, ManifestError, r"row 3: unknown label 'nope'; known classes: x, y, z"),
-    ("path,label\na.mp4,1\nb.mp4,5\n", XYZ, ManifestError, r"row 3: label index 5 is outside 0\.\.2"),
+    ("path,label\na.mp4,x\nb.mp4,nope\n", XYZ, UnknownLabelError,
+     r"bad\.csv, row 3: label 'nope' is not in the class list; known classes: x, y, z"),
+    ("path,label\na.mp4,x\nb.mp4,Y\n", XYZ, UnknownLabelError, r"row 3: label 'Y' is not in the class list \(did you "
+                                                                 r"mean 'y'\?\)"),
+    ("path,label\na.mp4,1\nb.mp4,5\n", XYZ, UnknownLabelError, r"row 3: label index 5 is outside 0\.\.2"),
     ("path,label\na.mp4,-1\n", None, ManifestError, r"row 2: label index -1 is outside"),
     ("path,label,num_frames\na.mp4,x,-4\n", None, ManifestError, r"row 2: num_frames = -4 is below 1"),
     ("path,label,num_frames\na.mp4,x,12.5\n", None, ManifestError, r"row 2: num_frames = '12.5' is not an integer"),
@@ -198,6 +201,13 @@ BAD_ROWS = [  # (csv text, classes, exception, message pattern)
     ("path,label\n\n", None, ManifestError, r"bad\.csv: lists no videos"),
     ("path,label\nmissing.mp4,x\n", "skip", ManifestError,
      r"bad\.csv: every one of its 1 videos was left out, first .*row 2: video .*missing\.mp4 not found"),
+    # a video listed twice: both rows named, whatever the spelling of the path
+    ("path,label,num_frames\na.mp4,x,40\nb.mp4,y,50\nsub/../a.mp4,x,40\n", None, ManifestError,
+     r"bad\.csv, row 4: video .*/a\.mp4 repeats .*bad\.csv, row 2 \(label 'x'\)\. Remove the repeated row, or "
+     r"pass allow_repeats=True"),
+    ("path,label,num_frames\na.mp4,x,40\nb.mp4,y,50\n./a.mp4,y,40\n", None, ManifestError,
+     r"bad\.csv, row 4: video .*/a\.mp4 is listed again under label 'y'; .*bad\.csv, row 2 lists it under 'x'\. A "
+     r"video has one label"),
 ]
 
 
@@ -229,8 +239,9 @@ def test_frame_scores_npy_txt_and_wrong_length(videos):
     np.save(videos / "a.npy", np.linspace(0, 1, 40).astype(np.float32))
     _write(videos / "b.txt", "\n".join(str(v) for v in range(50)) + "\n")
     np.save(videos / "short.npy", np.zeros(39, dtype=np.float32))
+    _touch(str(videos / "d.mp4"))
     csv = _write(videos / "m.csv", "path,label,num_frames,frame_scores\na.mp4,x,40,a.npy\nb.mp4,x,50,b.txt\n"
-                                   "sub/c.mp4,x,60,\na.mp4,x,40,short.npy\n")
+                                   "sub/c.mp4,x,60,\nd.mp4,x,40,short.npy\n")
     m = read_csv_manifest(csv)
     torch.testing.assert_close(m.load_frame_scores(0), torch.linspace(0, 1, 40))
     assert m.load_frame_scores(1).tolist() == list(range(50))
@@ -350,3 +361,36 @@ def test_extra_columns_are_kept_and_empty_events_read_as_none(tmp_path):
     m = read_csv_manifest(str(tmp_path / "m.csv"), probe=False)
     assert [r.extra for r in m.records] == [{"static_fraction": "0.25"}, {"static_fraction": "0.5"}]
     assert m.events.tolist() == [[5, 9], [-1, -1]]
+
+
+def test_allow_repeats_keeps_deliberate_oversampling_but_never_two_labels(videos):
+    csv = _write(videos / "over.csv", "path,label,num_frames\na.mp4,x,40\nb.mp4,y,50\na.mp4,x,40\na.mp4,x,40\n")
+    with pytest.raises(ManifestError, match=r"row 4: .* repeats .*row 2 \(label 'x'\) \(2 repeated rows in all\)"):
+        read_csv_manifest(csv, probe_fn=FakeProbe())
+    m = read_csv_manifest(csv, probe_fn=FakeProbe(), allow_repeats=True)
+    assert len(m) == 4 and m.paths[0] == m.paths[2] == m.paths[3]
+    csv = _write(videos / "two.csv", "path,label,num_frames\na.mp4,x,40\na.mp4,y,40\n")
+    with pytest.raises(ManifestError, match="listed again under label 'y'"):
+        read_csv_manifest(csv, probe_fn=FakeProbe(), allow_repeats=True)
+
+
+def test_rarest_labels_name_the_rows_of_the_least_used_classes(videos):
+    rows = ["a.mp4,walk,40", "b.mp4,run,40", "sub/c.mp4,walk,40"]
+    extra = [f"v{i}.mp4,run,40" for i in range(3)] + ["v9.mp4,wlak,40"]
+    for r in extra:
+        _touch(str(videos / r.split(",")[0]))
+    m = read_csv_manifest(_write(videos / "typo.csv", "path,label,num_frames\n" + "\n".join(rows + extra) + "\n"),
+                          probe_fn=FakeProbe())
+    assert m.class_names == ["run", "walk", "wlak"]
+    text = m.rarest_labels(k=2, rows_listed=1)
+    assert text.startswith("'wlak': 1 video (") and text.endswith("typo.csv, row 8); 'walk': 2 videos (" +
+                                                                  str(videos / "typo.csv") + ", row 2; ...)")
+
+
+def test_path_fingerprint_names_videos_by_folder_and_file_in_order():
+    a = path_fingerprint(["/data/ucf/a/x.avi", "/data/ucf/b/y.avi"])
+    moved = path_fingerprint(["/mnt/other/a/x.avi", "b/y.avi"])
+    assert torch.equal(a, moved) and a.dtype == torch.int64 and a[0] != a[1]
+    assert torch.equal(path_fingerprint(["/data/ucf/b/y.avi", "/data/ucf/a/x.avi"]), a.flip(0))
+    assert path_fingerprint(["/data/ucf/b/x.avi"])[0] != a[0]  # same file name in another class folder
+    assert path_fingerprint([]).shape == (0,)

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from lightning_temporal.data import transforms as T
 from lightning_temporal.data.transforms import (CleanTransform, TrainTransform, center_crop_offsets, hflip,
                                                 normalize, resize_short_side, short_side_size,
-                                                temporal_subsample, to_float_clip)
+                                                to_float_clip)
 
 MEAN = (0.4, 0.5, 0.6)
 STD = (0.2, 0.25, 0.3)
@@ -127,15 +127,6 @@ def test_hflip_reverses_columns_and_normalize_formula():
     got = normalize(x, mean, std, channel_dim=0)
     for c in range(3):
         torch.testing.assert_close(got[c], (x[c] - MEAN[c]) / STD[c])
-
-
-def test_temporal_subsample():
-    x = torch.arange(10)[:, None].expand(10, 3)
-    assert temporal_subsample(x, 3)[:, 0].tolist() == [0, 3, 6, 9]
-    y = torch.zeros(3, 10, 2, 2)
-    assert temporal_subsample(y, 4, dim=1).shape == (3, 3, 2, 2)
-    with pytest.raises(ValueError, match="stride=0"):
-        temporal_subsample(x, 0)
 
 
 def test_bad_arguments_and_input():

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from lightning_temporal.sampling.sampler import ClipSampler
+from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler
 
 
 def clip_span(clip_len: int, stride: int) -> int:
@@ -104,8 +104,10 @@ class TinyDataModule(L.LightningDataModule):
 
     def __init__(self, num_videos: int = 12, min_frames: int = 8, max_frames: int = 24, clip_len: int = 4,
                  stride: int = 1, size: int = 6, num_classes: int = 3, batch_size: int = 4, clean: bool = True,
-                 events: bool = True, frame_scores: bool = False, seed: int = 0, sampler_seed: int = 0):
+                 events: bool = True, frame_scores: bool = False, seed: int = 0, sampler_seed: int = 0,
+                 resumable: bool = True):
         super().__init__()
+        self.resumable = resumable  # a ClipLoader (saves its position in the epoch) or a plain DataLoader
         self.num_videos, self.clip_len, self.stride = num_videos, clip_len, stride
         self.size, self.num_classes, self.batch_size = size, num_classes, batch_size
         self.clean, self.seed, self.sampler_seed = clean, seed, sampler_seed
@@ -140,8 +142,9 @@ class TinyDataModule(L.LightningDataModule):
         self.clip_sampler.num_replicas, self.clip_sampler.rank = world, rank
 
     def train_dataloader(self):
-        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=self.clip_sampler,
-                          collate_fn=collate_tiny, num_workers=0)
+        cls = ClipLoader if self.resumable else DataLoader
+        return cls(self.dataset, batch_size=self.batch_size, sampler=self.clip_sampler, collate_fn=collate_tiny,
+                   num_workers=0)
 
 
 class TinyVideoModule(L.LightningModule):
@@ -212,4 +215,5 @@ class SaveStateCallback(L.Callback):
             "shards": {e: torch.cat(s) for e, s in self.shards.items()},
             "records": self.records,
             "history_starts": tss.history.starts.clone(),
+            "params": {k: p.detach().clone() for k, p in pl_module.named_parameters()},
         }, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))

@@ -10,6 +10,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_temporal.models.sgs import SimilarityGuidedSampling
 from lightning_temporal.callbacks.figures import save_and_log_figure
+from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.plots.feature_maps import plot_sgs_feature_maps
 
 __all__ = ["SGSFeatureMapLogger"]
@@ -47,7 +48,9 @@ class SGSFeatureMapLogger(Callback):
     def on_validation_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                                   batch_idx: int, dataloader_idx: int = 0) -> None:
         if batch_idx == 0 and batch.get("label") is not None and batch["label"].numel():
-            self._clip = (batch["clips"][:1] if "clips" in batch else batch["video"][:1]).detach()
+            first = torch.zeros(1, dtype=torch.int64)
+            self._clip = (gather_clips(batch["video"], first, batch["starts"][:1], batch["clip_len"], batch["stride"])
+                          if "clip_counts" in batch else batch["video"][:1]).detach()  # first clip, or first video
 
     @rank_zero_only
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor
 
+from lightning_temporal.data.manifest import path_fingerprint
 from lightning_temporal.distributed import gather_records
 from lightning_temporal.sampling.phases import Phase, PhaseSchedule
 from lightning_temporal.sampling.policies import (
@@ -40,7 +41,7 @@ _SCORING = ("clean", "augmented")
 _KEEP_HISTORY = ("all", "tracked")
 #: integer code of each phase in the logs (``tss/phase``)
 PHASE_CODES = {Phase.WARMUP: 0, Phase.EXPLORATION: 1, Phase.EXPLOITATION: 2}
-_STATE_FORMAT = 1
+_STATE_FORMAT = 2  # 2: + manifest fingerprint, + pending records of the epoch in progress
 
 
 @dataclass
@@ -134,11 +135,16 @@ class StochasticSoftmaxCallback(Callback):
     logged as ``tss/duplicates``. NaN/inf scores are never written: they are counted, warned about and
     logged as ``tss/nonfinite``.
 
-    Exact resume. The state (policy tables, exploration slots, history, metrics) goes through
-    ``state_dict``; the sampler draws each epoch from (its seed, the epoch, the policy state). A run resumed
-    from a checkpoint saved at the end of a training epoch continues with the same clips and tables as an
-    uninterrupted run. Records of an unfinished epoch are not saved: a checkpoint written in the middle of
-    an epoch warns.
+    Exact resume. The state (policy tables, exploration slots, history, metrics, and the records of the epoch in
+    progress, gathered from every rank) goes through ``state_dict``, with a fingerprint of the training manifest
+    (each video's folder/file name and its number of clip positions, in order); loading it on another manifest, a
+    reordered one included, raises an error naming the first differing row. The sampler draws each epoch from (its
+    seed, the epoch, the policy state) and ``ClipLoader`` saves its position in the epoch, so a run resumed from any
+    checkpoint of ``fit`` (end of epoch, ``every_n_train_steps``, after validation) draws the same clips and ends
+    with the same tables as an uninterrupted run. A checkpoint written in the middle of an epoch resumes on the same
+    number of ranks only; one written after its last batch or at its end, on any.
+
+    Empty batches. A batch whose clips all failed to decode is recorded as skipped items (nothing scored).
     """
 
     def __init__(self, gamma_s: float = 1.0, warmup_epochs: int = 3, exploration_epochs: int = 5,
@@ -211,7 +217,10 @@ class StochasticSoftmaxCallback(Callback):
         self.num_positions: Optional[Tensor] = None
         self.tracked: Optional[Tensor] = None
         self._events: Optional[Tensor] = None      # int64 [V, 2], -1 where unknown
+        self._fingerprint: Optional[dict] = None   # {"paths": int64 [V] or None, "num_positions", "sources"}
         self._stash: Optional[dict] = None         # state loaded before the policy existed
+        self._pending_stash: Optional[dict] = None  # records of an unfinished epoch loaded from a checkpoint
+        self._rank, self._world_size = 0, 1
         self._reset_pending()
         # history, filled per finished epoch
         self._epochs: list[int] = []
@@ -271,6 +280,10 @@ class StochasticSoftmaxCallback(Callback):
                     f"(found datamodule={type(trainer.datamodule).__name__ if trainer.datamodule else None}, "
                     f"train sampler={type(sampler).__name__})")
             self._install(sampler, trainer.datamodule)
+        self._rank, self._world_size = trainer.global_rank, trainer.world_size
+        if self._pending_stash is not None:
+            pending, self._pending_stash = self._pending_stash, None
+            self._restore_pending(trainer, pl_module, pending)
         s = self.clip_sampler
         if getattr(s, "num_replicas", 1) != trainer.world_size or getattr(s, "rank", 0) != trainer.global_rank:
             raise RuntimeError(
@@ -342,13 +355,28 @@ class StochasticSoftmaxCallback(Callback):
             if bad:
                 raise ValueError(f"track_videos {bad} are outside the {V} training videos (0..{V - 1})")
             self.tracked = torch.tensor(sorted(set(self.track_videos)), dtype=torch.long)
-        self._events = self._read_events(getattr(datamodule, "train_manifest", None), V)
+        manifest = getattr(datamodule, "train_manifest", None)
+        self._events = self._read_events(manifest, V)
+        self._fingerprint = self._manifest_fingerprint(manifest, num_positions)
         self.policy = self._build_policy(num_positions, datamodule)
         if self._stash is not None:
             stash, self._stash = self._stash, None
             self._apply_state(stash)
         sampler.policy = self.policy
         self.clip_sampler = sampler
+
+    @staticmethod
+    def _manifest_fingerprint(manifest, num_positions: Tensor) -> dict:
+        """Paths (hashed folder/file names) and clip positions of the training videos, in order."""
+        paths = getattr(manifest, "paths", None)
+        if paths is not None and len(paths) != num_positions.numel():
+            raise ValueError(f"train_manifest has {len(paths)} videos but the clip sampler {num_positions.numel()}; "
+                             "build the sampler from the training manifest")
+        records = getattr(manifest, "records", None)
+        return {"paths": path_fingerprint(paths) if paths is not None else None,
+                "num_positions": num_positions.clone(),
+                "sources": [getattr(r, "source", "") or r.path for r in records] if records is not None else None,
+                "names": list(paths) if paths is not None else None}
 
     @staticmethod
     def _read_events(manifest, num_videos: int) -> Optional[Tensor]:
@@ -368,6 +396,57 @@ class StochasticSoftmaxCallback(Callback):
         self._seen: list[tuple[Tensor, Tensor]] = []       # (video_idx, start) of every trained clip
         self._scored: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # (video_idx, start, score, ordinal)
         self._ordinal = 0                                   # this rank's sampler items met this epoch
+        self._pending_epoch: Optional[int] = None          # the epoch these records belong to
+
+    def _local_pending(self) -> list[Tensor]:
+        """This rank's records of the epoch in progress as 7 flat tensors (seen video/start, scored
+        video/start/score/ordinal, [next ordinal])."""
+        def cat(parts, j, dtype):
+            return torch.cat([p[j].cpu() for p in parts]) if parts else torch.zeros(0, dtype=dtype)
+        return [cat(self._seen, 0, torch.long), cat(self._seen, 1, torch.long),
+                cat(self._scored, 0, torch.long), cat(self._scored, 1, torch.long),
+                cat(self._scored, 2, torch.float32), cat(self._scored, 3, torch.long),
+                torch.tensor([self._ordinal], dtype=torch.long)]
+
+    @staticmethod
+    def _pending_state(parts: list[Tensor], ranks: list[Tensor], world_size: int, epoch: Optional[int]) -> dict:
+        """The records of the epoch in progress as saved: ``next_ordinal`` int64 [world_size] is where each rank's
+        ordinals continue; ``rank`` says whose each record is."""
+        sv, st, v, t, score, ordinal, nxt = parts
+        return {"epoch": epoch, "world_size": world_size,
+                "seen": {"video_idx": sv, "start": st, "rank": ranks[0]},
+                "scored": {"video_idx": v, "start": t, "score": score, "ordinal": ordinal, "rank": ranks[1]},
+                "next_ordinal": nxt}
+
+    def _restore_pending(self, trainer, pl_module, pending: dict) -> None:
+        """The records of an unfinished epoch saved in a checkpoint: applied now if Lightning resumes after that
+        epoch, else this rank's part is taken to go on with the epoch."""
+        self._reset_pending()
+        if pending.get("epoch") is None:
+            return
+        if pending["epoch"] < trainer.current_epoch:
+            # Written after the epoch's last batch (every_n_train_steps): Lightning counts that epoch as done and
+            # resumes with the next one without calling on_train_epoch_end. Apply it before the loader draws the
+            # next plan (lazily, at the first batch) from the tables; any number of ranks can, from the saved records.
+            self._finish_epoch(trainer, pl_module, int(pending["epoch"]), log=False, saved=pending)
+            return
+        if pending["world_size"] != self._world_size:
+            raise ValueError(
+                f"this checkpoint was written in the middle of training epoch {pending['epoch']} by "
+                f"{pending['world_size']} rank(s); this run has {self._world_size}. The records of that epoch "
+                "belong to the ranks that trained them: resume on the same number of devices, or from a checkpoint "
+                "written at the end of an epoch")
+        r = self._rank
+        seen, scored = pending["seen"], pending["scored"]
+        keep = seen["rank"] == r
+        if bool(keep.any()):
+            self._seen = [(seen["video_idx"][keep], seen["start"][keep])]
+        keep = scored["rank"] == r
+        if bool(keep.any()):
+            self._scored = [(scored["video_idx"][keep], scored["start"][keep], scored["score"][keep],
+                             scored["ordinal"][keep])]
+        self._ordinal = int(pending["next_ordinal"][r if pending["world_size"] > 1 else 0])
+        self._pending_epoch = int(pending["epoch"])
 
     @staticmethod
     def _batch_field(batch, key: str) -> Tensor:
@@ -417,19 +496,22 @@ class StochasticSoftmaxCallback(Callback):
         n_skipped = int(skipped.numel()) if torch.is_tensor(skipped) else 0
         ordinal = torch.arange(self._ordinal, self._ordinal + n, device=vid.device)
         self._ordinal += n + n_skipped
-        self._seen.append((vid, start))
-        if score is not None:
-            self._scored.append((vid, start, score, ordinal))
+        if n:
+            self._seen.append((vid, start))
+            if score is not None:
+                self._scored.append((vid, start, score, ordinal))
 
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
         epoch = trainer.current_epoch
+        self._pending_epoch = epoch
         score = None
+        empty = self._batch_field(batch, "video_idx").numel() == 0  # every clip failed to decode
         if self.scoring == "clean" and self.mode in ("tss", "reinforce"):
             self._require_clean(batch)  # fail at the first batch, not when warm-up ends
-            if self.records_scores(epoch):
+            if self.records_scores(epoch) and not empty:
                 score = self._score_clean(trainer, pl_module, batch)
-        elif self.scoring == "augmented" and self.records_scores(epoch):
+        elif self.scoring == "augmented" and self.records_scores(epoch) and not empty:
             return  # recorded in on_train_batch_end, from the training step's logits
         self._record(batch, score)
 
@@ -437,6 +519,8 @@ class StochasticSoftmaxCallback(Callback):
                            batch_idx: int) -> None:
         if not (self.scoring == "augmented" and self.records_scores(trainer.current_epoch)):
             return
+        if self._batch_field(batch, "video_idx").numel() == 0:
+            return  # an empty batch, recorded in on_train_batch_start
         if not isinstance(outputs, Mapping) or "logits" not in outputs:
             got = sorted(outputs.keys()) if isinstance(outputs, Mapping) else type(outputs).__name__
             raise KeyError("scoring='augmented' needs training_step to return {'loss': loss, 'logits': "
@@ -455,12 +539,22 @@ class StochasticSoftmaxCallback(Callback):
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.policy is None:
             return
-        epoch = trainer.current_epoch
+        self._finish_epoch(trainer, pl_module, trainer.current_epoch)
+
+    def _finish_epoch(self, trainer, pl_module, epoch: int, log: bool = True, saved: Optional[dict] = None) -> None:
+        """Gather the epoch's records of every rank, apply them, append the history; every rank calls this.
+
+        ``saved``: the records of every rank as a checkpoint holds them (see :meth:`_pending_state`), applied
+        without gathering (every rank read the same checkpoint).
+        """
         V = self.num_positions.numel()
         phase = self.phase(epoch)
 
         # Every rank takes part in both gathers, whatever it recorded (collectives must match).
-        (seen_v, seen_t), _, _ = self._gather(trainer, self._seen, 2, (torch.long, torch.long))
+        if saved is None:
+            (seen_v, seen_t), _, _ = self._gather(trainer, self._seen, 2, (torch.long, torch.long))
+        else:
+            seen_v, seen_t = saved["seen"]["video_idx"], saved["seen"]["start"]
         row = torch.full((V,), -1, dtype=torch.int32)
         row[seen_v] = seen_t.to(torch.int32)  # padding duplicates carry the same start
 
@@ -471,10 +565,16 @@ class StochasticSoftmaxCallback(Callback):
         n_dup = 0
         recording = self.records_scores(epoch)
         if recording:
-            (vid, start, score, ordinal), rank, _ = self._gather(
-                trainer, self._scored, 4, (torch.long, torch.long, torch.float32, torch.long))
+            if saved is None:
+                (vid, start, score, ordinal), rank, _ = self._gather(
+                    trainer, self._scored, 4, (torch.long, torch.long, torch.float32, torch.long))
+                world = trainer.world_size
+            else:
+                s = saved["scored"]
+                vid, start, score, ordinal, rank = s["video_idx"], s["start"], s["score"], s["ordinal"], s["rank"]
+                world = saved["world_size"]
             # Global-plan order: plan index = ordinal * world_size + rank (ClipSampler deals plan[r::R]).
-            key = ordinal * trainer.world_size + rank
+            key = ordinal * world + rank
             order = torch.sort(key, stable=True).indices
             vid, start, score, rank = vid[order], start[order], score[order], rank[order]
             n_dup = int(vid.numel() - torch.unique(vid).numel()) if vid.numel() else 0
@@ -494,7 +594,7 @@ class StochasticSoftmaxCallback(Callback):
             self.last_records = {}
         self._reset_pending()
         self._append_history(epoch, phase, row, probs)
-        self._log_epoch(trainer, pl_module, epoch, phase, row, counts, n_dup, entropy)
+        self._log_epoch(trainer, pl_module, epoch, phase, row, counts, n_dup, entropy, log)
 
     def _table_of(self, v: int) -> Tensor:
         p = self.policy
@@ -555,7 +655,7 @@ class StochasticSoftmaxCallback(Callback):
         hit = (t < ee) & (t + self.span > es)
         return float((hit & valid).sum()) / float(valid.sum())
 
-    def _log_epoch(self, trainer, pl_module, epoch, phase, row, counts, n_dup, entropy) -> None:
+    def _log_epoch(self, trainer, pl_module, epoch, phase, row, counts, n_dup, entropy, log: bool = True) -> None:
         m = {
             "epoch": epoch,
             "phase": PHASE_CODES[phase],
@@ -571,7 +671,7 @@ class StochasticSoftmaxCallback(Callback):
         if hr is not None:
             m["hit_rate"] = hr
         self.metrics.append(m)
-        if not self.log_every_epoch:
+        if not (self.log_every_epoch and log):
             return
         # The values are identical on every rank (computed from gathered records), so no reduction is
         # needed; sync_dist only silences Lightning's epoch-level DDP warning (mean of equal values).
@@ -583,18 +683,33 @@ class StochasticSoftmaxCallback(Callback):
 
     def on_save_checkpoint(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule",
                            checkpoint: dict) -> None:
-        n = sum(int(p[0].numel()) for p in self._scored)
-        if n:
-            warnings.warn(f"a checkpoint is saved in the middle of training epoch {trainer.current_epoch}: the "
-                          f"{n} clip scores recorded so far in this epoch are not in it, so a resume from it is "
-                          "not exact; save at training-epoch ends (ModelCheckpoint(save_on_train_epoch_end=True)) "
-                          "for an exact resume", RuntimeWarning)
+        state = checkpoint.get("callbacks", {}).get(self.state_key)
+        if state is None or self.policy is None:
+            return
+        # Lightning builds the checkpoint on every rank (only rank 0 writes it): the records of the epoch in
+        # progress are gathered here so that the file holds every rank's. Every rank takes part.
+        local = self._local_pending()
+        seen, seen_rank, _ = gather_records(trainer.strategy, local[:2])
+        scored, scored_rank, _ = gather_records(trainer.strategy, local[2:6])
+        epoch = torch.tensor([-1 if self._pending_epoch is None else self._pending_epoch], dtype=torch.long)
+        (next_ordinal, epochs), _, _ = gather_records(trainer.strategy, [local[6], epoch])  # rank order
+        pending_epoch = int(epochs.max())
+        state["pending"] = self._pending_state(seen + scored + [next_ordinal], [seen_rank, scored_rank],
+                                               trainer.world_size, None if pending_epoch < 0 else pending_epoch)
+        if self._seen:
+            loader = trainer.train_dataloader
+            if not (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")):
+                warnings.warn(f"a checkpoint is saved in the middle of training epoch {trainer.current_epoch} but "
+                              f"the train loader ({type(loader).__name__}) does not save its position: a resume "
+                              "from it retrains the epoch from its start. Use "
+                              "lightning_temporal.sampling.ClipLoader (TemporalDataModule does)", RuntimeWarning)
 
     # ----------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         if self.policy is None:
             return dict(self._stash) if self._stash is not None else {}
         h = self.history
+        local = self._local_pending()
         return {
             "format": _STATE_FORMAT,
             "mode": self.mode,
@@ -605,14 +720,18 @@ class StochasticSoftmaxCallback(Callback):
                 "tracked": h.tracked, "scores": h.scores, "probabilities": h.probabilities,
             },
             "metrics": [dict(m) for m in self.metrics],
+            "fingerprint": {k: self._fingerprint[k] for k in ("paths", "num_positions")},
+            # this rank's records of the epoch in progress; on_save_checkpoint puts every rank's in a checkpoint
+            "pending": self._pending_state(local, [torch.full_like(local[0], self._rank),
+                                                   torch.full_like(local[2], self._rank)], 1, self._pending_epoch),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
         if not state_dict:
             return
-        if state_dict.get("format") != _STATE_FORMAT:
+        if state_dict.get("format") not in (1, _STATE_FORMAT):
             raise ValueError(f"StochasticSoftmaxCallback state of format {state_dict.get('format')!r}; this "
-                             f"version reads format {_STATE_FORMAT}")
+                             f"version reads formats 1 and {_STATE_FORMAT}")
         if state_dict["mode"] != self.mode:
             raise ValueError(f"the checkpoint's StochasticSoftmaxCallback ran mode={state_dict['mode']!r}, this one "
                              f"mode={self.mode!r}; resume with the same mode")
@@ -623,10 +742,12 @@ class StochasticSoftmaxCallback(Callback):
 
     def _apply_state(self, state: dict) -> None:
         n = torch.as_tensor(state["num_positions"])
-        if not torch.equal(n, self.num_positions):
-            raise ValueError(f"the checkpoint's StochasticSoftmaxCallback was trained on {n.numel()} videos with "
-                             f"other clip positions than this data module's {self.num_positions.numel()} videos; "
-                             "resume with the same training manifest, clip_len and stride")
+        fingerprint = state.get("fingerprint")
+        if fingerprint is None:
+            warnings.warn("this StochasticSoftmaxCallback checkpoint (format 1) has no fingerprint of its training "
+                          "manifest: it cannot be checked that the tables belong to this manifest", RuntimeWarning)
+            fingerprint = {"paths": None, "num_positions": n}
+        self._check_fingerprint(fingerprint)
         self.policy.load_state_dict(state["policy"])
         h = state["history"]
         self._epochs = h["epochs"].tolist()
@@ -641,3 +762,36 @@ class StochasticSoftmaxCallback(Callback):
         self._scores = {int(v): list(s.unbind(0)) for v, s in h["scores"].items()}
         self._probs = {int(v): list(s.unbind(0)) for v, s in h["probabilities"].items()}
         self.metrics = [dict(m) for m in state.get("metrics", [])]
+        self._reset_pending()
+        self._pending_stash = state.get("pending")  # this rank's part is taken in on_train_start
+
+    def _check_fingerprint(self, saved: dict) -> None:
+        """Raise, naming the first differing row, unless ``saved`` describes this training manifest."""
+        mine = self._fingerprint
+        n_saved, n_mine = torch.as_tensor(saved["num_positions"]), mine["num_positions"]
+        todo = ("Resume with the training manifest the checkpoint was trained on (the same rows in the same "
+                "order), with the same clip_len and stride, or start a new run without ckpt_path: the score "
+                "tables belong to that manifest")
+        head = "the checkpoint's StochasticSoftmaxCallback tables were learned on another training manifest"
+        if n_saved.numel() != n_mine.numel():
+            raise ValueError(f"{head}: it had {n_saved.numel()} videos, this one has {n_mine.numel()}. {todo}")
+        p_saved, p_mine = saved.get("paths"), mine["paths"]
+        same_path = torch.ones_like(n_mine, dtype=torch.bool)
+        if p_saved is not None and p_mine is not None:
+            same_path = torch.as_tensor(p_saved) == p_mine
+        bad = (~same_path | (n_saved != n_mine)).nonzero().flatten()
+        if bad.numel() == 0:
+            return
+        i = int(bad[0])
+        where = f"video {i}"
+        if mine["names"] is not None:
+            where += f" ({mine['sources'][i] if mine['sources'] else ''}: {mine['names'][i]})"
+        if not bool(same_path[i]):
+            moved = (torch.as_tensor(p_saved) == p_mine[i]).nonzero().flatten()
+            what = (f"{where} was video {int(moved[0])} in the checkpoint's manifest (the rows are reordered)"
+                    if moved.numel() else f"{where} is not in the checkpoint's manifest (another video is in its "
+                                           "row)")
+        else:
+            what = (f"{where} has {int(n_mine[i])} clip positions here, {int(n_saved[i])} in the checkpoint "
+                    "(another frame count, clip_len or stride)")
+        raise ValueError(f"{head}: {what}; {bad.numel()} of {n_mine.numel()} rows differ. {todo}")

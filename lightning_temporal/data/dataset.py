@@ -1,12 +1,16 @@
-"""Clip dataset indexed by clip positions ``(video_idx, start)``, its collate function and skip counting.
+"""Clip dataset indexed by clip positions ``(video_idx, start[, clip_seed])``, its collate function and skip
+counting.
 
-A sampler (``lightning_temporal.sampling.ClipSampler``) decides which clip of which video is read; the
-dataset only decodes and transforms it. A video that fails to decode is skipped (not replaced by another
+A sampler (``lightning_temporal.sampling.ClipSampler``) decides which clip of which video is read, and with
+which augmentation seed; the dataset only decodes and transforms it. Every random draw of the transform comes
+from a generator seeded by the key, never from the global RNG, so the same clip gets the same augmentation in
+any worker, on any rank and after a restart. A video that fails to decode is skipped (not replaced by another
 one, so the sampler's plan for every other batch stands), warned about once per video and process, and
 reported in the batch under ``"skipped"``/``"skip_errors"``; ``strict=True`` raises instead.
 """
 from __future__ import annotations
 
+import inspect
 import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -18,8 +22,8 @@ from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size, to_float_clip
 from lightning_temporal.data.video import VideoError, read_clip
 
-__all__ = ["num_clip_positions", "clip_frame_indices", "load_clip", "SkippedClip", "ClipDataset",
-           "collate_clips", "SkipCounter"]
+__all__ = ["num_clip_positions", "load_clip", "SkippedClip", "ClipDataset",
+           "collate_clips", "SkipCounter", "key_seed"]
 
 DecodeSize = Union[None, int, Tuple[int, int]]
 
@@ -28,11 +32,6 @@ def num_clip_positions(num_frames: torch.Tensor, clip_len: int, stride: int = 1)
     """int64 [V]: clip positions per video, N = max(1, L - span + 1) with span = (clip_len - 1) * stride + 1."""
     span = (clip_len - 1) * stride + 1
     return (torch.as_tensor(num_frames, dtype=torch.int64) - span + 1).clamp_(min=1)
-
-
-def clip_frame_indices(start: int, clip_len: int, stride: int, num_frames: int) -> torch.Tensor:
-    """int64 [clip_len]: decoded-frame index of each clip frame; past the end the last frame repeats."""
-    return (start + stride * torch.arange(clip_len)).clamp_(max=num_frames - 1)
 
 
 def _decode_size(record: VideoRecord, size: DecodeSize) -> Optional[Tuple[int, int]]:
@@ -64,6 +63,21 @@ class SkippedClip:
     with_clean: bool = False
 
 
+def _takes_generator(transform) -> bool:
+    """Whether ``transform(frames, generator=g)`` is accepted (TrainTransform / CleanTransform are)."""
+    try:
+        params = inspect.signature(transform).parameters
+    except (TypeError, ValueError):  # builtins without a signature
+        return False
+    return "generator" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def key_seed(video_idx: int, start: int) -> int:
+    """The augmentation seed of a ``(video_idx, start)`` key given without one (direct indexing): a function of
+    the clip position alone, so repeated reads of a clip agree."""
+    return (int(video_idx) << 32) ^ int(start) ^ 0x5DEECE66D
+
+
 def _check_positive_int(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name}={value!r}; a positive integer is allowed")
@@ -76,6 +90,14 @@ class ClipDataset(Dataset):
     >>> m = VideoManifest([VideoRecord("a.mp4", 0, num_frames=40)], ["walk"])
     >>> ClipDataset(m, clip_len=16, stride=2).num_positions.tolist()
     [10]
+
+    Keys are ``(video_idx, start, clip_seed)`` as :class:`~lightning_temporal.sampling.ClipSampler` yields them
+    (``clip_seed`` seeds the clip's augmentation), or ``(video_idx, start)`` (the seed is then
+    :func:`key_seed` of the position). The transform's random draws come from a ``torch.Generator`` seeded by it:
+    passed as ``transform(frames, generator=g)`` when the transform takes a ``generator`` argument
+    (:class:`~lightning_temporal.data.transforms.TrainTransform` does), else the transform runs with torch's CPU
+    RNG forked and seeded (``torch.random.fork_rng``), which leaves the global RNG as it was. (Draws from
+    ``random`` or ``numpy.random`` inside a custom transform are not covered.)
 
     Items are dicts: ``"clip"`` float32 ``[C, T, H, W]`` (``transform`` applied to the uint8 ``[T, H, W, 3]``
     frames; without a transform the frames as float in [0, 1]), ``"clean"`` (the same decoded frames through
@@ -110,6 +132,7 @@ class ClipDataset(Dataset):
         self.transform, self.clean_transform = transform, clean_transform
         self.strict, self.decode_size = bool(strict), decode_size
         self._num_positions = num_clip_positions(manifest.num_frames, clip_len, stride)
+        self._transform_takes_generator = transform is not None and _takes_generator(transform)
         self._warned: set = set()  # videos already warned about in this process
 
     @property
@@ -120,12 +143,15 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.manifest)
 
-    def _parse_index(self, index) -> Tuple[int, int]:
+    def _parse_index(self, index) -> Tuple[int, int, int]:
         try:
-            v, s = (int(x) for x in index)
+            key = [int(x) for x in index]
+            if len(key) not in (2, 3):
+                raise ValueError
         except (TypeError, ValueError):
-            raise TypeError(f"ClipDataset is indexed by (video_idx, start) pairs, got {index!r}; give the "
-                            "DataLoader a ClipSampler (lightning_temporal.sampling) as its sampler") from None
+            raise TypeError(f"ClipDataset is indexed by (video_idx, start[, clip_seed]) tuples, got {index!r}; give "
+                            "the DataLoader a ClipSampler (lightning_temporal.sampling) as its sampler") from None
+        v, s = key[0], key[1]
         if not 0 <= v < len(self.manifest):
             raise IndexError(f"video_idx {v} out of range: the manifest has {len(self.manifest)} videos")
         n = int(self._num_positions[v])
@@ -133,10 +159,18 @@ class ClipDataset(Dataset):
             r = self.manifest[v]
             raise IndexError(f"start {s} out of range for video {v} ({r.path}): it has {n} clip positions "
                              f"0..{n - 1} ({r.num_frames} frames, clip_len {self.clip_len}, stride {self.stride})")
-        return v, s
+        return v, s, (key[2] if len(key) == 3 else key_seed(v, s))
+
+    def _augment(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
+        """``transform(frames)`` with every random draw taken from a generator seeded by ``seed``."""
+        if self._transform_takes_generator:
+            return self.transform(frames, generator=torch.Generator().manual_seed(seed))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.transform(frames)
 
     def __getitem__(self, index) -> Union[Dict[str, object], SkippedClip]:
-        v, s = self._parse_index(index)
+        v, s, seed = self._parse_index(index)
         record = self.manifest[v]
         try:
             frames = load_clip(record, s, self.clip_len, self.stride, self.decode_size)
@@ -154,7 +188,8 @@ class ClipDataset(Dataset):
                 warnings.warn(f"skipping a clip of {message} (strict=False; later failures of this video are "
                               "counted, not warned)")
             return SkippedClip(v, s, message, self.clean_transform is not None)
-        item = {"clip": self.transform(frames) if self.transform is not None else to_float_clip(frames).transpose(0, 1),
+        item = {"clip": self._augment(frames, seed) if self.transform is not None
+                else to_float_clip(frames).transpose(0, 1),
                 "label": record.label, "video_idx": v, "start": s}
         if self.clean_transform is not None:
             item["clean"] = self.clean_transform(frames)
@@ -184,31 +219,41 @@ def collate_clips(items: Sequence[Union[Dict[str, object], SkippedClip]]) -> Dic
 
 
 class SkipCounter:
-    """Counts clips skipped because their video failed to decode; pure and picklable.
+    """Counts clips skipped because their video failed to decode, and batches left with no clip; pure and picklable.
 
     >>> c = SkipCounter()
-    >>> c.update({"skipped": torch.tensor([4]), "skip_errors": ["video 4 (a.csv, row 6): cannot decode"]})
+    >>> c.update({"clip": torch.zeros(0, 0, 0, 0, 0), "skipped": torch.tensor([4]),
+    ...           "skip_errors": ["video 4 (a.csv, row 6): cannot decode"]})
     1
-    >>> c.epoch_skipped, c.total_skipped, c.videos()
-    (1, 1, [4])
+    >>> c.epoch_skipped, c.total_skipped, c.videos(), c.empty_batches
+    (1, 1, [4], 1)
 
     Call :meth:`update` with each batch, :meth:`summary` at the end of an epoch (one line, empty when
     nothing was skipped) and :meth:`reset` at the start of the next. Under DDP each rank counts its own
-    batches. ``total_skipped`` survives :meth:`reset` and checkpoints (``state_dict``).
+    batches. ``total_skipped`` and ``total_empty_batches`` survive :meth:`reset`; everything survives a
+    checkpoint through :meth:`state_dict` / :meth:`load_state_dict` (``VideoClassifier`` saves its counter
+    in every checkpoint).
     """
 
     def __init__(self):
         self.counts: Dict[int, int] = {}  # this epoch: video_idx -> skipped clips
         self.errors: Dict[int, str] = {}  # this epoch: video_idx -> last error message
         self.total_skipped = 0
+        self.empty_batches = 0  # this epoch: batches in which every clip was skipped (nothing trained)
+        self.total_empty_batches = 0
 
     def update(self, batch: Dict[str, object]) -> int:
-        """Record the skips of one collated batch; returns how many it held."""
+        """Record the skips of one collated batch; returns how many it held. A batch whose ``"clip"`` holds no
+        clip counts as an empty batch."""
         videos: List[int] = batch["skipped"].tolist()
         for v, e in zip(videos, batch["skip_errors"]):
             self.counts[v] = self.counts.get(v, 0) + 1
             self.errors[v] = e
         self.total_skipped += len(videos)
+        clip = batch.get("clip")
+        if torch.is_tensor(clip) and clip.shape[0] == 0:
+            self.empty_batches += 1
+            self.total_empty_batches += 1
         return len(videos)
 
     @property
@@ -220,22 +265,27 @@ class SkipCounter:
         return sorted(self.counts)
 
     def summary(self, epoch: Optional[int] = None, max_listed: int = 5) -> str:
-        if not self.counts:
+        if not self.counts and not self.empty_batches:
             return ""
         head = f"epoch {epoch}: " if epoch is not None else ""
         listed = "; ".join(self.errors[v] for v in self.videos()[:max_listed])
         more = f" (+{len(self.counts) - max_listed} more videos)" if len(self.counts) > max_listed else ""
+        empty = (f"; {self.empty_batches} batch(es) had no clip left and trained nothing"
+                 if self.empty_batches else "")
         return (f"{head}skipped {self.epoch_skipped} clip(s) of {len(self.counts)} video(s) that failed to "
-                f"decode: {listed}{more}")
+                f"decode: {listed}{more}{empty}")
 
     def reset(self) -> None:
-        """Start a new epoch (keeps ``total_skipped``)."""
-        self.counts, self.errors = {}, {}
+        """Start a new epoch (keeps ``total_skipped`` and ``total_empty_batches``)."""
+        self.counts, self.errors, self.empty_batches = {}, {}, 0
 
     def state_dict(self) -> Dict[str, object]:
-        return {"counts": dict(self.counts), "errors": dict(self.errors), "total_skipped": self.total_skipped}
+        return {"counts": dict(self.counts), "errors": dict(self.errors), "total_skipped": self.total_skipped,
+                "empty_batches": self.empty_batches, "total_empty_batches": self.total_empty_batches}
 
     def load_state_dict(self, state: Dict[str, object]) -> None:
         self.counts = {int(k): int(v) for k, v in state["counts"].items()}
         self.errors = {int(k): str(v) for k, v in state["errors"].items()}
         self.total_skipped = int(state["total_skipped"])
+        self.empty_batches = int(state.get("empty_batches", 0))
+        self.total_empty_batches = int(state.get("total_empty_batches", 0))

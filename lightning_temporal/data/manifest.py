@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import csv
+import difflib
 import hashlib
 import json
 import os
@@ -25,6 +26,7 @@ import torch
 __all__ = [
     "ManifestError",
     "ManifestFileNotFoundError",
+    "UnknownLabelError",
     "VideoRecord",
     "VideoManifest",
     "read_csv_manifest",
@@ -32,6 +34,7 @@ __all__ = [
     "read_hmdb51_split",
     "read_kinetics_csv",
     "probe_frame_counts",
+    "path_fingerprint",
 ]
 
 CSV_COLUMNS = ("path", "label", "num_frames", "event_start", "event_end", "frame_scores")
@@ -40,6 +43,10 @@ _CACHE_VERSION = 1
 
 class ManifestError(ValueError):
     """A manifest (or split file) that cannot be used; the message names the file, the row and what to do."""
+
+
+class UnknownLabelError(ManifestError):
+    """A manifest row whose label is not in the class list; the message names the file, row, label and classes."""
 
 
 class ManifestFileNotFoundError(ManifestError, FileNotFoundError):
@@ -134,6 +141,23 @@ class VideoManifest:
                               -1 if r.event_end is None else r.event_end] for r in self.records],
                             dtype=torch.int64).reshape(len(self.records), 2)
 
+    def rarest_labels(self, k: int = 3, rows_listed: int = 3) -> str:
+        """The ``k`` least used classes with their rows, rarest first, as one line for error messages, e.g.
+        ``'lfet': 1 video (train.csv, row 7); 'up': 2 videos (train.csv, row 3; train.csv, row 9)``.
+
+        A typo in a label makes a class of its own that is usually seen once: this names it. Classes of the class
+        list that no row uses come first (0 videos).
+        """
+        counts = torch.bincount(self.labels, minlength=self.num_classes)
+        order = torch.argsort(counts, stable=True)[:k].tolist()
+        parts = []
+        for c in order:
+            n = int(counts[c])
+            rows = [r.source or r.path for r in self.records if r.label == c][:rows_listed] if n else []
+            listed = f" ({'; '.join(rows)}{'; ...' if n > len(rows) else ''})" if rows else ""
+            parts.append(f"{self.class_names[c]!r}: {n} video{'s' if n != 1 else ''}{listed}")
+        return "; ".join(parts)
+
     def load_frame_scores(self, i: int) -> Optional[torch.Tensor]:
         """float32 [L]: per-frame scores of video ``i`` (None when it has none); checks L == num_frames."""
         r = self.records[i]
@@ -166,6 +190,21 @@ class VideoManifest:
         """A manifest of the videos ``indices`` (in that order), same class names."""
         idx = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.int64)
         return VideoManifest([self.records[i] for i in idx.tolist()], self.class_names)
+
+
+def path_fingerprint(paths: Sequence[str]) -> torch.Tensor:
+    """int64 ``[V]``: a 64-bit hash (BLAKE2b) of the last two components (folder/file) of each path, in order.
+
+    The last two components name a video in the common layouts (``Class/v_x.avi``, ``label/id.mp4``,
+    ``videos/train_00001.mp4``) and survive moving the dataset to another folder or machine; the order matters
+    (row i of a manifest is video i of the score tables).
+    """
+    tails = []
+    for p in paths:
+        parts = os.path.normpath(os.fspath(p)).replace("\\", "/").split("/")
+        tails.append("/".join(parts[-2:]))
+    digests = b"".join(hashlib.blake2b(t.encode("utf-8", "surrogateescape"), digest_size=8).digest() for t in tails)
+    return torch.from_numpy(np.frombuffer(digests, dtype="<i8").copy()) if tails else torch.zeros(0, dtype=torch.int64)
 
 
 # --------------------------------------------------------------------------------------------- parsing helpers
@@ -256,14 +295,45 @@ def _resolve_labels(rows: Sequence[_Row], classes: Optional[List[str]]) -> Tuple
         elif i:
             k = int(text)
             if not 0 <= k < len(classes):
-                raise ManifestError(f"{r.source}: label index {k} is outside 0..{len(classes) - 1} "
+                raise UnknownLabelError(f"{r.source}: label index {k} is outside 0..{len(classes) - 1} "
                                     f"({len(classes)} classes); fix the label or pass the full class list")
             out.append(k)
         else:
-            shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
-            raise ManifestError(f"{r.source}: unknown label {text!r}; known classes: {shown}. Fix the label "
-                                "or add it to the class list")
+            shown = ", ".join(classes[:20]) + (f", ... ({len(classes)} in all)" if len(classes) > 20 else "")
+            lower = {c.lower(): c for c in classes}
+            close = difflib.get_close_matches(text.lower(), list(lower), n=1, cutoff=0.7)
+            hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
+            raise UnknownLabelError(f"{r.source}: label {text!r} is not in the class list{hint}; known classes: "
+                                f"{shown}. Fix the label, or add the class to the class list")
     return out, classes
+
+
+def _check_repeats(rows: Sequence[_Row], labels: Sequence[int], class_names: Sequence[str],
+                   allow_repeats: bool) -> None:
+    """A video listed twice is an error naming both rows: always under two labels (a video has one label), and
+    under the same label unless ``allow_repeats`` (deliberate oversampling)."""
+    first: Dict[str, int] = {}
+    repeats = []  # (first row, repeated row)
+    for i, r in enumerate(rows):
+        key = os.path.normcase(os.path.normpath(r.path))
+        j = first.setdefault(key, i)
+        if j != i:
+            repeats.append((j, i))
+    if not repeats:
+        return
+    relabelled = [(j, i) for j, i in repeats if labels[j] != labels[i]]
+    if relabelled:
+        j, i = relabelled[0]
+        more = f" ({len(relabelled)} videos are listed under two labels)" if len(relabelled) > 1 else ""
+        raise ManifestError(f"{rows[i].source}: video {rows[i].path} is listed again under label "
+                            f"{class_names[labels[i]]!r}; {rows[j].source} lists it under {class_names[labels[j]]!r}"
+                            f"{more}. A video has one label: remove the wrong row")
+    if not allow_repeats:
+        j, i = repeats[0]
+        more = f" ({len(repeats)} repeated rows in all)" if len(repeats) > 1 else ""
+        raise ManifestError(f"{rows[i].source}: video {rows[i].path} repeats {rows[j].source} (label "
+                            f"{class_names[labels[i]]!r}){more}. Remove the repeated row, or pass "
+                            "allow_repeats=True (data.allow_repeats: true) to train it more often on purpose")
 
 
 # --------------------------------------------------------------------------------------------- frame-count cache
@@ -386,12 +456,13 @@ def probe_frame_counts(paths: Sequence[str], *, cache_path: Optional[str] = None
 
 # --------------------------------------------------------------------------------------------- manifest builder
 def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool, probe_fn, num_workers,
-           progress, on_bad_video: str, csv_dir: Optional[str]) -> VideoManifest:
+           progress, on_bad_video: str, csv_dir: Optional[str], allow_repeats: bool = False) -> VideoManifest:
     if on_bad_video not in ("raise", "skip"):
         raise ValueError(f"on_bad_video={on_bad_video!r}; allowed: 'raise' or 'skip'")
     if not rows:
         raise ManifestError(f"{file}: lists no videos; add rows (or check the split / train arguments)")
     labels, class_names = _resolve_labels(rows, _load_class_list(classes))
+    _check_repeats(rows, labels, class_names, allow_repeats)
     dropped: List[Tuple[str, str, str]] = []
 
     def bad(row: _Row, msg: str, exc=ManifestError):
@@ -474,12 +545,15 @@ _COMMON_DOC = """
     ``num_workers``: probing threads; ``progress``: show a progress bar (None: when stderr is a terminal).
     ``on_bad_video``: "raise" (default) stops at a missing or undecodable video with its row; "skip" leaves
     such rows out with one warning and lists them in ``manifest.dropped``.
+    ``allow_repeats``: a video listed twice is an error naming both rows unless this is True (deliberate
+    oversampling: each row is then a video of its own, with its own score table); a video listed under two
+    labels is always an error.
 """
 
 
 def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise") -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
     """Read a CSV manifest ``path,label[,num_frames][,event_start][,event_end][,frame_scores]``.
 
     >>> m = read_csv_manifest("train.csv")                    # doctest: +SKIP
@@ -520,7 +594,7 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
                              d.get("frame_scores", ""), extra=extra))
     return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
                   probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
-                  csv_dir=csv_dir)
+                  csv_dir=csv_dir, allow_repeats=allow_repeats)
 
 
 read_csv_manifest.__doc__ += _COMMON_DOC
@@ -528,7 +602,7 @@ read_csv_manifest.__doc__ += _COMMON_DOC
 
 def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise") -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
     """UCF101 from its official split files in ``split_dir``: ``classInd.txt`` ("1 ApplyEyeMakeup"),
     ``trainlist0{split}.txt`` ("Class/v_x.avi 1", 1-based class index) and ``testlist0{split}.txt``
     ("Class/v_x.avi", class from the folder). Videos lie under ``root/Class/``. Labels are 0-based.
@@ -569,12 +643,12 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
         rows.append(_Row(where, _join(root, parts[0]), str(label)))
     return _build(rows, file=list_file, classes=class_names, cache_path=list_file + ".frames.json",
                   probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
-                  on_bad_video=on_bad_video, csv_dir=None)
+                  on_bad_video=on_bad_video, csv_dir=None, allow_repeats=allow_repeats)
 
 
 def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise") -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
     """HMDB51 from its split files ``split_dir/<class>_test_split{split}.txt`` with lines "video.avi 0|1|2"
     (1 = train, 2 = test, 0 = unused). Videos lie under ``root/<class>/``. Classes sorted by name.
 
@@ -601,12 +675,13 @@ def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe
                 rows.append(_Row(where, _join(root, os.path.join(name, parts[0])), str(label)))
     cache = os.path.join(split_dir, f"hmdb51_split{split}_{'train' if train else 'test'}.frames.json")
     return _build(rows, file=split_dir, classes=class_names, cache_path=cache, probe=probe, probe_fn=probe_fn,
-                  num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None)
+                  num_workers=num_workers, progress=progress, on_bad_video=on_bad_video, csv_dir=None,
+                  allow_repeats=allow_repeats)
 
 
 def read_kinetics_csv(path, root, classes=None, split: Optional[str] = None, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise") -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
     """Kinetics annotation CSV (``label,youtube_id,time_start,time_end,split``; extra columns ignored).
 
     Files are ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` under ``root/<label>/`` (the label as
@@ -645,7 +720,7 @@ def read_kinetics_csv(path, root, classes=None, split: Optional[str] = None, pro
             rows.append(_Row(where, found[0], d["label"], alternatives=tuple(dict.fromkeys(found[1:]))))
     return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
                   probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
-                  csv_dir=None)
+                  csv_dir=None, allow_repeats=allow_repeats)
 
 
 for _f in (read_ucf101_split, read_hmdb51_split, read_kinetics_csv):

@@ -1,8 +1,9 @@
 """Clip transforms on plain torch (no torchvision), vectorised over the frames of a clip.
 
 Input is a decoded clip, uint8 ``[T, H, W, 3]``; output float32 ``[C, T, H, W]`` (C = 3). Each random
-choice (crop position, flip) is drawn once per clip and applied to all its frames, from ``generator`` or,
-when it is None, from torch's global RNG (which the DataLoader seeds per worker).
+choice (crop position, flip) is drawn once per clip and applied to all its frames, from ``generator``
+(``ClipDataset`` passes one seeded by the clip's key, so the same clip gets the same augmentation in any worker,
+on any rank and after a restart) or, when it is None, from torch's global RNG.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ __all__ = [
     "random_crop_offsets",
     "hflip",
     "normalize",
-    "temporal_subsample",
     "TrainTransform",
     "CleanTransform",
 ]
@@ -99,15 +99,6 @@ def normalize(frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, chann
     return (frames - mean.view(shape)) / std.view(shape)
 
 
-def temporal_subsample(frames: torch.Tensor, stride: int, dim: int = 0) -> torch.Tensor:
-    """Every ``stride``-th frame along ``dim`` (frames 0, s, 2s, ...), e.g. of a densely decoded video."""
-    if not isinstance(stride, int) or stride < 1:
-        raise ValueError(f"stride={stride!r}; a positive integer is allowed")
-    index = [slice(None)] * frames.ndim
-    index[dim] = slice(None, None, stride)
-    return frames[tuple(index)]
-
-
 class _ClipTransform:
     """Shared argument checks and the final layout step of the train and clean transforms."""
 
@@ -153,7 +144,8 @@ class TrainTransform(_ClipTransform):
     torch.Size([3, 16, 112, 112])
 
     Input uint8 ``[T, H, W, 3]``; output float32 ``[3, T, crop_size, crop_size]``. One crop position and
-    one flip decision per clip, drawn from ``generator`` (or the global RNG).
+    one flip decision per clip, drawn from ``generator`` (or the global RNG when it is None): the crop's top,
+    then its left offset (``torch.randint``), then the flip (``torch.rand() < 0.5``).
     """
 
     def __init__(self, crop_size: int, short_side: int, flip: bool = True,

@@ -40,6 +40,7 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 import av
 import numpy as np
 import torch
+from av.video.reformatter import VideoReformatter
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -451,6 +452,16 @@ class _VideoFile:
         return out
 
 
+def _check_out(out, path: str) -> Optional[np.ndarray]:
+    if out is None:
+        return None
+    if not torch.is_tensor(out) or out.dtype != torch.uint8 or out.dim() != 4 or out.shape[-1] != 3 \
+            or not out.is_contiguous() or out.device.type != "cpu":
+        what = f"{out.dtype} {tuple(out.shape)}" if torch.is_tensor(out) else type(out).__name__
+        raise ValueError(f"{path}: out must be a contiguous CPU uint8 tensor [N, H, W, 3], got {what}")
+    return out.numpy()
+
+
 # --------------------------------------------------------------------------------------------------------
 # Public API
 
@@ -528,25 +539,48 @@ class VideoReader:
         idx = starts[:, None] + stride * np.arange(num_frames, dtype=np.int64)[None, :]  # K, T
         return self._gather(idx, size, past_end="clamp", starts=starts)
 
-    def read_all(self, *, size=None) -> torch.Tensor:
-        """Every decodable frame in order as uint8 [L, H, W, 3] (one sequential decode)."""
+    def read_all(self, *, size=None, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Every decodable frame in order as uint8 [L, H, W, 3] (one sequential decode).
+
+        ``out``: optional uint8 ``[N, H, W, 3]`` contiguous buffer to decode into, so that a caller reading many
+        videos reuses one allocation; the result is then the view ``out[:L]``. When ``N < L`` or the frame size
+        differs, the frames that do not fit are stacked into a new tensor instead (same result, one copy more).
+        """
         size = _check_size(size, self.path)
+        buf = _check_out(out, self.path)
         if self._folder is not None:
             return torch.from_numpy(self._folder.decode(np.arange(self._folder.num_frames), size))
         f = self._file
         if not f.fresh:
             f._rewind()
         f.fresh = False
-        frames = [_to_rgb(frame, size) for frame in _decoded(f.container, f.stream)]
-        if not frames:
+        # One swscale context for the whole video, single-threaded: PyAV's frame.to_ndarray builds a new context
+        # per frame with FFmpeg's automatic thread count, which cost 1.8x the decode itself on 64x64 H.264
+        # (111 vs 42 ms for 300 frames, measured); the pixels are the same.
+        rgb = VideoReformatter()
+        height, width = size if size is not None else (None, None)
+        shape, n, extra = None, 0, []
+        for frame in _decoded(f.container, f.stream):
+            arr = rgb.reformat(frame, width=width, height=height, format="rgb24", threads=1).to_ndarray()
+            if shape is None:
+                shape = arr.shape
+            elif arr.shape != shape:
+                raise VideoError(
+                    f"{self.path}: frames change size within the video ({shape[1]}x{shape[0]} at frame 0, "
+                    f"{arr.shape[1]}x{arr.shape[0]} at frame {n}); pass size=(h, w) or re-encode at one size"
+                )
+            if buf is not None and n < len(buf) and not extra and arr.shape == buf.shape[1:]:
+                buf[n] = arr
+            else:
+                extra.append(arr)
+            n += 1
+        if n == 0:
             raise VideoError(f"{self.path}: zero decodable frames; re-encode the file or remove it from the manifest")
-        shapes = {a.shape for a in frames}
-        if len(shapes) > 1:
-            raise VideoError(
-                f"{self.path}: frames change size within the video ({sorted(shapes)[:3]}); pass size=(h, w) or "
-                "re-encode at one size"
-            )
-        return torch.from_numpy(np.stack(frames))
+        if not extra:
+            return out[:n]
+        if len(extra) == n:
+            return torch.from_numpy(np.stack(extra))
+        return torch.from_numpy(np.concatenate([buf[:n - len(extra)], np.stack(extra)]))
 
     def _gather(self, idx: np.ndarray, size, past_end: str, starts: Optional[np.ndarray] = None) -> torch.Tensor:
         for _ in range(2):  # a second round only when decoding corrected the (packet-counted) frame count

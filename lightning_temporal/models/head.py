@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _POOLS = ("avg", "max")
@@ -97,7 +98,18 @@ class ClassifierHead(nn.Module):
         z = masked_temporal_pool(self._pool_space(feat), mask, self.temporal_pool)  # N, C
         return self._classify(z)
 
-    def forward_dense(self, feat: torch.Tensor) -> torch.Tensor:
-        """Per-temporal-position logits ``[N, T, K]`` (dense whole-video evaluation)."""
-        z = self._pool_space(feat).transpose(1, 2)  # N, T, C
-        return self._classify(z)
+    def forward_dense(self, feat: torch.Tensor, window: int = 1) -> torch.Tensor:
+        """Logits per temporal position, ``[N, T - window + 1, K]`` (dense whole-video evaluation).
+
+        Position ``j`` pools positions ``j .. j + window - 1`` over time as :meth:`forward` pools a clip's
+        positions (``temporal_pool``), then classifies: with ``window`` = a clip's number of feature positions
+        it is the clip logit of every clip start read from one pass over the whole video. ``window=1``
+        classifies each position alone.
+        """
+        z = self._pool_space(feat)  # N, C, T
+        if not isinstance(window, int) or isinstance(window, bool) or not 1 <= window <= z.shape[2]:
+            raise ValueError(f"window={window!r}; an integer in 1..{z.shape[2]} (temporal positions) is allowed")
+        if window > 1:
+            pool = F.max_pool1d if self.temporal_pool == "max" else F.avg_pool1d
+            z = pool(z, window, 1)  # N, C, T - window + 1
+        return self._classify(z.transpose(1, 2))

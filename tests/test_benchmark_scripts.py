@@ -1,0 +1,86 @@
+"""The timing benchmarks run end to end at tiny sizes, and their built-in correctness checks hold (no timing is
+asserted): the sampler benchmark's minimal implementations compute the package's math, the GPU script's every
+part runs on CPU (``--smoke``), the evaluation and clean-scoring benchmarks print their tables."""
+from __future__ import annotations
+
+import argparse
+import re
+
+import pytest
+import torch
+
+from tests.bench import load_benchmark
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The benchmarks pin torch to one thread; restore the test process's count afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _table_rows(out: str, first_cell: str) -> list:
+    return [line for line in out.splitlines() if line.startswith(f"| {first_cell}")]
+
+
+def test_sampler_minimal_implementations_compute_the_package_math():
+    sampler = load_benchmark("sampler")
+    rows = sampler.sampler_part1(videos=300, frames=40, clip_len=8, rounds=3)
+    checked = {(r["policy"], r["phase"]): r["check"] for r in rows if r["check"]}
+    assert set(checked) == {("uniform", "-"), ("stochastic softmax", "exploration (hard fill)"),
+                            ("stochastic softmax", "exploitation (Eq. S.2)")}
+    for key, check in checked.items():
+        # the same draws from the same generator (float64 prefix sums may differ by ties only)
+        agree = float(re.search(r"plans agree on ([0-9.]+)%", check).group(1))
+        assert agree >= 99.0, (key, check)
+        if key[0] == "stochastic softmax":
+            assert "tables after one update equal" in check, (key, check)
+    for r in rows:
+        assert set(r["plan"]) >= {"package"} and all(v >= 0 for v in r["plan"]["package"])
+        assert ("minimal" in r["plan"]) == (r["policy"] in ("uniform", "stochastic softmax"))
+
+
+def test_gpu_script_smoke_runs_every_part(capsys):
+    gpu = load_benchmark("gpu")
+    assert gpu._model("r3d18_a1", True).backbone.temporal is not None  # the SGS rows really have SGS
+    assert gpu._model("x3d_s", False).backbone.temporal is None
+    gpu.main(["--smoke", "--skip-ddp"])
+    # the DDP part's code on one process (the script's --smoke runs it on 2 gloo processes)
+    gpu.ddp_run(gpu._settings(argparse.Namespace(smoke=True)), smoke=True, devices=1)
+    out = capsys.readouterr().out
+    rows = _table_rows(out, "r3d18_a1") + _table_rows(out, "x3d_s")
+    assert [r.split("|")[2].strip() for r in rows] == ["no", "yes", "no", "yes"]
+    assert all(float(r.split("|")[4]) > 0 for r in rows)  # clips/s
+    assert len(_table_rows(out, "cpu")) == len(_table_rows(out, "wall")) == 1  # TSS overhead and its bound
+    assert re.search(r"load average [0-9.]+", out)
+    epochs = [line.split("|")[2].strip() for line in out.splitlines() if re.match(r"\| \d \|", line)]
+    assert epochs == ["warmup", "exploration", "exploration", "exploitation"]
+    assert "score tables identical on all 1 ranks: True" in out and "72 of 72 positions written" in out
+
+
+def test_clean_scoring_benchmark_times_both_variants_in_the_same_rounds():
+    clean = load_benchmark("clean_scoring")
+    rows = clean.clean_scoring_overhead(videos=8, batch=4, frames=8, size=8, rounds=3)
+    assert [r["setting"] for r in rows] == ["batch by batch, same rounds, CPU", "batch by batch, same rounds, wall"]
+    for r in rows:
+        assert r["tss_s"] > r["scoring_s"] > 0 and r["uniform_s"] > 0
+    # ratio and bound are medians of per-round values of the same rounds (CPU, wall), here on made-up rounds
+    parts = load_benchmark("measure").Parts()
+    parts.rounds = [{"uniform": (1.0, 2.0), "tss": (1.5, 2.2), "scoring": (0.4, 0.1)},
+                    {"uniform": (2.0, 1.0), "tss": (2.2, 1.9), "scoring": (0.6, 0.8)},
+                    {"uniform": (1.0, 1.0), "tss": (1.1, 1.2), "scoring": (0.2, 0.1)}]
+    cpu, wall = clean._rows(parts, "uniform", "tss", "scoring", "made up")
+    assert (cpu["ratio"], cpu["bound"], cpu["uniform_s"], *cpu["ratio_range"]) == pytest.approx((1.1, 1.3, 1.0, 1.1, 1.5))
+    assert (wall["ratio"], wall["bound"], wall["rest"]) == pytest.approx((1.2, 1.1, 1.1))
+
+
+def test_evaluation_benchmark_prints_both_modes(tmp_path, capsys):
+    evaluation = load_benchmark("evaluation")
+    evaluation.main(["--videos", "2", "--frames", "40", "--size", "32", "--crop", "24", "--clip-len", "8",
+                     "--rounds", "3", "--workers", "1", "--root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert len(_table_rows(out, "decode")) == len(_table_rows(out, "model")) == 1
+    e2e = _table_rows(out, "(a)") + _table_rows(out, "(b)")
+    assert len(e2e) == 2 and all("dense >= 4x" in r for r in e2e)
