@@ -1,4 +1,4 @@
-"""Backbones: parameters and MACs against published figures, the CONTRACT §5 interface, SGS insertion.
+"""Backbones: parameters and MACs against published figures, the build_backbone interface, SGS insertion.
 
 MACs = torch.utils.flop_counter total / 2 (it counts 2 FLOPs per multiply-accumulate), batch 1, K = 400,
 counted on meta tensors (no arithmetic runs) except where SGS must see real data.

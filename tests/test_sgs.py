@@ -1,4 +1,5 @@
-"""SGS layer against an independent, element-by-element reference (SPEC §2)."""
+"""SGS layer against an independent, element-by-element reference, for both assignments (released and
+interpolate)."""
 import itertools
 import math
 
@@ -6,16 +7,20 @@ import pytest
 import torch
 
 from lightning_temporal.models.sgs import (
+    ASSIGNMENTS,
     KERNELS,
     SIMILARITIES,
     SimilarityGuidedSampling,
     bin_weights,
     compact_bins,
+    interpolate_weights,
+    merge_identical_bins,
     scale_to_bins,
     similarity_coordinates,
 )
 
 EPS = 1e-7
+MERGE_TOL = 1e-6
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -35,7 +40,7 @@ def ref_embedding(layer, x):
     return z
 
 
-def ref_coordinates(zs, similarity, coords):
+def ref_coordinates(zs, similarity, coords, eps=0.0):
     """zs: list over t of lists over d. Returns (list over t of K-tuples, list of K reference sizes)."""
     t_len, d_len = len(zs), len(zs[0])
     mean = [sum(zs[t][d] for t in range(t_len)) / t_len for d in range(d_len)]
@@ -45,10 +50,10 @@ def ref_coordinates(zs, similarity, coords):
         out = [(norm2(v),) for v in zs]
         ref = [max(o[0] for o in out)]
     elif similarity == "l2_to_mean":
-        out = [(norm2([a - m for a, m in zip(v, mean)]),) for v in zs]
+        out = [(norm2([m - a + eps for a, m in zip(v, mean)]),) for v in zs]
         ref = [max(norm2(v) for v in zs)]
     elif similarity == "l1_to_mean":
-        out = [(sum(abs(a - m) for a, m in zip(v, mean)),) for v in zs]
+        out = [(sum(abs(m - a + eps) for a, m in zip(v, mean)),) for v in zs]
         ref = [max(sum(abs(a) for a in v) for v in zs)]
     elif similarity == "cosine_to_mean":
         out = [(1 - sum(a * m for a, m in zip(v, mean)) / (norm2(v) * norm2(mean)),) for v in zs]
@@ -64,39 +69,69 @@ def ref_coordinates(zs, similarity, coords):
     return out, ref
 
 
+def _ref_released_psi(deltas, refs, t, b, k_len, kernel, multi):
+    """Released kernel values of one bin (multi-index `multi`) for every frame: Delta * 2B / max Delta,
+    centres 2b + 1, max(0, 1 + eps - |d|) or 1[|d| <= 1], product over coordinates."""
+    psi = []
+    for j in range(t):
+        w = 1.0
+        for k in range(k_len):
+            mx = max(deltas[i][k] for i in range(t))
+            scaled = deltas[j][k] / mx * 2 * b if mx > 1e-9 * refs[k] else 0.0
+            d = abs(scaled - (2 * multi[k] + 1))
+            w *= max(0.0, 1 + EPS - d) if kernel == "linear" else (1.0 if d <= 1 else 0.0)
+        psi.append(w)
+    return psi
+
+
+def _ref_interpolate_psi(deltas, refs, t, b, k_len, multi):
+    """Linear-binning weights of one bin: min / max of Delta on centres 0 / B - 1, hat function
+    max(0, 1 - |u - b|) (the linear split between the two nearest centres), product over coordinates."""
+    psi = []
+    for j in range(t):
+        w = 1.0
+        for k in range(k_len):
+            lo = min(deltas[i][k] for i in range(t))
+            hi = max(deltas[i][k] for i in range(t))
+            u = (deltas[j][k] - lo) / (hi - lo) * (b - 1) if hi - lo > 1e-9 * refs[k] else 0.0
+            w *= max(0.0, 1.0 - abs(u - multi[k]))
+        psi.append(w)
+    return psi
+
+
 def ref_sgs(layer, x, num_bins=None):
     """Per sample, per bin, per frame. Returns (list of [B'_n, C, H, W] outputs, list of B'_n)."""
     z = ref_embedding(layer, x)
     n, c, t = x.shape[:3]
     b = num_bins or t
     coords = layer.coordinates or (0,)
+    k_len = len(coords)
     outputs = []
     for i in range(n):
-        deltas, refs = ref_coordinates(z[i].tolist(), layer.similarity, coords)
-        k_len = len(coords)
-        scaled = [[0.0] * k_len for _ in range(t)]
-        for k in range(k_len):
-            mx = max(deltas[j][k] for j in range(t))
-            if mx > 1e-9 * (1 + refs[k]):
-                for j in range(t):
-                    scaled[j][k] = deltas[j][k] / mx * 2 * b
-        bins = []
+        deltas, refs = ref_coordinates(z[i].tolist(), layer.similarity, coords, layer.distance_eps)
+        rows = []
         for multi in itertools.product(range(b), repeat=k_len):
-            psi = []
-            for j in range(t):
-                w = 1.0
-                for k in range(k_len):
-                    d = abs(scaled[j][k] - (2 * multi[k] + 1))
-                    if layer.kernel == "linear":
-                        w *= max(0.0, 1 + EPS - d)
-                    else:
-                        w *= 1.0 if d <= 1 else 0.0
-                psi.append(w)
+            if layer.assignment == "released":
+                psi = _ref_released_psi(deltas, refs, t, b, k_len, layer.kernel, multi)
+            else:
+                psi = _ref_interpolate_psi(deltas, refs, t, b, k_len, multi)
             active = sum(1 for w in psi if w > 0)
             if active == 0:
                 continue  # empty bin: dropped
-            if layer.normalize:
+            if layer.assignment == "released" and layer.normalize:
                 psi = [w / active for w in psi]
+            rows.append(psi)
+        if layer.assignment == "interpolate":
+            # merge bins with the same normalised weights into the first such bin; output = weighted mean
+            normed = [[w / sum(r) for w in r] for r in rows]
+            groups = {}
+            for j in range(len(rows)):
+                first = next(g for g in range(len(rows)) if max(abs(p - q) for p, q in zip(normed[g], normed[j])) <= MERGE_TOL)
+                groups.setdefault(first, [0.0] * t)
+                groups[first] = [a + w for a, w in zip(groups[first], rows[j])]
+            rows = [[w / sum(groups[g]) for w in groups[g]] for g in sorted(groups)]
+        bins = []
+        for psi in rows:
             o = torch.zeros_like(x[i, :, 0])
             for j in range(t):
                 o += psi[j] * x[i, :, j]
@@ -116,6 +151,8 @@ def repeated_frames(seed=0, n=3, c=6, t=8, hw=3, dtype=torch.float64):
 
 
 def make_layer(c=6, seed=0, **kw):
+    if kw.get("kernel", "linear") != "linear" or kw.get("normalize"):
+        kw.setdefault("assignment", "released")
     torch.manual_seed(seed)
     layer = SimilarityGuidedSampling(c, **kw).double().eval()
     with torch.no_grad():  # non-trivial running statistics, so the BN formula is exercised
@@ -144,11 +181,14 @@ def test_embedding_matches_formula():
     torch.testing.assert_close(layer.embedding(x), ref_embedding(layer, x))
 
 
-@pytest.mark.parametrize("normalize", [True, False])
-@pytest.mark.parametrize("kernel", KERNELS)
+# (assignment, kernel, normalize): every released kernel variant, and interpolate
+CONFIGS = [("released", k, nz) for k in KERNELS for nz in (False, True)] + [("interpolate", "linear", False)]
+
+
+@pytest.mark.parametrize("assignment,kernel,normalize", CONFIGS)
 @pytest.mark.parametrize("similarity", SIMILARITIES)
-def test_matches_loop_reference(similarity, kernel, normalize):
-    layer = make_layer(similarity=similarity, kernel=kernel, normalize=normalize)
+def test_matches_loop_reference(similarity, assignment, kernel, normalize):
+    layer = make_layer(similarity=similarity, kernel=kernel, normalize=normalize, assignment=assignment)
     x = repeated_frames(seed=1)
     out, mask = layer(x)
     counts = assert_matches_ref(layer, x, out, mask)
@@ -157,19 +197,20 @@ def test_matches_loop_reference(similarity, kernel, normalize):
     assert min(counts) >= 1 and sum(counts) < 3 * total_bins  # some bins were empty and dropped
 
 
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
 @pytest.mark.parametrize("coords", [(2,), (0, 3), (1, 7)])
-def test_spherical_coordinate_subsets_match_reference(coords):
-    layer = make_layer(similarity="spherical", coordinates=coords)
+def test_spherical_coordinate_subsets_match_reference(coords, assignment):
+    layer = make_layer(similarity="spherical", coordinates=coords, assignment=assignment)
     x = repeated_frames(seed=2)
     out, mask = layer(x)
     assert_matches_ref(layer, x, out, mask)
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_spherical_radius_only_is_magnitude(kernel):
+@pytest.mark.parametrize("assignment,kernel", [("released", "linear"), ("released", "dirac"), ("interpolate", "linear")])
+def test_spherical_radius_only_is_magnitude(assignment, kernel):
     x = repeated_frames(seed=3)
-    sph = make_layer(similarity="spherical", coordinates=(0,), kernel=kernel)
-    mag = make_layer(similarity="magnitude", kernel=kernel)
+    sph = make_layer(similarity="spherical", coordinates=(0,), kernel=kernel, assignment=assignment)
+    mag = make_layer(similarity="magnitude", kernel=kernel, assignment=assignment)
     o1, m1 = sph(x)
     o2, m2 = mag(x)
     assert torch.equal(m1, m2)
@@ -177,17 +218,20 @@ def test_spherical_radius_only_is_magnitude(kernel):
 
 
 @pytest.mark.parametrize("similarity", SIMILARITIES)
-@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("assignment,kernel", [("released", "linear"), ("released", "dirac"), ("interpolate", "linear")])
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_degenerate_input_gives_one_bin_and_finite_gradients(similarity, kernel, mode):
+def test_degenerate_input_gives_one_bin_and_finite_gradients(similarity, assignment, kernel, mode):
     torch.manual_seed(0)
-    layer = SimilarityGuidedSampling(16, similarity=similarity, kernel=kernel).train(mode == "train")
+    layer = SimilarityGuidedSampling(16, similarity=similarity, kernel=kernel, assignment=assignment)
+    layer.train(mode == "train")
     frame = torch.randn(2, 16, 1, 4, 4)
     for x in (frame.expand(2, 16, 8, 4, 4).clone(), torch.zeros(2, 16, 8, 4, 4)):
         x.requires_grad_(True)
         out, mask = layer(x)
         assert out.shape[2] == 1 and mask.all() and layer.last_num_bins.tolist() == [1, 1]
         assert torch.isfinite(out).all()
+        if assignment == "interpolate":  # the one bin is the frame itself, not a 1e-7 trace of it
+            torch.testing.assert_close(out[:, :, 0], x[:, :, 0].detach(), rtol=1e-6, atol=1e-6)
         (out * torch.randn_like(out)).sum().backward()
         assert torch.isfinite(x.grad).all()
         for name, p in layer.named_parameters():
@@ -195,8 +239,9 @@ def test_degenerate_input_gives_one_bin_and_finite_gradients(similarity, kernel,
         layer.zero_grad()
 
 
-def test_dropping_differs_per_sample_and_equals_single_sample_runs():
-    layer = make_layer(similarity="l2_to_mean")
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_dropping_differs_per_sample_and_equals_single_sample_runs(assignment):
+    layer = make_layer(similarity="l2_to_mean", assignment=assignment)
     x = repeated_frames(seed=5, n=3)
     x[2] = x[2, :, :1]  # static clip: one bin
     out, mask = layer(x)
@@ -223,9 +268,10 @@ def test_kept_bins_keep_order():
     torch.testing.assert_close(cw[1], torch.stack([w[1, 0], w[1, 2], torch.zeros(3)]))
 
 
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
 @pytest.mark.parametrize("similarity", ["l2_to_mean", "spherical"])
-def test_change_num_bins_at_inference(similarity):
-    layer = make_layer(similarity=similarity)
+def test_change_num_bins_at_inference(similarity, assignment):
+    layer = make_layer(similarity=similarity, assignment=assignment)
     x = repeated_frames(seed=5)
     out8, _ = layer(x)
     assert layer.num_bins is None
@@ -239,47 +285,63 @@ def test_change_num_bins_at_inference(similarity):
         layer.num_bins = 0
 
 
-def test_block_size_equals_sgs_per_block():
-    layer = make_layer(similarity="l2_to_mean", block_size=4)
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_block_size_equals_sgs_per_block(assignment):
+    layer = make_layer(similarity="l2_to_mean", block_size=4, assignment=assignment)
     x = torch.cat([repeated_frames(seed=6), repeated_frames(seed=7)], dim=2)  # T = 16, 4 blocks
     out, mask = layer(x)
-    plain = make_layer(similarity="l2_to_mean")
+    plain = make_layer(similarity="l2_to_mean", assignment=assignment)
     blocks = [plain(x[:, :, 4 * j : 4 * j + 4]) for j in range(4)]
-    bmax = max(b[0].shape[2] for b in blocks)
-    assert out.shape == (3, 6, 4 * bmax, 3, 3)
-    for j, (o, m) in enumerate(blocks):
-        k = o.shape[2]
-        torch.testing.assert_close(out[:, :, j * bmax : j * bmax + k], o)
-        assert torch.all(out[:, :, j * bmax + k : (j + 1) * bmax] == 0)
-        assert torch.equal(mask[:, j * bmax : j * bmax + k], m)
-        assert not mask[:, j * bmax + k : (j + 1) * bmax].any()
-    assert layer.last_num_bins.tolist() == mask.sum(1).tolist()
+    per_block = torch.stack([m.sum(1) for _, m in blocks], dim=1)  # [N, 4] kept bins of each block
+    counts = per_block.sum(1)
+    assert layer.last_num_bins.tolist() == counts.tolist()
+    assert out.shape == (3, 6, int(counts.max()), 3, 3)
+    for i in range(3):
+        # the kept bins of block 0, then of block 1, ... then zero padding (independent of the other samples)
+        expect = torch.cat([o[i, :, : int(per_block[i, j])] for j, (o, _) in enumerate(blocks)], dim=1)
+        k = int(counts[i])
+        torch.testing.assert_close(out[i, :, :k], expect)
+        assert torch.all(out[i, :, k:] == 0)
+        assert mask[i].tolist() == [True] * k + [False] * (out.shape[2] - k)
     with pytest.raises(ValueError, match="block_size"):
         layer(x[:, :, :6])
 
 
 def _kink_margin(layer, x):
-    """Smallest distance of any scaled Delta (other than the maximum, pinned at 2B) to a kink of the
-    linear kernel: bin edges (even integers) and centres (odd integers)."""
+    """Smallest distance of any scaled Delta to a kink of the weights (released: bin edges and centres, the
+    maximum excepted as it is pinned at 2B; interpolate: the centres, min and max excepted), and the gap
+    between the largest (and smallest) Delta and the next (argmax / argmin must not switch)."""
     with torch.no_grad():
         z = layer.embedding(x)
-        delta, ref = similarity_coordinates(z, layer.similarity, layer.coordinates)
-        s = scale_to_bins(delta, ref, x.shape[2])
+        delta, ref = similarity_coordinates(z, layer.similarity, layer.coordinates, layer.distance_eps)
+        b = x.shape[2]
+        if layer.assignment == "released":
+            s = scale_to_bins(delta, ref, b)
+        else:
+            lo, hi = delta.amin(1, keepdim=True), delta.amax(1, keepdim=True)
+            s = (delta - lo) / (hi - lo) * (b - 1)
         top = s == s.amax(dim=1, keepdim=True)
+        bottom = s == s.amin(dim=1, keepdim=True)
+        pinned = top | bottom if layer.assignment == "interpolate" else top
         dist = (s - s.round()).abs()
-        gap = (delta.amax(1) - delta.masked_fill(top, -1).amax(1)).min()  # argmax must not switch
-        return float(dist[~top].min()), float(gap)
+        gap_top = (delta.amax(1) - delta.masked_fill(top, -1).amax(1)).min()
+        gap_bottom = (delta.masked_fill(bottom, 1e9).amin(1) - delta.amin(1)).min()
+        return float(dist[~pinned].min()), float(min(gap_top, gap_bottom))
 
 
 @pytest.mark.parametrize(
-    "similarity,normalize,fast",
-    [("l2_to_mean", True, False), ("l2_to_mean", False, True), ("magnitude", True, True),
-     ("l1_to_mean", True, True), ("cosine_to_mean", True, True), ("spherical", True, True)],
+    "assignment,similarity,normalize,fast",
+    [("released", "l2_to_mean", False, False), ("released", "l2_to_mean", True, True),
+     ("released", "magnitude", False, True), ("released", "l1_to_mean", False, True),
+     ("released", "cosine_to_mean", False, True), ("released", "spherical", False, True),
+     ("interpolate", "l2_to_mean", False, False), ("interpolate", "magnitude", False, True),
+     ("interpolate", "l1_to_mean", False, True), ("interpolate", "cosine_to_mean", False, True),
+     ("interpolate", "spherical", False, True)],
 )
-def test_gradcheck_linear_away_from_kinks(similarity, normalize, fast):
-    # the default configuration gets the full Jacobian; the others the (cheaper) random-projection check
+def test_gradcheck_linear_away_from_kinks(assignment, similarity, normalize, fast):
+    # each assignment's default configuration gets the full Jacobian; the others the random-projection check
     for seed in range(200):
-        layer = make_layer(c=4, seed=seed, similarity=similarity, normalize=normalize)
+        layer = make_layer(c=4, seed=seed, similarity=similarity, normalize=normalize, assignment=assignment)
         g = torch.Generator().manual_seed(seed)
         x = torch.randn(2, 4, 6, 2, 1, generator=g, dtype=torch.float64)
         margin, gap = _kink_margin(layer, x)
@@ -294,12 +356,15 @@ def test_gradcheck_linear_away_from_kinks(similarity, normalize, fast):
 
     x.requires_grad_(True)
     assert torch.autograd.gradcheck(f, (x,), eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=fast)
+    # the Jacobian is not just the linear path (I -> O at fixed weights): the weights carry a gradient too
+    w, _, _ = layer.weights(x)
+    assert w.requires_grad
 
 
-@pytest.mark.parametrize("kernel", KERNELS)
-def test_gradient_reaches_embedding_mlp(kernel):
+@pytest.mark.parametrize("assignment,kernel", [("released", "linear"), ("released", "dirac"), ("interpolate", "linear")])
+def test_gradient_reaches_embedding_mlp(assignment, kernel):
     torch.manual_seed(0)
-    layer = SimilarityGuidedSampling(8, kernel=kernel)
+    layer = SimilarityGuidedSampling(8, kernel=kernel, assignment=assignment)
     x = torch.randn(4, 8, 8, 3, 3)
     out, _ = layer(x)
     (out * torch.randn_like(out)).sum().backward()
@@ -325,12 +390,46 @@ def test_dirac_straight_through_gradient():
 
 
 def test_largest_delta_keeps_its_bin():
-    # the largest Delta is scaled to exactly 2B and keeps the 1e-7 weight of the last bin
+    # released: the largest Delta is scaled to exactly 2B and keeps the 1e-7 weight of the last bin
     delta = torch.tensor([[[0.3], [0.9], [1.0]]], dtype=torch.float32)
     s = scale_to_bins(delta, torch.ones(1, 1, 1), 3)
     assert s[0, 2, 0].item() == 6.0
     w = bin_weights(s, 3, "linear", normalize=False)
     assert 0 < w[0, 2, 2].item() < 2e-7  # 1 + 1e-7 rounds to 1 + 2**-23 in float32
+
+
+def test_interpolate_weights_are_the_linear_split():
+    # Delta 0.2 .. 1.0 on B = 5 centres: u = (Delta - 0.2) / 0.8 * 4 = 0, 1.5, 2.25, 4
+    delta = torch.tensor([[[0.2], [0.5], [0.65], [1.0]]], dtype=torch.float64)
+    w = interpolate_weights(delta, torch.ones(1, 1, 1, dtype=torch.float64), 5)[0]  # [B, T]
+    expect = torch.tensor([[1, 0, 0, 0], [0, 0.5, 0, 0], [0, 0.5, 0.75, 0], [0, 0, 0.25, 0], [0, 0, 0, 1]],
+                          dtype=torch.float64)
+    torch.testing.assert_close(w, expect, rtol=0, atol=1e-15)
+    # every frame's weights sum to 1, also for random Delta and two coordinates (product of 1-D weights)
+    g = torch.Generator().manual_seed(0)
+    for k in (1, 2):
+        d = torch.rand(6, 32, k, generator=g, dtype=torch.float64)
+        for b in (1, 2, 7, 32):
+            ww = interpolate_weights(d, torch.ones(6, 1, k, dtype=torch.float64), b)
+            assert ww.shape == (6, b ** k, 32)
+            torch.testing.assert_close(ww.sum(1), torch.ones(6, 32, dtype=torch.float64), rtol=0, atol=1e-14)
+            assert (ww > 0).sum(1).max() <= 2 ** k  # at most the 2 nearest centres per coordinate
+
+
+def test_merge_identical_bins():
+    # bins 0 and 2 hold the same frames in the same proportions (their means are equal): they merge; bin 1
+    # holds the same frames in other proportions: it stays
+    w = torch.tensor([[[0.2, 0.2, 0.0], [0.5, 0.1, 0.0], [0.4, 0.4, 0.0], [0.0, 0.0, 1.0]]], dtype=torch.float64)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    merged, m, counts = merge_identical_bins(w, mask)
+    assert counts.tolist() == [3] and m.tolist() == [[True, True, True]]
+    torch.testing.assert_close(merged[0], torch.tensor([[0.6, 0.6, 0.0], [0.5, 0.1, 0.0], [0.0, 0.0, 1.0]],
+                                                       dtype=torch.float64))
+    # padding rows never merge into real ones
+    w2 = torch.cat([w, torch.zeros(1, 2, 3, dtype=torch.float64)], dim=1)
+    mask2 = torch.tensor([[True, True, True, True, False, False]])
+    merged2, m2, c2 = merge_identical_bins(w2, mask2)
+    assert c2.tolist() == [3] and torch.equal(merged2, merged)
 
 
 @pytest.mark.parametrize(
@@ -339,6 +438,10 @@ def test_largest_delta_keeps_its_bin():
         (dict(in_channels=0), "in_channels"),
         (dict(in_channels=4, similarity="dot"), "similarity"),
         (dict(in_channels=4, kernel="gauss"), "kernel"),
+        (dict(in_channels=4, assignment="nearest"), "assignment"),
+        (dict(in_channels=4, kernel="dirac"), "released"),  # interpolate (the default) has no kernel choice
+        (dict(in_channels=4, normalize=True), "released"),
+        (dict(in_channels=4, distance_eps=-1.0), "distance_eps"),
         (dict(in_channels=4, num_bins=0), "num_bins"),
         (dict(in_channels=4, block_size=0), "block_size"),
         (dict(in_channels=4, coordinates=(0,)), "spherical"),

@@ -329,3 +329,80 @@ def test_worker_pool_from_unguarded_script(tmp_path):
     proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(read_rows(str(tmp_path / "d" / "train.csv"))) == 4
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The appearance variant (for SGS): the class is the shape of a still object shown during the event
+# ------------------------------------------------------------------------------------------------------------
+APPEARANCE = dict(variant="appearance", size=32, min_frames=32, max_frames=32, event_fraction=(0.2, 0.3),
+                  num_workers=0, progress=False)
+
+
+def classify_shape(frame):
+    """Shape of the one bright object in a grey frame [S, S], from its coverage: ring (empty centre), cross
+    (empty at 20 % in from the bounding box's corners), square (filled corners), else disc. Written from the
+    shapes' geometry, not from the generator's code."""
+    S = frame.shape[0]
+    f = frame.astype(np.float64)
+    bg = np.median(f)
+    cov = np.clip((f - bg) / (f.max() - bg), 0, 1)
+    centre = circular_centroid(cov > 0.5)
+    cov = np.roll(cov, (int(round(S / 2 - centre[0])), int(round(S / 2 - centre[1]))), axis=(0, 1))
+    ys, xs = np.nonzero(cov > 0.5)
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    h, w = y1 - y0, x1 - x0
+    corners = np.mean([cov[y0, x0], cov[y0, x1], cov[y1, x0], cov[y1, x1]])
+    inner = np.mean([cov[int(round(a)), int(round(b))] for a in (y0 + 0.2 * h, y1 - 0.2 * h)
+                     for b in (x0 + 0.2 * w, x1 - 0.2 * w)])
+    middle = cov[int(round((y0 + y1) / 2)), int(round((x0 + x1) / 2))]
+    return "ring" if middle < 0.5 else "cross" if inner < 0.5 else "square" if corners >= 0.25 else "disc"
+
+
+def test_appearance_variant_shows_the_class_in_every_event_frame_only(tmp_path):
+    # without distractors the object is the only bright thing, so its shape can be read off each frame
+    paths = generate_dataset(str(tmp_path), num_train=24, num_val=0, num_test=0, num_distractors=(0, 0),
+                             seed=3, **APPEARANCE)
+    with open(paths["train"]) as f:
+        assert f.readline().strip() == "path,label,num_frames,event_start,event_end,frame_scores,static_fraction"
+    rows = read_rows(paths["train"])
+    assert sorted({r["label"] for r in rows}) == sorted(class_names("appearance"))
+    for row in rows:
+        frames = decode_grey(os.path.join(str(tmp_path), row["path"]))
+        scores = np.load(os.path.join(str(tmp_path), row["frame_scores"]))
+        s, e = int(row["event_start"]), int(row["event_end"])
+        assert len(frames) == 32 and 6 <= e - s <= 10, row
+        assert np.all(scores[s:e] == 1) and not scores[:s].any() and not scores[e:].any()
+        # every event frame shows the class's shape; no frame outside the event shows anything bright
+        for t in range(s, e):
+            assert classify_shape(frames[t]) == row["label"], (row, t)
+        # (object grey >= 0.8 * 255 = 204 where it covers a pixel; background <= ~0.54 * 255 = 137 plus noise)
+        outside = np.r_[frames[:s], frames[e:]]
+        assert outside.max() < 180 <= frames[s:e].max(axis=(1, 2)).min(), row
+        # the object stands still: its centroid does not move during the event
+        centres = np.stack([circular_centroid(f > (f.max() + np.median(f)) / 2) for f in frames[s:e]])
+        assert np.abs(wrap(centres - centres[0], 32)).max() < 0.3, row
+
+
+def test_appearance_variant_is_redundant_and_deterministic(tmp_path):
+    kw = dict(num_train=8, num_val=0, num_test=0, seed=1, **APPEARANCE)
+    a = generate_dataset(str(tmp_path / "a"), **kw)
+    b = generate_dataset(str(tmp_path / "b"), **kw)
+    assert filecmp.cmp(a["train"], b["train"], shallow=False)
+    fractions = []
+    for row in read_rows(a["train"]):
+        assert filecmp.cmp(tmp_path / "a" / row["path"], tmp_path / "b" / row["path"], shallow=False)
+        frames = decode_grey(str(tmp_path / "a" / row["path"]))
+        s, e = int(row["event_start"]), int(row["event_end"])
+        change = np.abs(np.diff(frames, axis=0)).mean(axis=(1, 2))
+        static = np.r_[False, change <= 3]  # a frozen frame decodes (near-)identical to its predecessor
+        assert static.sum() / 32 == pytest.approx(float(row["static_fraction"]), abs=1e-4), row
+        # the frames where the object appears and disappears are new frames, whatever else is frozen
+        assert not static[s] and (e == 32 or not static[e]), row
+        fractions.append(float(row["static_fraction"]))
+    assert np.mean(fractions) > 0.25  # long frozen stretches: SGS's premise
+
+
+def test_appearance_variant_arguments(tmp_path):
+    assert class_names("appearance", 2) == ("square", "disc")
+    with pytest.raises(ValueError, match="num_classes"):
+        generate_dataset(str(tmp_path), num_train=1, num_classes=5, **APPEARANCE)

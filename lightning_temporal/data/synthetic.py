@@ -18,6 +18,13 @@ Variants:
 * ``"redundancy"`` – as multiclass, but the video freezes (frame ``t`` identical to frame ``t-1``)
   on static stretches outside the event, for SGS; the manifest column ``static_fraction`` gives the
   fraction of frozen frames.
+* ``"appearance"`` – the class shows in the **appearance** of an object, for SGS (whose premise is
+  redundancy of appearance): during the event window a still object of the class's shape (``square``,
+  ``disc``, ``cross``, ``ring``; side 30-40 % of the frame, random position, grey level 0.8-0.95) is shown,
+  and absent outside it. The video freezes on stretches anywhere (inside the event too, except the frames
+  where the object appears and disappears); small diagonal distractor squares, the drifting background and
+  pixel noise change the dynamic frames. One event frame reveals the class. Frame scores are 1 inside the
+  window, 0 outside; the ``static_fraction`` column as for ``"redundancy"``. ``event_speed`` is unused.
 
 Layout under ``root``::
 
@@ -68,6 +75,7 @@ __all__ = [
     "SPLITS",
     "VARIANTS",
     "DIRECTIONS",
+    "SHAPES",
     "class_names",
     "generate_dataset",
     "ensure_dataset",
@@ -77,10 +85,11 @@ __all__ = [
 # Bump whenever the rendered content or the layout changes, so ensure_dataset regenerates old copies.
 GENERATOR_VERSION = 4
 SPLITS = ("train", "val", "test")
-VARIANTS = ("multiclass", "binary", "redundancy")
+VARIANTS = ("multiclass", "binary", "redundancy", "appearance")
 # (dy, dx) unit steps in image coordinates (y grows downwards).
 DIRECTIONS = {"up": (-1.0, 0.0), "down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0)}
 BINARY_CLASSES = ("no_event", "event")
+SHAPES = ("square", "disc", "cross", "ring")  # the classes of the appearance variant
 
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _OBJECT_LEVEL = 0.9  # grey level of the object and of the distractors (identical on purpose)
@@ -94,6 +103,11 @@ def class_names(variant: str, num_classes: int = 4) -> Tuple[str, ...]:
     _check_variant(variant)
     if variant == "binary":
         return BINARY_CLASSES
+    if variant == "appearance":
+        if not 2 <= int(num_classes) <= len(SHAPES):
+            raise ValueError(f"num_classes={num_classes!r}: the appearance classes are {SHAPES}, so pick 2 to "
+                             f"{len(SHAPES)}")
+        return SHAPES[: int(num_classes)]
     if not 2 <= int(num_classes) <= len(DIRECTIONS):
         raise ValueError(
             f"num_classes={num_classes!r}: the motion classes are {tuple(DIRECTIONS)}, so pick 2 to "
@@ -191,7 +205,7 @@ class RenderedVideo:
     frames: uint8 [L, S, S] grey levels. scores: float32 [L] per-frame intensity (0 outside the event).
     event: (start, end) frame indices, end exclusive, or None (binary ``no_event``).
     direction: name of the event's motion direction, or None. static_fraction: fraction of frames that
-    repeat their predecessor exactly (redundancy variant; 0 otherwise).
+    repeat their predecessor exactly (redundancy and appearance variants; 0 otherwise).
     """
 
     frames: np.ndarray
@@ -249,6 +263,8 @@ def render_video(
     w = min(w, L)
     s = int(rng.integers(0, L - w + 1))
     event = (s, s + w) if has_event else None
+    if variant == "appearance":
+        return _render_appearance(rng, label, S, L, (s, s + w), num_distractors, noise)
     if variant == "binary":
         direction = tuple(DIRECTIONS)[int(rng.integers(0, len(DIRECTIONS)))] if has_event else None
     else:
@@ -306,6 +322,72 @@ def render_video(
         img += rng.normal(0.0, noise, size=img.shape)
     frames = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[dyn]
     return RenderedVideo(frames, speed.astype(np.float32), event, direction, float(frozen.mean()))
+
+
+def _shape_coverage(shape: str, center: np.ndarray, side: float, size: int, supersample: int = 4) -> np.ndarray:
+    """Anti-aliased coverage [S, S] in [0, 1] of a shape of width `side` centred at `center` (y, x) on a torus of
+    `size` pixels, from a `supersample` x `supersample` grid per pixel."""
+    o = (np.arange(size * supersample, dtype=np.float64) + 0.5) / supersample
+    dy = (np.mod(o - center[0] + size / 2.0, size) - size / 2.0)[:, None]  # wrapped distance
+    dx = (np.mod(o - center[1] + size / 2.0, size) - size / 2.0)[None, :]
+    r = side / 2.0
+    if shape == "square":
+        inside = (np.abs(dy) <= r) & (np.abs(dx) <= r)
+    elif shape == "disc":
+        inside = dy * dy + dx * dx <= r * r
+    elif shape == "cross":  # a plus sign, arms one third of the width
+        inside = ((np.abs(dy) <= r) & (np.abs(dx) <= r / 3)) | ((np.abs(dx) <= r) & (np.abs(dy) <= r / 3))
+    elif shape == "ring":
+        rr = dy * dy + dx * dx
+        inside = (rr <= r * r) & (rr >= (0.55 * r) ** 2)
+    else:
+        raise ValueError(f"shape={shape!r}: choose one of {SHAPES}")
+    return inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
+
+
+def _render_appearance(
+    rng: np.random.Generator, label: str, S: int, L: int, event: Tuple[int, int],
+    num_distractors: Tuple[int, int], noise: float,
+) -> RenderedVideo:
+    """The appearance variant (module docstring): a still object of shape `label` during `event`, frozen
+    stretches anywhere, diagonal distractors, drifting background, noise."""
+    s, e = event
+    frozen = _static_mask(rng, L, None)
+    frozen[s] = False  # the object appears on a new frame ...
+    if e < L:
+        frozen[e] = False  # ... and disappears on one
+    dyn = np.cumsum(~frozen) - 1  # [L] index into the dynamic (simulated) timeline
+    T = int(dyn[-1]) + 1
+    t = np.arange(T, dtype=np.float64)
+    unit = S / 32.0
+
+    yy, xx = np.mgrid[0:S, 0:S] / S - 0.5
+    theta = rng.uniform(0, 2 * np.pi)
+    grad = rng.uniform(0.0, 0.15) * (np.cos(theta) * xx + np.sin(theta) * yy)
+    period = rng.uniform(1.0, 3.0) * L
+    level = rng.uniform(0.15, 0.4) + 0.06 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
+    img = level[:, None, None] + grad[None]  # [T, S, S]
+
+    side = S / 8.0
+    for _ in range(int(rng.integers(num_distractors[0], num_distractors[1] + 1))):
+        start = rng.uniform(0, S, size=2)
+        vel = rng.choice([-1.0, 1.0], size=2) * rng.uniform(0.4, 0.9) * unit
+        p = start[None, :] + t[:, None] * vel[None, :]
+        cov = _coverage(p[:, 0], side, S)[:, :, None] * _coverage(p[:, 1], side, S)[:, None, :]
+        img = img * (1.0 - cov) + cov * _OBJECT_LEVEL
+
+    # the class object: still, on the dynamic frames of the window (frames s and e are dynamic, so no frame
+    # outside the window maps to them)
+    cov = _shape_coverage(label, rng.uniform(0, S, size=2), S * rng.uniform(0.30, 0.40), S)
+    shown = slice(int(dyn[s]), int(dyn[e - 1]) + 1)
+    img[shown] = img[shown] * (1.0 - cov) + cov * rng.uniform(0.8, 0.95)
+
+    if noise > 0:
+        img += rng.normal(0.0, noise, size=img.shape)
+    frames = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[dyn]
+    scores = np.zeros(L, dtype=np.float32)
+    scores[s:e] = 1.0
+    return RenderedVideo(frames, scores, event, None, float(frozen.mean()))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -403,14 +485,14 @@ def _make_one(job) -> dict:
         "event_end": "" if video.event is None else video.event[1],
         "frame_scores": rel_scores,
     }
-    if params["variant"] == "redundancy":
+    if params["variant"] in ("redundancy", "appearance"):
         row["static_fraction"] = f"{video.static_fraction:.4f}"
     return row
 
 
 def _columns(variant: str) -> List[str]:
     cols = ["path", "label", "num_frames", "event_start", "event_end", "frame_scores"]
-    return cols + ["static_fraction"] if variant == "redundancy" else cols
+    return cols + ["static_fraction"] if variant in ("redundancy", "appearance") else cols
 
 
 def _remove_previous(root: str) -> None:
@@ -456,13 +538,14 @@ def generate_dataset(
     """Write a synthetic dataset under `root`; returns ``{"train": csv, "val": csv, "test": csv}``.
 
     Args:
-        variant: ``"multiclass"`` | ``"binary"`` | ``"redundancy"`` (see the module docstring).
+        variant: ``"multiclass"`` | ``"binary"`` | ``"redundancy"`` | ``"appearance"`` (module docstring).
         num_train / num_val / num_test: videos per split (labels balanced within each split).
         seed: everything (lengths, windows, positions, noise, label order) follows from it; video ``i``
             of a split is seeded from ``(seed, split, i)``, so results do not depend on `num_workers`.
         size: frame height = width in pixels (even). min_frames / max_frames: video length range (frames).
         event_fraction: (low, high) fraction of the video covered by the event window.
-        num_classes: number of motion classes (2–4) for multiclass/redundancy; ignored by binary.
+        num_classes: number of classes (2–4): motions for multiclass/redundancy, shapes for appearance;
+            ignored by binary.
         num_distractors: (low, high) inclusive number of diagonally moving distractor squares per video.
         noise: std of Gaussian pixel noise in grey levels / 255. fps: frame rate stored in the files.
         event_speed: peak speed of the event's motion in units of ``size/32`` px per frame.

@@ -1,5 +1,10 @@
 """Shared plumbing of the staged backbones: named stages, a temporal module (SGS / attention) after one of
-them, and the validity mask that follows the features through the later stages (CONTRACT §5).
+them, and the validity mask that follows the features through the later stages.
+
+After SGS the samples of a batch have different numbers of temporal positions (B'); each is padded with zero
+bins at the end. The mask keeps every later layer from letting the padding change a real sample's result
+(eval mode): padded positions are re-zeroed after every block and inside blocks before a temporal conv or a
+pool over time, so that a sample's logits do not depend on what it is batched with.
 """
 from __future__ import annotations
 
@@ -35,27 +40,49 @@ def init_weights(module: nn.Module, zero_init_residual: bool = True) -> None:
 
 
 def apply_mask(x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
-    """Zero the padded temporal positions of ``x [N, C, T, H, W]`` (``mask [N, T]``)."""
+    """Zero the padded temporal positions of ``x [N, C, T, H, W]`` (``mask [N, T]``; None: nothing to do)."""
     if mask is None:
         return x
     return x * mask[:, None, :, None, None].to(x.dtype)
 
 
-def run_masked(stage: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Run ``stage`` block by block after SGS, re-zeroing padded positions after every block.
+def _run_block(block: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    # blocks with a temporal conv that does not read the block input (or a pool over time) take the mask
+    return block(x, mask) if getattr(block, "takes_mask", False) else block(x)
 
-    Why: after BatchNorm a padded (zero) bin is no longer zero, and a temporal conv would leak it into the
-    last valid bin of a sample; zeroing keeps each sample's result independent of the other samples'
-    B'. A block with temporal stride s (attribute ``temporal_stride``; 'same' padding) keeps positions
+
+def run_stage(
+    stage: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], pre_activation: bool = False
+) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[nn.Module]]:
+    """Run ``stage`` block by block; after SGS (``mask [N, T]`` not None) re-zero padded positions after every
+    block. Returns ``(x, mask, activation)``.
+
+    Why re-zero: after BatchNorm a padded (zero) bin is no longer zero, and a temporal conv would leak it into
+    the last valid bin of a sample. With every temporal conv reading zeros past a sample's valid bins (blocks
+    that have a temporal conv not reading the block input, or a pool over time, take the mask: ``takes_mask``)
+    a sample's result is that of running it alone: the zeros are what the conv's own zero padding gives. A
+    block with temporal stride s (attribute ``temporal_stride``; 'same' padding) keeps positions
     ``0, s, 2s, ...``, so the mask is strided the same way.
 
-    Exact (a sample's logits equal those of running it alone) when each block has one temporal conv and
-    it reads the block input (the bottlenecks here). Blocks with two temporal convs (R3D-18's basic block)
-    or a pool over time inside (X3D's squeeze-excitation) still see the padded positions in between.
+    ``pre_activation``: stop before the final ReLU of the last block (``forward_pre_activation``) or of a
+    stage that ends in an ``nn.ReLU`` and return that ReLU as ``activation``, for a module that must read the
+    stage's output before it (the released SGS placement). Where the stage does not end in a ReLU,
+    ``activation`` is None and the stage ran whole.
     """
-    blocks = stage if isinstance(stage, nn.Sequential) else [stage]
-    for block in blocks:
-        x = block(x)
+    blocks = list(stage) if isinstance(stage, nn.Sequential) else [stage]
+    activation: Optional[nn.Module] = None
+    for i, block in enumerate(blocks):
+        last = i == len(blocks) - 1
+        if last and pre_activation and isinstance(block, nn.ReLU):
+            activation = block
+            break
+        if last and pre_activation and hasattr(block, "forward_pre_activation"):
+            x = block.forward_pre_activation(x, mask)
+            activation = block.relu
+        else:
+            x = _run_block(block, x, mask)
+        if mask is None:
+            continue
         s = getattr(block, "temporal_stride", 1)
         if s != 1:
             mask = mask[:, ::s]
@@ -65,6 +92,25 @@ def run_masked(stage: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Tuple[t
                 f"{type(block).__name__}; give the block a `temporal_stride` attribute"
             )
         x = apply_mask(x, mask)
+    return x, mask, activation
+
+
+def run_masked(stage: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``run_stage`` without the pre-activation split: ``(x, mask)`` after the whole stage."""
+    x, mask, _ = run_stage(stage, x, mask)
+    return x, mask
+
+
+def run_temporal_after(
+    stage: nn.Module, temporal: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor]
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Run ``stage`` then ``temporal`` (``forward(x) -> (x, mask)``). With ``temporal.pre_activation`` (SGS's
+    released placement) the temporal module reads the stage's output before its final ReLU and the ReLU runs
+    on the temporal module's output."""
+    x, mask, act = run_stage(stage, x, mask, pre_activation=getattr(temporal, "pre_activation", False))
+    x, mask = temporal(x)
+    if act is not None:
+        x = act(x)
     return x, mask
 
 
@@ -105,12 +151,12 @@ class StagedBackbone(nn.Module):
             raise ValueError(f"expected a clip [N, 3, T, H, W], got shape {tuple(x.shape)}")
         mask: Optional[torch.Tensor] = None
         for name, stage in self.stages.items():
-            if mask is None:
+            if name == self.temporal_after:
+                x, mask = run_temporal_after(stage, self.temporal, x, mask)
+            elif mask is None:
                 x = stage(x)
             else:
                 x, mask = run_masked(stage, x, mask)
-            if name == self.temporal_after:
-                x, mask = self.temporal(x)
         return x, mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

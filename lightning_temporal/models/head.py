@@ -1,6 +1,6 @@
 """Classification head shared by every backbone: pool space, pool time (respecting the SGS mask), classify.
 
-The temporal pool is separate from the spatial one because SGS (SPEC §2) leaves a variable number of valid
+The temporal pool is separate from the spatial one because SGS leaves a variable number of valid
 temporal positions per sample; padded positions must not enter the clip prediction.
 """
 from __future__ import annotations

@@ -1,5 +1,4 @@
-"""``build_backbone(name, num_classes, sgs=None | dict, attention=None | dict, pretrained=None | path, **kwargs)``
-(CONTRACT §5).
+"""``build_backbone(name, num_classes, sgs=None | dict, attention=None | dict, pretrained=None | path, **kwargs)``.
 
 ``sgs`` / ``attention`` dicts: key ``"after"`` names the stage the module goes after (default ``"res2"``);
 the other keys are the module's constructor arguments (``SimilarityGuidedSampling`` /

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from lightning_temporal.models.backbone import StagedBackbone, init_weights
+from lightning_temporal.models.backbone import StagedBackbone, apply_mask, init_weights
 from lightning_temporal.models.head import ClassifierHead
 
 
@@ -25,7 +25,13 @@ def _conv_bn(cin: int, cout: int, kernel, stride=1, groups: int = 1) -> nn.Seque
 
 
 class BasicBlock3d(nn.Module):
-    """Two kt x 3 x 3 convs (torchvision R3D ``BasicBlock`` with ``Conv3DSimple``)."""
+    """Two kt x 3 x 3 convs (torchvision R3D ``BasicBlock`` with ``Conv3DSimple``).
+
+    ``forward(x, mask=None)``: with a mask ``[N, T]`` (after SGS) the padded positions of the first conv's
+    output are zeroed before the second (temporal) conv reads them.
+    """
+
+    takes_mask = True
 
     def __init__(self, cin: int, cout: int, stride_t: int = 1, stride_s: int = 1, kt: int = 3) -> None:
         super().__init__()
@@ -37,13 +43,22 @@ class BasicBlock3d(nn.Module):
         self.shortcut = _conv_bn(cin, cout, 1, stride) if (cin != cout or stride != (1, 1, 1)) else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_pre_activation(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block's output before its final ReLU."""
         y = self.relu(self.conv1(x))  # N, cout, T/st, H/ss, W/ss
-        return self.relu(self.conv2(y) + self.shortcut(x))
+        if mask is not None:
+            y = apply_mask(y, mask[:, :: self.temporal_stride])
+        return self.conv2(y) + self.shortcut(x)
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.relu(self.forward_pre_activation(x, mask))
 
 
 class Bottleneck3d(nn.Module):
-    """kt x 1 x 1 (cin -> inner), 1 x 3 x 3 with the stride (inner -> inner), 1 x 1 x 1 (inner -> cout)."""
+    """kt x 1 x 1 (cin -> inner), 1 x 3 x 3 with the stride (inner -> inner), 1 x 1 x 1 (inner -> cout).
+
+    Its only temporal conv reads the block input, which is already masked after SGS: no mask needed inside.
+    """
 
     def __init__(self, cin: int, inner: int, cout: int, kt: int = 1, stride_t: int = 1, stride_s: int = 1) -> None:
         super().__init__()
@@ -56,10 +71,14 @@ class Bottleneck3d(nn.Module):
         self.shortcut = _conv_bn(cin, cout, 1, stride) if (cin != cout or stride != (1, 1, 1)) else nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_pre_activation(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block's output before its final ReLU (the mask is not needed, see the class docstring)."""
         y = self.relu(self.conv_a(x))  # N, inner, T, H, W
         y = self.relu(self.conv_b(y))  # N, inner, T/st, H/ss, W/ss
-        return self.relu(self.conv_c(y) + self.shortcut(x))  # N, cout, T/st, H/ss, W/ss
+        return self.conv_c(y) + self.shortcut(x)  # N, cout, T/st, H/ss, W/ss
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.forward_pre_activation(x))
 
 
 class ResNet3d(StagedBackbone):

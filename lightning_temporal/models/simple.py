@@ -1,7 +1,7 @@
-"""A small, fast 3D CNN for the CPU quickstart on the synthetic localized-event videos (SPEC §3).
+"""A small, fast 3D CNN for the CPU quickstart on the synthetic localized-event videos.
 
 Four 3x3x3 conv + BN + ReLU stages (~0.29M parameters). The head defaults to global MAX pooling over
-space and time: SPEC §3 found that a global average over the clip hid a short event while max pooling learned.
+space and time: on the synthetic data a global average over the clip hid a short event while max pooling learned.
 Stages are named ``stem, res2, res3, res4`` so SGS / attention go after ``res2`` by default, as elsewhere.
 """
 from __future__ import annotations

@@ -6,8 +6,10 @@ alpha, 2 * beta * C channels) carries fast features into the slow pathway by cha
 
 With SGS (seed 002 §A) each pathway gets its own module after a stage (default ``res2``), working on temporal
 blocks (``block_size`` 2 on the slow pathway, 8 on the fast one). Dropping empty bins makes the lateral and
-the slow tensor disagree in length; the shorter one is zero-padded to the longer (as the seed does), and the
-slow mask becomes the union of the two masks.
+the slow tensor disagree in length; the shorter one is zero-padded at the end to the longer (the seed zero-pads;
+the released code pads both ends, which would make a sample's result depend on its batch), and the slow mask
+becomes the union of the two masks. Each side's own padded positions are zeroed before the merge, so a
+sample's logits do not depend on the other samples' B'.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_temporal.models.backbone import apply_mask, init_weights, run_masked
+from lightning_temporal.models.backbone import apply_mask, init_weights, run_masked, run_temporal_after
 from lightning_temporal.models.head import ClassifierHead
 from lightning_temporal.models.resnet3d import Bottleneck3d
 
@@ -194,21 +196,17 @@ class SlowFast(nn.Module):
         ms: Mask = None
         mf: Mask = None
         for name in self.slow:
-            if ms is None:
-                xs = self.slow[name](xs)
-            else:
-                xs, ms = run_masked(self.slow[name], xs, ms)
-            if mf is None:
-                xf = self.fast[name](xf)
-            else:
-                xf, mf = run_masked(self.fast[name], xf, mf)
             if name == self.temporal_after:
-                xs, ms = self.temporal["slow"](xs)
-                xf, mf = self.temporal["fast"](xf)
+                xs, ms = run_temporal_after(self.slow[name], self.temporal["slow"], xs, ms)
+                xf, mf = run_temporal_after(self.fast[name], self.temporal["fast"], xf, mf)
+            else:
+                xs, ms = (self.slow[name](xs), None) if ms is None else run_masked(self.slow[name], xs, ms)
+                xf, mf = (self.fast[name](xf), None) if mf is None else run_masked(self.fast[name], xf, mf)
             if name in self.fusions:
                 lat, ml = self.fusions[name](xf, mf)
-                xs, ms = merge_time(xs, ms, lat, ml)
-                xs = apply_mask(xs, ms)
+                # the lateral's padded positions are BN + ReLU of zeros: zero them before they sit beside a
+                # valid slow position (a sample alone would have the merge's zero padding there)
+                xs, ms = merge_time(xs, ms, apply_mask(lat, ml), ml)
         return self._head_input(xs, ms, xf, mf)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

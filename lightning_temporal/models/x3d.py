@@ -13,12 +13,12 @@ BatchNorm, activations and pools are not counted. ``torch.utils.flop_counter`` c
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
-from lightning_temporal.models.backbone import StagedBackbone, init_weights
+from lightning_temporal.models.backbone import StagedBackbone, apply_mask, init_weights
 from lightning_temporal.models.head import ClassifierHead
 
 
@@ -40,16 +40,26 @@ class SqueezeExcite3d(nn.Module):
         self.fc1 = nn.Conv3d(channels, hidden, 1, bias=True)
         self.fc2 = nn.Conv3d(hidden, channels, 1, bias=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The pool runs over every temporal position present. After SGS, a sample padded to the batch's
-        # largest B' also averages its padded bins here (as the authors' padded batches do), so its logits
-        # can differ slightly from running it alone; a batch of one, or of equal B', is exact.
-        s = x.mean(dim=(2, 3, 4), keepdim=True)  # N, C, 1, 1, 1
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``x [N, C, T, H, W]``; ``mask [N, T]`` (after SGS): the pool averages the valid positions only, so
+        zero-padded bins do not change a sample's gate."""
+        if mask is None:
+            s = x.mean(dim=(2, 3, 4), keepdim=True)  # N, C, 1, 1, 1
+        else:
+            m = mask[:, None, :, None, None].to(x.dtype)
+            count = m.sum(dim=2, keepdim=True).clamp_min(1) * (x.shape[3] * x.shape[4])
+            s = (x * m).sum(dim=(2, 3, 4), keepdim=True) / count
         return x * torch.sigmoid(self.fc2(torch.relu(self.fc1(s))))
 
 
 class X3dBlock(nn.Module):
-    """1x1x1 (cin -> inner), depthwise 3x3x3 with spatial stride, optional SE, swish, 1x1x1 (inner -> cout)."""
+    """1x1x1 (cin -> inner), depthwise 3x3x3 with spatial stride, optional SE, swish, 1x1x1 (inner -> cout).
+
+    ``forward(x, mask=None)``: with a mask ``[N, T]`` (after SGS) the padded positions are zeroed before the
+    depthwise (temporal) conv and left out of the squeeze-excitation pool.
+    """
+
+    takes_mask = True
 
     def __init__(self, cin: int, inner: int, cout: int, stride_s: int = 1, se: bool = False) -> None:
         super().__init__()
@@ -74,10 +84,15 @@ class X3dBlock(nn.Module):
             self.shortcut = nn.Identity()
         self.relu = nn.ReLU(inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv_a(x)  # N, inner, T, H, W
-        y = self.act(self.se(self.conv_b(y)))  # N, inner, T, H/s, W/s
-        return self.relu(self.conv_c(y) + self.shortcut(x))  # N, cout, T, H/s, W/s
+    def forward_pre_activation(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The block's output before its final ReLU."""
+        y = apply_mask(self.conv_a(x), mask)  # N, inner, T, H, W
+        y = self.conv_b(y)  # N, inner, T, H/s, W/s
+        y = self.se(y, mask) if isinstance(self.se, SqueezeExcite3d) else self.se(y)
+        return self.conv_c(self.act(y)) + self.shortcut(x)  # N, cout, T, H/s, W/s
+
+    def forward(self, x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.relu(self.forward_pre_activation(x, mask))
 
 
 class X3D(StagedBackbone):

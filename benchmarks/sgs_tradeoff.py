@@ -1,0 +1,388 @@
+"""SGS trade-off: video top-1 and GMACs per clip without SGS and with SGS (seed Tables A.3 / A.4), on data where
+SGS's premise holds (appearance variant) and where it does not (motion variant).
+
+    nice -n 5 python benchmarks/sgs_tradeoff.py --jobs 2     # the full sweep, ~2.5 h on 2 shared cores
+    python benchmarks/sgs_tradeoff.py --quick                 # smoke run (tiny data, 2 epochs), ~1 min
+
+What runs. For each dataset seed s (the dataset and the training run both follow s):
+
+* data: the package's synthetic generator writes real H.264 videos of exactly T = 32 frames at 32x32
+  (``appearance``: the class is the shape of a still object shown during the event; ``motion``: the
+  ``redundancy`` variant, whose class is the direction of a motion; both with frozen stretches, 1-2
+  distractors, noise, an event of 20-30 % of the video). Each video is decoded once (``read_clip``) into memory
+  and cached as .npz; a clip is the whole video.
+* models: the quickstart CNN ``simple3d`` (stem, res2, res3, res4; max pooling head) without SGS, and with SGS
+  after res2 for B in {4, 8, 16, 32} x assignment in {released, interpolate} (``released`` = the authors'
+  released layer, ``interpolate`` = this package's assignment). Same seed, same data order for every model.
+* training: Adam (lr 1e-3, cosine decay over ``--max-epochs``), batch 16, one thread per run; each clip gets a
+  random symmetry of the square (flips, transpose; a motion's label is mapped with it) and each batch a random
+  circular shift (the frames are a torus): without them the CNN learnt the 384 training clips by heart (100 %
+  train, 75 % validation top-1 without SGS). Every run trains ``--max-epochs`` = 60 epochs and is tested
+  with the weights of its best validation epoch: the no-SGS model has long stopped improving by then (its
+  validation top-1 plateaus after 15-40 epochs); the SGS models learn more slowly, and their validation
+  curves (``details`` in the results file) show where they stopped improving. (``--min-epochs`` < ``--max-epochs`` turns on early stopping with ``--patience``; it is off because
+  with 30 epochs, or with early stopping after 20, SGS models were cut off while still improving, or before
+  they had left chance level: one motion run left it only after 30 epochs.)
+* test: video top-1 on the test split; GMACs per clip = multiply-accumulates of what actually ran, each clip
+  on its own B' (``count_gmacs``), averaged over the test clips. Table A.4: the B = 32 models, tested with
+  B in {4, 8, 16} set on the trained model (``model.temporal.num_bins = b``).
+
+Writes ``--out`` (JSON: ``{"rows": [{"dataset", "sgs", "num_bins", "seed", "top1", "gmacs"}, ...], "a4_rows":
+[... + "train_num_bins"], "details": [...], "conditions": {...}}``) and ``--markdown`` (the tables). Finished runs
+are cached one JSON line each under ``--cache`` and are not run again: an interrupted sweep resumes.
+Decides nothing: the goal (on the appearance variant some SGS setting within 1 point of no-SGS top-1, mean over
+seeds, with >= 40 % fewer GMACs per clip) is printed beside the figures.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's package, not an installed one
+
+from lightning_temporal.data.synthetic import class_names, ensure_dataset  # noqa: E402
+from lightning_temporal.data.video import read_clip  # noqa: E402
+from lightning_temporal.flops import gmacs_per_clip  # noqa: E402
+from lightning_temporal.models.registry import build_backbone  # noqa: E402
+
+DATASETS = {"appearance": "appearance", "motion": "redundancy"}  # table name -> generator variant
+FRAMES, SIZE = 32, 32
+BACKBONE = "simple3d"
+A4_BINS = (4, 8, 16)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data: generated once, decoded once, cached
+# --------------------------------------------------------------------------------------------------------
+def data_params(dataset: str, seed: int, sizes: Tuple[int, int, int]) -> dict:
+    return dict(variant=DATASETS[dataset], num_train=sizes[0], num_val=sizes[1], num_test=sizes[2], seed=seed,
+                size=SIZE, min_frames=FRAMES, max_frames=FRAMES, event_fraction=(0.2, 0.3),
+                num_distractors=(1, 2), noise=0.03)
+
+
+def load_data(cache: str, dataset: str, seed: int, sizes: Tuple[int, int, int]) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
+    """{split: (clips uint8 [N, T, S, S], labels int64 [N])}, decoded from the generated videos once."""
+    params = data_params(dataset, seed, sizes)
+    key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
+    root = os.path.join(cache, "data", f"{dataset}_s{seed}_{key}")
+    npz = root + ".npz"
+    if not os.path.exists(npz):
+        paths = ensure_dataset(root, progress=False, num_workers=0, **params)
+        names = class_names(params["variant"])
+        arrays = {}
+        for split, manifest in paths.items():
+            with open(manifest) as f:
+                rows = [line.strip().split(",") for line in f.readlines()[1:]]
+            clips = [read_clip(os.path.join(root, r[0]), 0, FRAMES)[..., 0].numpy() for r in rows]  # grey
+            arrays[f"x_{split}"] = np.stack(clips).astype(np.uint8)  # [N, T, S, S]
+            arrays[f"y_{split}"] = np.array([names.index(r[1]) for r in rows], dtype=np.int64)
+        np.savez(npz + ".part.npz", **arrays)
+        os.replace(npz + ".part.npz", npz)
+    with np.load(npz) as f:
+        return {s: (torch.from_numpy(f[f"x_{s}"]), torch.from_numpy(f[f"y_{s}"])) for s in ("train", "val", "test")}
+
+
+# Label permutations of the motion classes (up, down, left, right) under the 8 symmetries of the square:
+# bit 0 flips x (left <-> right), bit 1 flips y (up <-> down), bit 2 transposes (up <-> left, down <-> right).
+_FLIP_X, _FLIP_Y, _TRANSPOSE = torch.tensor([0, 1, 3, 2]), torch.tensor([1, 0, 2, 3]), torch.tensor([2, 3, 0, 1])
+
+
+def augment(x: torch.Tensor, y: torch.Tensor, dataset: str, g: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Random symmetry of the square per clip and a random circular shift per batch (the frames are a torus).
+
+    x uint8 [N, T, S, S], y [N]. Shapes (appearance) keep their label under every symmetry; a motion's
+    direction is mapped with the symmetry (a flip of x turns "left" into "right"). Loops over the 8 kinds of
+    symmetry, not over clips.
+    """
+    kind = torch.randint(0, 8, (len(y),), generator=g)
+    x, y = x.clone(), y.clone()
+    for k in range(1, 8):
+        sel = kind == k
+        if not bool(sel.any()):
+            continue
+        xs, ys = x[sel], y[sel]
+        if k & 1:
+            xs, ys = xs.flip(-1), _FLIP_X[ys]
+        if k & 2:
+            xs, ys = xs.flip(-2), _FLIP_Y[ys]
+        if k & 4:
+            xs, ys = xs.transpose(-1, -2), _TRANSPOSE[ys]
+        x[sel] = xs
+        if dataset == "motion":
+            y[sel] = ys
+    shift = torch.randint(0, x.shape[-1], (2,), generator=g)
+    return x.roll((int(shift[0]), int(shift[1])), dims=(-2, -1)), y
+
+
+def to_input(x: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, T, S, S] -> float [N, 3, T, S, S], centred and scaled as the quickstart's normalisation."""
+    return ((x.float() / 255.0 - 0.5) / 0.25).unsqueeze(1).expand(-1, 3, -1, -1, -1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------------------------------------
+def sgs_options(assignment: Optional[str], num_bins: Optional[int]) -> Optional[dict]:
+    if assignment is None:
+        return None
+    return {"after": "res2", "num_bins": num_bins, "assignment": assignment}
+
+
+@torch.no_grad()
+def evaluate(model, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> Tuple[float, float]:
+    """(top-1, mean B') on clips x uint8 [N, T, S, S], in eval mode."""
+    model.eval()
+    correct, bins = 0, []
+    for i in range(0, len(y), batch):
+        logits = model(to_input(x[i : i + batch]))
+        correct += int((logits.argmax(-1) == y[i : i + batch]).sum())
+        temporal = getattr(model, "temporal", None)
+        bins.append(temporal.last_num_bins.float() if temporal is not None
+                    else torch.full((len(logits),), float(x.shape[1])))
+    return correct / len(y), float(torch.cat(bins).mean())
+
+
+def gmacs(model, x: torch.Tensor, sgs: bool) -> float:
+    """Average GMACs per clip over the clips x (each clip on its own B'); without SGS every clip costs the same."""
+    clips = to_input(x if sgs else x[:2])
+    return statistics.fmean(gmacs_per_clip(model, clips))
+
+
+def run_one(spec: dict) -> dict:
+    """Train and test one model (spec: dataset, seed, assignment, num_bins, hyper-parameters, cache)."""
+    torch.set_num_threads(1)
+    t_cpu, t_wall = time.process_time(), time.perf_counter()
+    sizes = tuple(spec["sizes"])
+    data = load_data(spec["cache"], spec["dataset"], spec["seed"], sizes)
+    (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
+    torch.manual_seed(spec["seed"])
+    options = sgs_options(spec["assignment"], spec["num_bins"])
+    num_classes = len(class_names(DATASETS[spec["dataset"]]))
+    model = build_backbone(BACKBONE, num_classes, sgs=copy.deepcopy(options))
+    opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, spec["max_epochs"])
+    order = torch.Generator().manual_seed(spec["seed"])
+    curve, best, best_state, best_epoch = [], -1.0, None, -1
+    for epoch in range(spec["max_epochs"]):
+        model.train()
+        for idx in torch.randperm(len(ytr), generator=order).split(spec["batch"]):
+            xb, yb = augment(xtr[idx], ytr[idx], spec["dataset"], order)
+            loss = F.cross_entropy(model(to_input(xb)), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        sched.step()
+        acc, _ = evaluate(model, xva, yva)
+        curve.append(round(acc, 4))
+        if acc > best:
+            best, best_state, best_epoch = acc, copy.deepcopy(model.state_dict()), epoch
+        if epoch + 1 >= spec["min_epochs"] and epoch - best_epoch >= spec["patience"]:
+            break
+    model.load_state_dict(best_state)
+    top1, bprime = evaluate(model, xte, yte)
+    record = {
+        "dataset": spec["dataset"], "sgs": options, "num_bins": spec["num_bins"], "seed": spec["seed"],
+        "top1": top1, "gmacs": gmacs(model, xte, options is not None),
+        "mean_bins": bprime, "epochs": len(curve), "best_epoch": best_epoch + 1, "val_curve": curve,
+    }
+    if options is not None and spec["num_bins"] == 32:  # Table A.4: fewer bins on the trained model
+        record["a4"] = []
+        for b in A4_BINS:
+            model.temporal.num_bins = b
+            acc, bp = evaluate(model, xte, yte)
+            record["a4"].append({"num_bins": b, "top1": acc, "gmacs": gmacs(model, xte, True), "mean_bins": bp})
+        model.temporal.num_bins = 32
+    record["cpu_s"] = round(time.process_time() - t_cpu, 1)
+    record["wall_s"] = round(time.perf_counter() - t_wall, 1)
+    return record
+
+
+# --------------------------------------------------------------------------------------------------------
+# Sweep, cache, tables
+# --------------------------------------------------------------------------------------------------------
+def spec_key(spec: dict) -> str:
+    return json.dumps({k: v for k, v in spec.items() if k != "cache"}, sort_keys=True)
+
+
+def read_cache(path: str) -> Dict[str, dict]:
+    done = {}
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    item = json.loads(line)
+                    done[item["key"]] = item["record"]
+    return done
+
+
+def fmt_pct(v: float) -> str:
+    return f"{100 * v:.1f}"
+
+
+def tables(records: List[dict], seeds: List[int]) -> str:
+    out = []
+    for dataset in sorted({r["dataset"] for r in records}):
+        rs = [r for r in records if r["dataset"] == dataset]
+        base = [r for r in rs if r["sgs"] is None]
+        base_top1 = statistics.fmean(r["top1"] for r in base) if base else float("nan")
+        base_g = statistics.fmean(r["gmacs"] for r in base) if base else float("nan")
+        out.append(f"\n### {dataset} variant (video top-1 %, T = {FRAMES}, {SIZE}x{SIZE}, {BACKBONE}, SGS after res2)\n")
+        out.append("| model | " + " | ".join(f"seed {s}" for s in seeds)
+                   + " | mean top-1 | vs no SGS (goal >= -1.0) | GMACs / clip | fewer GMACs (goal >= 40 %) "
+                     "| mean B' | epochs (best) |")
+        out.append("|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|")
+        configs = sorted({((r["sgs"] or {}).get("assignment"), r["num_bins"]) for r in rs},
+                         key=lambda c: (c[0] is not None, c[0] or "", c[1] or 0))
+        for assignment, b in configs:
+            group = [r for r in rs if (r["sgs"] or {}).get("assignment") == assignment and r["num_bins"] == b]
+            by_seed = {r["seed"]: r for r in group}
+            top1 = statistics.fmean(r["top1"] for r in group)
+            g = statistics.fmean(r["gmacs"] for r in group)
+            name = "no SGS" if assignment is None else f"SGS {assignment}, B = {b}"
+            delta = "" if assignment is None else f"{100 * (top1 - base_top1):+.1f}"
+            fewer = "" if assignment is None else f"{100 * (1 - g / base_g):.0f} %"
+            epochs = ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in sorted(group, key=lambda r: r["seed"]))
+            out.append(
+                f"| {name} | " + " | ".join(fmt_pct(by_seed[s]["top1"]) if s in by_seed else "–" for s in seeds)
+                + f" | {fmt_pct(top1)} | {delta} | {g:.4f} | {fewer} "
+                f"| {statistics.fmean(r['mean_bins'] for r in group):.1f} | {epochs} |"
+            )
+        a4 = [r for r in rs if r.get("a4")]
+        if a4:
+            out.append(f"\n**Table A.4, {dataset}**: trained with B = 32, tested with fewer bins (mean over seeds; "
+                       "top-1 % / GMACs per clip / mean B')\n")
+            out.append("| assignment | " + " | ".join(f"B = {b}" for b in (*A4_BINS, 32)) + " |")
+            out.append("|---|" + "---|" * (len(A4_BINS) + 1))
+            for assignment in sorted({r["sgs"]["assignment"] for r in a4}):
+                grp = [r for r in a4 if r["sgs"]["assignment"] == assignment]
+                cells = []
+                for b in A4_BINS:
+                    items = [e for r in grp for e in r["a4"] if e["num_bins"] == b]
+                    cells.append(f"{fmt_pct(statistics.fmean(e['top1'] for e in items))} / "
+                                 f"{statistics.fmean(e['gmacs'] for e in items):.4f} / "
+                                 f"{statistics.fmean(e['mean_bins'] for e in items):.1f}")
+                cells.append(f"{fmt_pct(statistics.fmean(r['top1'] for r in grp))} / "
+                             f"{statistics.fmean(r['gmacs'] for r in grp):.4f} / "
+                             f"{statistics.fmean(r['mean_bins'] for r in grp):.1f}")
+                out.append(f"| {assignment} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def goal_lines(records: List[dict]) -> str:
+    rs = [r for r in records if r["dataset"] == "appearance"]
+    base = [r for r in rs if r["sgs"] is None]
+    if not base:
+        return ""
+    b_top1 = statistics.fmean(r["top1"] for r in base)
+    b_g = statistics.fmean(r["gmacs"] for r in base)
+    lines = ["\nGoal (appearance variant): some SGS setting within 1 point of no-SGS top-1 (mean over seeds) "
+             "with >= 40 % fewer GMACs per clip."]
+    met = []
+    for assignment, b in sorted({(r["sgs"]["assignment"], r["num_bins"]) for r in rs if r["sgs"]}):
+        grp = [r for r in rs if r["sgs"] and r["sgs"]["assignment"] == assignment and r["num_bins"] == b]
+        d = 100 * (statistics.fmean(r["top1"] for r in grp) - b_top1)
+        fewer = 100 * (1 - statistics.fmean(r["gmacs"] for r in grp) / b_g)
+        if d >= -1.0 and fewer >= 40.0:
+            met.append(f"{assignment} B = {b} ({d:+.1f} points, {fewer:.0f} % fewer GMACs)")
+    lines.append("Met by: " + ("; ".join(met) if met else "no setting") + ".")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
+    ap.add_argument("--bins", nargs="+", type=int, default=[4, 8, 16, 32])
+    ap.add_argument("--assignments", nargs="+", default=["released", "interpolate"],
+                    choices=["released", "interpolate"])
+    ap.add_argument("--sizes", nargs=3, type=int, default=[384, 96, 192], metavar=("TRAIN", "VAL", "TEST"))
+    ap.add_argument("--max-epochs", type=int, default=60)
+    ap.add_argument("--min-epochs", type=int, default=60)
+    ap.add_argument("--patience", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel, one CPU thread each (default 1)")
+    ap.add_argument("--cache", default="data_cache/sgs_tradeoff")
+    ap.add_argument("--out", default="benchmarks/results/sgs_tradeoff.json")
+    ap.add_argument("--markdown", default="benchmarks/results/sgs_tradeoff.md")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 epochs, B = 4 and 32, one seed")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.sizes, args.max_epochs, args.min_epochs, args.patience = [24, 8, 8], 2, 1, 1
+        args.seeds, args.bins = args.seeds[:1], [4, 32]
+        args.cache = os.path.join(args.cache, "quick")
+    torch.set_num_threads(1)
+    os.makedirs(args.cache, exist_ok=True)
+    cache_path = os.path.join(args.cache, "runs.jsonl")
+    base = dict(sizes=list(args.sizes), augment="d4+roll", schedule="cosine", max_epochs=args.max_epochs, min_epochs=args.min_epochs,
+                patience=args.patience, batch=args.batch, lr=args.lr, backbone=BACKBONE, cache=args.cache)
+    specs = []
+    for seed in args.seeds:
+        for dataset in args.datasets:
+            specs.append({**base, "dataset": dataset, "seed": seed, "assignment": None, "num_bins": None})
+            for b in sorted(args.bins, reverse=True):  # B = 32 first: the A.4 evaluations come with it
+                for a in args.assignments:
+                    specs.append({**base, "dataset": dataset, "seed": seed, "assignment": a, "num_bins": b})
+    done = read_cache(cache_path)
+    todo = [s for s in specs if spec_key(s) not in done]
+    print(f"# SGS trade-off: {len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to train "
+          f"({args.jobs} in parallel, 1 thread each); load average {os.getloadavg()}", flush=True)
+    for seed in args.seeds:  # generate + decode the data once, before the workers start
+        for dataset in args.datasets:
+            load_data(args.cache, dataset, seed, tuple(args.sizes))
+    t0 = time.perf_counter()
+
+    def finished(spec, record):
+        with open(cache_path, "a") as f:
+            f.write(json.dumps({"key": spec_key(spec), "record": record}) + "\n")
+        done[spec_key(spec)] = record
+        print(f"  {record['dataset']:10s} seed {record['seed']} {str(spec['assignment']):11s} B={record['num_bins']}: "
+              f"top-1 {fmt_pct(record['top1'])} %, {record['gmacs']:.4f} GMACs, B' {record['mean_bins']:.1f}, "
+              f"{record['epochs']} epochs, CPU {record['cpu_s']:.0f} s, wall {record['wall_s']:.0f} s "
+              f"(load {os.getloadavg()[0]:.1f})", flush=True)
+
+    if args.jobs > 1 and len(todo) > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(run_one, s): s for s in todo}
+            for fut in as_completed(futures):
+                finished(futures[fut], fut.result())
+    else:
+        for s in todo:
+            finished(s, run_one(s))
+    records = [done[spec_key(s)] for s in specs]
+    rows = [{k: r[k] for k in ("dataset", "sgs", "num_bins", "seed", "top1", "gmacs")} for r in records]
+    a4_rows = [{"dataset": r["dataset"], "sgs": r["sgs"], "train_num_bins": 32, "num_bins": e["num_bins"],
+                "seed": r["seed"], "top1": e["top1"], "gmacs": e["gmacs"]} for r in records for e in r.get("a4", [])]
+    details = [{k: v for k, v in r.items() if k not in ("top1", "gmacs", "a4")} for r in records]
+    conditions = {"backbone": BACKBONE, "frames": FRAMES, "size": SIZE, "sizes_train_val_test": list(args.sizes),
+                  "max_epochs": args.max_epochs, "min_epochs": args.min_epochs, "patience": args.patience,
+                  "batch": args.batch, "lr": args.lr, "threads_per_run": 1, "jobs": args.jobs,
+                  "torch": torch.__version__, "load_average_end": list(os.getloadavg())}
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"rows": rows, "a4_rows": a4_rows, "details": details, "conditions": conditions}, f, indent=1)
+    text = tables(records, args.seeds) + "\n" + goal_lines(records)
+    head = (f"SGS trade-off ({len(records)} runs; {BACKBONE}, 1 thread per run, {args.jobs} in parallel; "
+            f"total CPU {sum(r['cpu_s'] for r in records) / 60:.0f} min; load average at the end "
+            f"{os.getloadavg()[0]:.1f}; this invocation {(time.perf_counter() - t0) / 60:.1f} min wall)\n")
+    with open(args.markdown, "w") as f:
+        f.write(head + text + "\n")
+    print("\n" + head + text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""benchmarks/sgs_tradeoff.py end to end on tiny data: the results file has the agreed format, GMACs are what
+ran, Table A.4 re-tests the B = 32 model, and a second invocation resumes from the run cache."""
+import json
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from lightning_temporal.models.registry import build_backbone
+from tests.bench import load_benchmark
+
+
+def plain_gmacs(num_classes: int) -> float:
+    with torch.device("meta"):
+        model = build_backbone("simple3d", num_classes).eval()
+        x = torch.empty(1, 3, 32, 32, 32)
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        model(x)
+    return fc.get_total_flops() / 2e9
+
+
+def test_tradeoff_sweep_writes_rows_a4_and_resumes(tmp_path, capsys):
+    bench = load_benchmark("sgs_tradeoff")
+    out, md, cache = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "cache"
+    argv = ["--datasets", "appearance", "--seeds", "0", "--bins", "4", "32", "--assignments", "released",
+            "interpolate", "--sizes", "8", "4", "4", "--max-epochs", "1", "--min-epochs", "1", "--patience", "1",
+            "--cache", str(cache), "--out", str(out), "--markdown", str(md)]
+    bench.main(argv)
+    result = json.loads(out.read_text())
+    rows = result["rows"]
+    assert len(rows) == 5  # no SGS + 2 assignments x 2 B
+    for r in rows:
+        assert set(r) == {"dataset", "sgs", "num_bins", "seed", "top1", "gmacs"}
+        assert r["dataset"] == "appearance" and r["seed"] == 0 and 0.0 <= r["top1"] <= 1.0
+    base = [r for r in rows if r["sgs"] is None]
+    assert len(base) == 1 and base[0]["num_bins"] is None
+    assert base[0]["gmacs"] == pytest.approx(plain_gmacs(4), rel=1e-9)
+    for r in rows:
+        if r["sgs"] is not None:
+            assert r["sgs"] == {"after": "res2", "num_bins": r["num_bins"], "assignment": r["sgs"]["assignment"]}
+            assert r["gmacs"] < base[0]["gmacs"]  # at most B maps after res2, and T = 32
+    a4 = result["a4_rows"]
+    assert sorted((r["sgs"]["assignment"], r["num_bins"]) for r in a4) == sorted(
+        (a, b) for a in ("released", "interpolate") for b in (4, 8, 16))
+    assert all(r["train_num_bins"] == 32 and r["sgs"]["num_bins"] == 32 for r in a4)
+    # the clips decoded once: [N, T, S, S] uint8 of the requested sizes
+    data = bench.load_data(str(cache), "appearance", 0, (8, 4, 4))
+    assert data["train"][0].shape == (8, 32, 32, 32) and data["train"][0].dtype == torch.uint8
+    assert set(data["test"][1].tolist()) <= {0, 1, 2, 3}
+    text = md.read_text()
+    assert "no SGS" in text and "Table A.4" in text and "goal" in text
+    # resumes: nothing is trained again, the same file comes out
+    bench.run_one = lambda spec: pytest.fail(f"re-trained {spec}")
+    capsys.readouterr()
+    bench.main(argv)
+    assert "5 cached, 0 to train" in capsys.readouterr().out
+    assert json.loads(out.read_text())["rows"] == rows
+
+
+def test_augmentation_maps_motion_labels_and_keeps_shapes():
+    """Squares moving up / down / left / right (labels 0-3): after a random symmetry and shift of each copy,
+    the label still says where the square moves; for the appearance data the label never changes."""
+    bench = load_benchmark("sgs_tradeoff")
+    t, s = 4, 16
+    step = {0: (-1, 0), 1: (1, 0), 2: (0, -1), 3: (0, 1)}  # up, down, left, right as (dy, dx)
+    base = torch.zeros(s, s, dtype=torch.uint8)
+    base[7:9, 3:6] = 255  # not symmetric under a transpose, so a wrong transpose shows too
+    clips = torch.stack([torch.stack([base.roll((i * dy, i * dx), dims=(0, 1)) for i in range(t)])
+                         for dy, dx in step.values()])  # [4, T, S, S]
+    x, y = clips.repeat(32, 1, 1, 1), torch.arange(4).repeat(32)
+    g = torch.Generator().manual_seed(0)
+    xa, ya = bench.augment(x, y, "motion", g)
+    assert (ya != y).any()  # labels did change for some copies
+    for clip_a, label in zip(xa, ya.tolist()):
+        # frame 1 is frame 0 moved one pixel in the labelled direction (on the torus)
+        assert torch.equal(clip_a[1], clip_a[0].roll(step[label], dims=(0, 1)))
+    _, yb = bench.augment(x, torch.full((128,), 2), "appearance", g)
+    assert yb.tolist() == [2] * 128
