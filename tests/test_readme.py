@@ -84,3 +84,27 @@ def test_readme_cites_the_papers_and_nothing_outside_the_repository():
               if not p.endswith("/")}
     missing = [p for p in sorted(paths) if not p.startswith("http") and not os.path.exists(os.path.join(ROOT, p))]
     assert missing == []
+
+
+def test_layout_table_names_every_module_and_only_existing_ones():
+    """The README's package layout table matches the files: every module of the package is named in it (by its
+    file name in its folder's row, or by its path), and every file name in it exists."""
+    layout = README[README.index("## Package layout"):README.index("## Benchmarks")]
+    rows = [line for line in layout.splitlines() if line.startswith("| `")]
+    pkg = os.path.join(ROOT, "lightning_temporal")
+    for folder, _, files in os.walk(pkg):
+        rel = os.path.relpath(folder, ROOT).replace(os.sep, "/")
+        for name in files:
+            if not name.endswith(".py") or name == "__init__.py":
+                continue
+            row = [r for r in rows if f"`{rel}/" in r.split("|")[1] or f"`{rel}/{name}`" in r]
+            assert row and any(f"`{name}`" in r or f"/{name}`" in r for r in row), f"{rel}/{name} not in the layout"
+    named = set()
+    for r in rows:
+        head, what = r.split("|")[1], r.split("|")[2]
+        if "`lightning_temporal" not in head:
+            continue
+        folder = re.findall(r"`(lightning_temporal(?:/\w+)?)/`", head)
+        for name in re.findall(r"`(\w+\.py)`", head + what):
+            named.add(os.path.join(folder[0] if folder else "lightning_temporal", name))
+    assert [n for n in sorted(named) if not os.path.exists(os.path.join(ROOT, n))] == []
