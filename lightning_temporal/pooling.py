@@ -79,10 +79,17 @@ def softmax_temporal_pool(
         dim: the temporal dimension of ``scores`` (default ``-2``).
         mask: optional bool ``[..., T]`` (the shape of ``scores`` up to and including ``dim``), ``True`` at valid
             positions. Padded positions of ragged videos get zero weight, so a padded batch pools exactly like
-            each video alone. Every video needs at least one valid position.
+            each video alone.
 
     Returns:
         ``scores`` with ``dim`` removed (broadcast against ``gamma``), e.g. ``[..., C]``.
+
+    Raises:
+        ValueError: a video (an item of ``mask.shape[:-1]``) with no valid position. This is the one rule for an
+            all-masked video in the package (the classifier head pools through this function too): its pooled
+            score would be 0/0 for the mean and -inf for the maximum, and a zero stand-in would pass as a real
+            prediction, so it is an error; drop empty videos before pooling. Also a ``scores`` without a
+            temporal position, a negative or NaN ``gamma``, and a ``mask`` of the wrong shape or dtype.
 
     Non-finite scores: a valid ``-inf`` gets zero weight when ``gamma > 0`` (and makes the mean ``-inf``);
     ``+inf`` or NaN among the valid positions of a class is returned for that class.
@@ -110,9 +117,11 @@ def softmax_temporal_pool(
     else:
         if mask.dtype != torch.bool:
             raise TypeError(f"mask must be a bool tensor (True = valid position), got {mask.dtype}; use mask.bool()")
-        if mask.dim() == 0 or mask.shape[-1] != T:
+        want = tuple(scores.shape[: nd + dim + 1])
+        if tuple(mask.shape) != want:
             raise ValueError(
-                f"mask must be [..., T] with T={T} (the size of scores along dim {dim}), got {tuple(mask.shape)}"
+                f"mask must be [..., T] = {want} (the shape of scores up to and including dim {dim}, T={T}), got "
+                f"{tuple(mask.shape)}"
             )
         empty = ~mask.any(-1)
         if bool(empty.any()):

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_temporal.models.head import ClassifierHead, masked_temporal_pool
+from lightning_temporal.models.head import ClassifierHead
 from lightning_temporal.models.registry import BACKBONES, build_backbone
 from lightning_temporal.models.slowfast import merge_time
+from lightning_temporal.pooling import softmax_temporal_pool
 
 
 def gmacs(model: nn.Module, x: torch.Tensor) -> float:
@@ -134,20 +135,33 @@ def test_dense_logits_average_to_clip_logits_with_linear_head():
         torch.testing.assert_close(model.head.forward_dense(feat).mean(dim=1), model.head(feat, mask))
 
 
-def test_masked_temporal_pool_matches_elementwise_formula():
+@pytest.mark.parametrize("mode, gamma", [("avg", 0.0), ("max", math.inf)])
+def test_head_temporal_pool_is_softmax_pooling_with_its_empty_video_rule(mode, gamma):
+    # The head's masked temporal pool and the video pooling of clip scores are one computation: the head at
+    # "avg" / "max" is softmax_temporal_pool at gamma 0 / inf, on the same valid positions, with the same rule
+    # for a sample without any (a ValueError, not a zero that would pass as a prediction).
     torch.manual_seed(0)
-    x = torch.randn(3, 4, 5)
+    head = ClassifierHead(4, 3, temporal_pool=mode, spatial_pool="avg").eval()
+    feat = torch.randn(3, 4, 5, 2, 2)
     mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 0]], dtype=torch.bool)
-    garbage = x.clone()
-    garbage[~mask.unsqueeze(1).expand_as(x)] = 1e6  # padded positions must not matter
-    for mode in ("avg", "max"):
-        got = masked_temporal_pool(garbage, mask, mode)
-        for n in range(3):
-            for c in range(4):
-                vals = [x[n, c, t].item() for t in range(5) if mask[n, t]]
-                ref = sum(vals) / len(vals) if mode == "avg" else max(vals)
-                assert got[n, c].item() == pytest.approx(ref, rel=1e-6)
-    torch.testing.assert_close(masked_temporal_pool(x, None, "max"), x.amax(dim=2))
+    garbage = feat.clone()
+    garbage[~mask[:, None, :, None, None].expand_as(feat)] = 1e6  # padded positions must not matter
+    x = feat.mean(dim=(3, 4))  # N, C, T
+    # independent reference: the mean / max of the valid positions, element by element
+    ref = torch.tensor([[(sum if mode == "avg" else max)(x[n, c, t].item() for t in range(5) if mask[n, t])
+                         / (int(mask[n].sum()) if mode == "avg" else 1) for c in range(4)] for n in range(3)])
+    got = head(garbage, mask)
+    torch.testing.assert_close(got, head.fc(ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, head.fc(softmax_temporal_pool(x.transpose(1, 2), gamma, mask=mask)),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(head(feat), head.fc(x.mean(2) if mode == "avg" else x.amax(2)), rtol=1e-6, atol=1e-6)
+    empty = mask.clone()
+    empty[2] = False
+    with pytest.raises(ValueError, match=r"no valid position for item\(s\) \[\[2\]\]") as from_pool:
+        softmax_temporal_pool(x.transpose(1, 2), gamma, mask=empty)
+    with pytest.raises(ValueError, match=r"no valid position for item\(s\) \[\[2\]\]") as from_head:
+        head(feat, empty)
+    assert str(from_head.value) == str(from_pool.value)
 
 
 def test_head_rejects_bad_arguments():

@@ -148,6 +148,8 @@ def test_bad_inputs_are_named():
         softmax_temporal_pool(s, 1.0, mask=torch.tensor([[True] * 4, [False] * 4]))
     with pytest.raises(ValueError, match="T=4"):
         softmax_temporal_pool(s, 1.0, mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mask must be \[\.\.\., T\] = \(2, 4\)"):
+        softmax_temporal_pool(s, 1.0, mask=torch.ones(1, 4, dtype=torch.bool))  # would broadcast over the videos
     with pytest.raises(TypeError, match="bool"):
         softmax_temporal_pool(s, 1.0, mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="size 1 along the pooled dim"):
