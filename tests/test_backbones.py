@@ -189,6 +189,60 @@ def test_bad_stage_and_both_modules_rejected():
         build_backbone("slowfast_r50", 3)(torch.randn(1, 3, 10, 32, 32))
 
 
+class _Spy(nn.Module):
+    """A temporal module that records what it reads and hands it on unchanged, every position valid."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return x, torch.ones(x.shape[0], x.shape[2], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("name", ["r3d18_a1", "x3d_s", "slowfast_r50"])
+def test_temporal_module_reads_the_named_stage_of_each_pathway(name):
+    # One insertion rule for single- and two-pathway backbones: a module inserted after stage s reads what
+    # stage s gives (the stages recomputed one by one; on SlowFast the pathway's own input, before its lateral)
+    # with the stage's channels; an unknown stage or the last one is refused with the same message.
+    torch.manual_seed(0)
+    two = name == "slowfast_r50"
+    model = build_backbone(name, 3, depths=(1, 1, 1, 1)).eval()  # one block a stage: cheap
+    stages, cls = list(model.stage_out), type(model).__name__
+
+    def spies():
+        return {"slow": _Spy(), "fast": _Spy()} if two else {"module": _Spy()}
+
+    with pytest.raises(ValueError, match=rf"unknown stage 'res9'; {cls} has stages \['stem', 'res2'"):
+        model.insert_temporal("res9", **spies())
+    with pytest.raises(ValueError, match=f"cannot insert after the last stage '{stages[-1]}'"):
+        model.insert_temporal(stages[-1], **spies())
+    x = torch.randn(1, 3, 8 if two else 4, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    for after in stages[:-1]:
+        spies_here = spies()
+        model.insert_temporal(after, **spies_here)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref)  # an identity module with every position valid
+        if two:
+            for path, first in (("slow", x[:, :, :: model.alpha]), ("fast", x)):
+                (seen,) = spies_here[path].seen
+                assert seen.shape[1] == model.stage_channels(after, path)
+                if after == "stem":  # no lateral has run yet: recompute the pathway's stem alone
+                    with torch.no_grad():
+                        torch.testing.assert_close(seen, getattr(model, path)["stem"](first))
+        else:
+            (seen,) = spies_here["module"].seen
+            assert seen.shape[1] == model.stage_channels(after)
+            h = x
+            with torch.no_grad():
+                for stage in stages[: stages.index(after) + 1]:
+                    h = model.stages[stage](h)
+            torch.testing.assert_close(seen, h)
+
+
 def _static_clip(t, hw, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(1, 3, 1, hw, hw, generator=g).expand(1, 3, t, hw, hw).contiguous()
