@@ -48,6 +48,26 @@ def test_params_and_gmacs_match_published(name, shape, params, macs):
         assert p == pytest.approx(params, rel=0.02)
 
 
+def test_x3d_variants_are_table_entries_built_by_one_builder():
+    from lightning_temporal.models.x3d import X3D_VARIANTS, build_x3d
+
+    # PySlowFast X3D-S / X3D-M: gamma_d = 2.2 -> 3, 5, 11, 7 blocks; the published figures above are measured on
+    # the variant's own clip (X3D paper Table 3: 13 x 160^2 and 16 x 224^2)
+    for name, shape, *_ in PUBLISHED:
+        if name.startswith("x3d"):
+            v = X3D_VARIANTS[name]
+            assert v.depths == (3, 5, 11, 7) and (v.frames, v.crop, v.crop) == shape
+            with torch.device("meta"):
+                model = build_backbone(name, 7)
+            assert [len(model.stages[f"res{i}"]) for i in range(2, 6)] == [3, 5, 11, 7]
+    assert set(X3D_VARIANTS) <= set(BACKBONES) and {n for n in BACKBONES if n.startswith("x3d")} == set(X3D_VARIANTS)
+    with torch.device("meta"):
+        small = build_backbone("x3d_m", 5, depths=(1, 1, 1, 1), dropout=0.2)  # kwargs override the table
+    assert [len(small.stages[f"res{i}"]) for i in range(2, 6)] == [1, 1, 1, 1] and small.head.fc.out_features == 5
+    with pytest.raises(ValueError, match="unknown X3D variant 'x3d_q'; known variants: x3d_s, x3d_m"):
+        build_x3d("x3d_q")
+
+
 def test_r3d18_params_exact():
     # torchvision's r3d_18(num_classes=400) has exactly this many parameters
     assert meta_stats("r3d18", (16, 112, 112))[0] == 33_371_472
