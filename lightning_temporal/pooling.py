@@ -99,6 +99,7 @@ def softmax_temporal_pool(
         >>> softmax_temporal_pool(s, 0.0), softmax_temporal_pool(s, 1e6)
         (tensor([2.]), tensor([3.]))
     """
+    # Over 60 lines for its docstring (formula, shapes, the non-finite and empty-video rules); the code is ~30.
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         raise TypeError(f"scores must be a float tensor [..., T, C], got {getattr(scores, 'dtype', type(scores))}")
     if scores.dim() == 0:
@@ -112,26 +113,7 @@ def softmax_temporal_pool(
     if T == 0:
         raise ValueError(f"scores has no temporal position (size 0 along dim {dim}, shape {tuple(scores.shape)})")
 
-    if mask is None:
-        valid = None
-    else:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = valid position), got {mask.dtype}; use mask.bool()")
-        want = tuple(scores.shape[: nd + dim + 1])
-        if tuple(mask.shape) != want:
-            raise ValueError(
-                f"mask must be [..., T] = {want} (the shape of scores up to and including dim {dim}, T={T}), got "
-                f"{tuple(mask.shape)}"
-            )
-        empty = ~mask.any(-1)
-        if bool(empty.any()):
-            idx = empty.nonzero().tolist()[:5]
-            raise ValueError(
-                f"mask has no valid position for item(s) {idx} (index into mask.shape[:-1]={tuple(mask.shape[:-1])}); "
-                "every video needs at least one clip: drop empty videos before pooling"
-            )
-        # align mask's last dim with `dim` by appending the trailing (class) dimensions
-        valid = mask.reshape(mask.shape + (1,) * (-dim - 1))
+    valid = None if mask is None else _valid_positions(mask, scores.shape, dim)
 
     if isinstance(gamma, Tensor):
         g = gamma.to(device=scores.device, dtype=scores.dtype)
@@ -147,6 +129,27 @@ def softmax_temporal_pool(
     if math.isinf(gamma):
         return _masked_max(scores, dim, valid)
     return _pool(scores, gamma, dim, valid).squeeze(dim)
+
+
+def _valid_positions(mask: Tensor, shape: torch.Size, dim: int) -> Tensor:
+    """Check ``mask`` against scores of ``shape`` pooled over ``dim`` (negative); returns it with the trailing
+    (class) dimensions appended, so that it broadcasts against the scores."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = valid position), got {mask.dtype}; use mask.bool()")
+    want = tuple(shape[: len(shape) + dim + 1])
+    if tuple(mask.shape) != want:
+        raise ValueError(
+            f"mask must be [..., T] = {want} (the shape of scores up to and including dim {dim}, T={shape[dim]}), "
+            f"got {tuple(mask.shape)}"
+        )
+    empty = ~mask.any(-1)
+    if bool(empty.any()):
+        idx = empty.nonzero().tolist()[:5]
+        raise ValueError(
+            f"mask has no valid position for item(s) {idx} (index into mask.shape[:-1]={tuple(mask.shape[:-1])}); "
+            "every video needs at least one clip: drop empty videos before pooling"
+        )
+    return mask.reshape(mask.shape + (1,) * (-dim - 1))
 
 
 def _masked_mean(s: Tensor, dim: int, valid: Optional[Tensor], keepdim: bool = False) -> Tensor:

@@ -51,6 +51,15 @@ def merge_time(a: torch.Tensor, ma: Mask, b: torch.Tensor, mb: Mask) -> Tuple[to
     return out, _pad_mask(ma, ta, t, n, a.device) | _pad_mask(mb, tb, t, n, a.device)
 
 
+def _stem(c: int, kt: int) -> nn.Sequential:
+    """A pathway's stem: kt x 7 x 7 conv (3 -> c, spatial stride 2), BN, ReLU, 1 x 3 x 3 max pool (stride 2)."""
+    return nn.Sequential(
+        nn.Conv3d(3, c, (kt, 7, 7), stride=(1, 2, 2), padding=(kt // 2, 3, 3), bias=False),
+        nn.BatchNorm3d(c), nn.ReLU(inplace=True),
+        nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+    )
+
+
 class FastToSlow(nn.Module):
     """Lateral connection: kt x 1 x 1 conv with temporal stride alpha (fast C -> 2 beta C_slow), BN, ReLU."""
 
@@ -116,16 +125,8 @@ class SlowFast(TemporalInsertion):
             )
         self.alpha = alpha
         stem_c = widths[0]
-
-        def stem(c: int, kt: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv3d(3, c, (kt, 7, 7), stride=(1, 2, 2), padding=(kt // 2, 3, 3), bias=False),
-                nn.BatchNorm3d(c), nn.ReLU(inplace=True),
-                nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
-            )
-
-        slow_stages = {"stem": stem(stem_c, 1)}  # N, 64, T/alpha, H/4, W/4
-        fast_stages = {"stem": stem(stem_c // beta_inv, 5)}  # N, 8, T, H/4, W/4
+        slow_stages = {"stem": _stem(stem_c, 1)}  # N, 64, T/alpha, H/4, W/4
+        fast_stages = {"stem": _stem(stem_c // beta_inv, 5)}  # N, 8, T, H/4, W/4
         fusions = {"stem": FastToSlow(stem_c // beta_inv, fusion_ratio * stem_c // beta_inv, fusion_kernel, alpha)}
         self.stage_out: Dict[str, Tuple[int, int]] = {"stem": (stem_c, stem_c // beta_inv)}  # (slow, fast)
         cs = stem_c + fusion_ratio * stem_c // beta_inv
