@@ -1,4 +1,5 @@
-"""Softmax temporal pooling of clip scores into a video score (SPEC §1.6, seed §S.2).
+"""Softmax temporal pooling of clip scores into a video score (Ayral et al., TSS; supplementary §S.2 on the
+pooling temperature gamma_p, decoupled from the sampling temperature gamma_s).
 
 Pure torch: no Lightning, no I/O.
 
@@ -63,7 +64,7 @@ def _check_gamma(gamma: Gamma) -> None:
 def softmax_temporal_pool(
     scores: Tensor, gamma: Gamma = 0.0, dim: int = -2, mask: Optional[Tensor] = None
 ) -> Tensor:
-    """Pool clip scores over time with a softmax of temperature ``gamma`` (SPEC §1.6).
+    """Pool clip scores over time with a softmax of temperature ``gamma`` (TSS supplementary §S.2).
 
     ``y_c = sum_t softmax_t(gamma * s_{., c})_t * s_{t, c}``, computed per class (every other dimension is
     independent). The softmax is shifted by the per-class maximum, so any finite ``gamma`` (``1e6`` included)

@@ -7,7 +7,7 @@ from lightning_temporal.pooling import lengths_to_mask, softmax_temporal_pool
 
 
 def formula(scores, gamma):
-    """SPEC §1.6 written element by element in float64 Python: y_c = sum_t softmax_t(g s_.c)_t s_tc.
+    """Softmax pooling written element by element in float64 Python: y_c = sum_t softmax_t(g s_.c)_t s_tc.
 
     scores: nested list [T][C]. Uses the shift by the max only to avoid overflow of exp (mathematically exact).
     """
