@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lightning_temporal.modes import eval_mode
+
 __all__ = ["count_gmacs", "gmacs_per_clip"]
 
 
@@ -27,19 +29,13 @@ def gmacs_per_clip(model: nn.Module, clip: Tensor) -> List[float]:
     if clip.dim() != 5 or clip.shape[0] == 0:
         raise ValueError(f"count_gmacs expects clip [N, C, T, H, W] or [C, T, H, W] with N >= 1, "
                          f"got {tuple(clip.shape)}")
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
     out = []
-    try:
-        with torch.no_grad():
-            for i in range(clip.shape[0]):  # one clip at a time on purpose: each its own B' (not a hot path)
-                counter = FlopCounterMode(display=False)
-                with counter:
-                    model(clip[i : i + 1])
-                out.append(counter.get_total_flops() / 2 / 1e9)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model), torch.no_grad():
+        for i in range(clip.shape[0]):  # one clip at a time on purpose: each its own B' (not a hot path)
+            counter = FlopCounterMode(display=False)
+            with counter:
+                model(clip[i : i + 1])
+            out.append(counter.get_total_flops() / 2 / 1e9)
     return out
 
 

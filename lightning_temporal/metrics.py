@@ -1,4 +1,5 @@
-"""Evaluation metrics of the seeds (SPEC §1.7), as torchmetrics ``Metric`` objects correct under DDP.
+"""Evaluation metrics of the TSS seed (Ayral et al., supplementary: top-1 accuracy, the EER accuracy of Table
+S.4), as torchmetrics ``Metric`` objects correct under DDP.
 
 * top-1 / top-5 accuracy: torchmetrics' ``MulticlassAccuracy(top_k=k, average="micro")``;
 * mean per-class accuracy: :class:`MeanClassAccuracy` (recall averaged over the classes that occur in the targets);

@@ -1,4 +1,5 @@
-"""Softmax temporal pooling of clip scores into a video score (SPEC §1.6, seed §S.2).
+"""Softmax temporal pooling of clip scores into a video score (Ayral et al., TSS; supplementary §S.2 on the
+pooling temperature gamma_p, decoupled from the sampling temperature gamma_s).
 
 Pure torch: no Lightning, no I/O.
 
@@ -63,7 +64,7 @@ def _check_gamma(gamma: Gamma) -> None:
 def softmax_temporal_pool(
     scores: Tensor, gamma: Gamma = 0.0, dim: int = -2, mask: Optional[Tensor] = None
 ) -> Tensor:
-    """Pool clip scores over time with a softmax of temperature ``gamma`` (SPEC §1.6).
+    """Pool clip scores over time with a softmax of temperature ``gamma`` (TSS supplementary §S.2).
 
     ``y_c = sum_t softmax_t(gamma * s_{., c})_t * s_{t, c}``, computed per class (every other dimension is
     independent). The softmax is shifted by the per-class maximum, so any finite ``gamma`` (``1e6`` included)
@@ -79,10 +80,17 @@ def softmax_temporal_pool(
         dim: the temporal dimension of ``scores`` (default ``-2``).
         mask: optional bool ``[..., T]`` (the shape of ``scores`` up to and including ``dim``), ``True`` at valid
             positions. Padded positions of ragged videos get zero weight, so a padded batch pools exactly like
-            each video alone. Every video needs at least one valid position.
+            each video alone.
 
     Returns:
         ``scores`` with ``dim`` removed (broadcast against ``gamma``), e.g. ``[..., C]``.
+
+    Raises:
+        ValueError: a video (an item of ``mask.shape[:-1]``) with no valid position. This is the one rule for an
+            all-masked video in the package (the classifier head pools through this function too): its pooled
+            score would be 0/0 for the mean and -inf for the maximum, and a zero stand-in would pass as a real
+            prediction, so it is an error; drop empty videos before pooling. Also a ``scores`` without a
+            temporal position, a negative or NaN ``gamma``, and a ``mask`` of the wrong shape or dtype.
 
     Non-finite scores: a valid ``-inf`` gets zero weight when ``gamma > 0`` (and makes the mean ``-inf``);
     ``+inf`` or NaN among the valid positions of a class is returned for that class.
@@ -92,6 +100,7 @@ def softmax_temporal_pool(
         >>> softmax_temporal_pool(s, 0.0), softmax_temporal_pool(s, 1e6)
         (tensor([2.]), tensor([3.]))
     """
+    # Over 60 lines for its docstring (formula, shapes, the non-finite and empty-video rules); the code is ~30.
     if not isinstance(scores, Tensor) or not scores.is_floating_point():
         raise TypeError(f"scores must be a float tensor [..., T, C], got {getattr(scores, 'dtype', type(scores))}")
     if scores.dim() == 0:
@@ -105,24 +114,7 @@ def softmax_temporal_pool(
     if T == 0:
         raise ValueError(f"scores has no temporal position (size 0 along dim {dim}, shape {tuple(scores.shape)})")
 
-    if mask is None:
-        valid = None
-    else:
-        if mask.dtype != torch.bool:
-            raise TypeError(f"mask must be a bool tensor (True = valid position), got {mask.dtype}; use mask.bool()")
-        if mask.dim() == 0 or mask.shape[-1] != T:
-            raise ValueError(
-                f"mask must be [..., T] with T={T} (the size of scores along dim {dim}), got {tuple(mask.shape)}"
-            )
-        empty = ~mask.any(-1)
-        if bool(empty.any()):
-            idx = empty.nonzero().tolist()[:5]
-            raise ValueError(
-                f"mask has no valid position for item(s) {idx} (index into mask.shape[:-1]={tuple(mask.shape[:-1])}); "
-                "every video needs at least one clip: drop empty videos before pooling"
-            )
-        # align mask's last dim with `dim` by appending the trailing (class) dimensions
-        valid = mask.reshape(mask.shape + (1,) * (-dim - 1))
+    valid = None if mask is None else _valid_positions(mask, scores.shape, dim)
 
     if isinstance(gamma, Tensor):
         g = gamma.to(device=scores.device, dtype=scores.dtype)
@@ -138,6 +130,27 @@ def softmax_temporal_pool(
     if math.isinf(gamma):
         return _masked_max(scores, dim, valid)
     return _pool(scores, gamma, dim, valid).squeeze(dim)
+
+
+def _valid_positions(mask: Tensor, shape: torch.Size, dim: int) -> Tensor:
+    """Check ``mask`` against scores of ``shape`` pooled over ``dim`` (negative); returns it with the trailing
+    (class) dimensions appended, so that it broadcasts against the scores."""
+    if mask.dtype != torch.bool:
+        raise TypeError(f"mask must be a bool tensor (True = valid position), got {mask.dtype}; use mask.bool()")
+    want = tuple(shape[: len(shape) + dim + 1])
+    if tuple(mask.shape) != want:
+        raise ValueError(
+            f"mask must be [..., T] = {want} (the shape of scores up to and including dim {dim}, T={shape[dim]}), "
+            f"got {tuple(mask.shape)}"
+        )
+    empty = ~mask.any(-1)
+    if bool(empty.any()):
+        idx = empty.nonzero().tolist()[:5]
+        raise ValueError(
+            f"mask has no valid position for item(s) {idx} (index into mask.shape[:-1]={tuple(mask.shape[:-1])}); "
+            "every video needs at least one clip: drop empty videos before pooling"
+        )
+    return mask.reshape(mask.shape + (1,) * (-dim - 1))
 
 
 def _masked_mean(s: Tensor, dim: int, valid: Optional[Tensor], keepdim: bool = False) -> Tensor:

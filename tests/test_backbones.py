@@ -10,9 +10,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from lightning_temporal.models.head import ClassifierHead, masked_temporal_pool
+from lightning_temporal.models.head import ClassifierHead
 from lightning_temporal.models.registry import BACKBONES, build_backbone
 from lightning_temporal.models.slowfast import merge_time
+from lightning_temporal.pooling import softmax_temporal_pool
 
 
 def gmacs(model: nn.Module, x: torch.Tensor) -> float:
@@ -45,6 +46,26 @@ def test_params_and_gmacs_match_published(name, shape, params, macs):
     assert g == pytest.approx(macs, rel=0.02)
     if params is not None:
         assert p == pytest.approx(params, rel=0.02)
+
+
+def test_x3d_variants_are_table_entries_built_by_one_builder():
+    from lightning_temporal.models.x3d import X3D_VARIANTS, build_x3d
+
+    # PySlowFast X3D-S / X3D-M: gamma_d = 2.2 -> 3, 5, 11, 7 blocks; the published figures above are measured on
+    # the variant's own clip (X3D paper Table 3: 13 x 160^2 and 16 x 224^2)
+    for name, shape, *_ in PUBLISHED:
+        if name.startswith("x3d"):
+            v = X3D_VARIANTS[name]
+            assert v.depths == (3, 5, 11, 7) and (v.frames, v.crop, v.crop) == shape
+            with torch.device("meta"):
+                model = build_backbone(name, 7)
+            assert [len(model.stages[f"res{i}"]) for i in range(2, 6)] == [3, 5, 11, 7]
+    assert set(X3D_VARIANTS) <= set(BACKBONES) and {n for n in BACKBONES if n.startswith("x3d")} == set(X3D_VARIANTS)
+    with torch.device("meta"):
+        small = build_backbone("x3d_m", 5, depths=(1, 1, 1, 1), dropout=0.2)  # kwargs override the table
+    assert [len(small.stages[f"res{i}"]) for i in range(2, 6)] == [1, 1, 1, 1] and small.head.fc.out_features == 5
+    with pytest.raises(ValueError, match="unknown X3D variant 'x3d_q'; known variants: x3d_s, x3d_m"):
+        build_x3d("x3d_q")
 
 
 def test_r3d18_params_exact():
@@ -134,20 +155,33 @@ def test_dense_logits_average_to_clip_logits_with_linear_head():
         torch.testing.assert_close(model.head.forward_dense(feat).mean(dim=1), model.head(feat, mask))
 
 
-def test_masked_temporal_pool_matches_elementwise_formula():
+@pytest.mark.parametrize("mode, gamma", [("avg", 0.0), ("max", math.inf)])
+def test_head_temporal_pool_is_softmax_pooling_with_its_empty_video_rule(mode, gamma):
+    # The head's masked temporal pool and the video pooling of clip scores are one computation: the head at
+    # "avg" / "max" is softmax_temporal_pool at gamma 0 / inf, on the same valid positions, with the same rule
+    # for a sample without any (a ValueError, not a zero that would pass as a prediction).
     torch.manual_seed(0)
-    x = torch.randn(3, 4, 5)
+    head = ClassifierHead(4, 3, temporal_pool=mode, spatial_pool="avg").eval()
+    feat = torch.randn(3, 4, 5, 2, 2)
     mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 1, 0, 0]], dtype=torch.bool)
-    garbage = x.clone()
-    garbage[~mask.unsqueeze(1).expand_as(x)] = 1e6  # padded positions must not matter
-    for mode in ("avg", "max"):
-        got = masked_temporal_pool(garbage, mask, mode)
-        for n in range(3):
-            for c in range(4):
-                vals = [x[n, c, t].item() for t in range(5) if mask[n, t]]
-                ref = sum(vals) / len(vals) if mode == "avg" else max(vals)
-                assert got[n, c].item() == pytest.approx(ref, rel=1e-6)
-    torch.testing.assert_close(masked_temporal_pool(x, None, "max"), x.amax(dim=2))
+    garbage = feat.clone()
+    garbage[~mask[:, None, :, None, None].expand_as(feat)] = 1e6  # padded positions must not matter
+    x = feat.mean(dim=(3, 4))  # N, C, T
+    # independent reference: the mean / max of the valid positions, element by element
+    ref = torch.tensor([[(sum if mode == "avg" else max)(x[n, c, t].item() for t in range(5) if mask[n, t])
+                         / (int(mask[n].sum()) if mode == "avg" else 1) for c in range(4)] for n in range(3)])
+    got = head(garbage, mask)
+    torch.testing.assert_close(got, head.fc(ref), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, head.fc(softmax_temporal_pool(x.transpose(1, 2), gamma, mask=mask)),
+                               rtol=0, atol=0)
+    torch.testing.assert_close(head(feat), head.fc(x.mean(2) if mode == "avg" else x.amax(2)), rtol=1e-6, atol=1e-6)
+    empty = mask.clone()
+    empty[2] = False
+    with pytest.raises(ValueError, match=r"no valid position for item\(s\) \[\[2\]\]") as from_pool:
+        softmax_temporal_pool(x.transpose(1, 2), gamma, mask=empty)
+    with pytest.raises(ValueError, match=r"no valid position for item\(s\) \[\[2\]\]") as from_head:
+        head(feat, empty)
+    assert str(from_head.value) == str(from_pool.value)
 
 
 def test_head_rejects_bad_arguments():
@@ -173,6 +207,60 @@ def test_bad_stage_and_both_modules_rejected():
         build_backbone("r3d18_a1", 3, sgs={}, attention={})
     with pytest.raises(ValueError, match="alpha"):
         build_backbone("slowfast_r50", 3)(torch.randn(1, 3, 10, 32, 32))
+
+
+class _Spy(nn.Module):
+    """A temporal module that records what it reads and hands it on unchanged, every position valid."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append(x.clone())
+        return x, torch.ones(x.shape[0], x.shape[2], dtype=torch.bool)
+
+
+@pytest.mark.parametrize("name", ["r3d18_a1", "x3d_s", "slowfast_r50"])
+def test_temporal_module_reads_the_named_stage_of_each_pathway(name):
+    # One insertion rule for single- and two-pathway backbones: a module inserted after stage s reads what
+    # stage s gives (the stages recomputed one by one; on SlowFast the pathway's own input, before its lateral)
+    # with the stage's channels; an unknown stage or the last one is refused with the same message.
+    torch.manual_seed(0)
+    two = name == "slowfast_r50"
+    model = build_backbone(name, 3, depths=(1, 1, 1, 1)).eval()  # one block a stage: cheap
+    stages, cls = list(model.stage_out), type(model).__name__
+
+    def spies():
+        return {"slow": _Spy(), "fast": _Spy()} if two else {"module": _Spy()}
+
+    with pytest.raises(ValueError, match=rf"unknown stage 'res9'; {cls} has stages \['stem', 'res2'"):
+        model.insert_temporal("res9", **spies())
+    with pytest.raises(ValueError, match=f"cannot insert after the last stage '{stages[-1]}'"):
+        model.insert_temporal(stages[-1], **spies())
+    x = torch.randn(1, 3, 8 if two else 4, 16, 16)
+    with torch.no_grad():
+        ref = model(x)
+    for after in stages[:-1]:
+        spies_here = spies()
+        model.insert_temporal(after, **spies_here)
+        with torch.no_grad():
+            torch.testing.assert_close(model(x), ref)  # an identity module with every position valid
+        if two:
+            for path, first in (("slow", x[:, :, :: model.alpha]), ("fast", x)):
+                (seen,) = spies_here[path].seen
+                assert seen.shape[1] == model.stage_channels(after, path)
+                if after == "stem":  # no lateral has run yet: recompute the pathway's stem alone
+                    with torch.no_grad():
+                        torch.testing.assert_close(seen, getattr(model, path)["stem"](first))
+        else:
+            (seen,) = spies_here["module"].seen
+            assert seen.shape[1] == model.stage_channels(after)
+            h = x
+            with torch.no_grad():
+                for stage in stages[: stages.index(after) + 1]:
+                    h = model.stages[stage](h)
+            torch.testing.assert_close(seen, h)
 
 
 def _static_clip(t, hw, seed=0):

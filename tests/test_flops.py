@@ -72,3 +72,34 @@ def test_each_clip_counts_its_own_bins():
 def test_bad_clip_is_refused():
     with pytest.raises(ValueError, match="clip"):
         count_gmacs(Toy(), torch.zeros(3, 8))
+
+
+def test_counts_in_eval_mode_and_gives_each_submodule_its_flag_back():
+    # the counting runs in eval mode (BatchNorm on running statistics, as at inference); afterwards every
+    # submodule has its own flag again: one the user froze in eval mode stays frozen, also when the model raises
+    seen = []
+
+    class Recorder(nn.Module):
+        def __init__(self, fail=False):
+            super().__init__()
+            self.frozen = nn.BatchNorm3d(3).eval()
+            self.drop = nn.Dropout(0.5)
+            self.fail = fail
+
+        def forward(self, x):
+            seen.append({name: m.training for name, m in self.named_modules()})
+            if self.fail:
+                raise RuntimeError("boom")
+            return self.drop(self.frozen(x)).sum()
+
+    for fail in (False, True):
+        model = Recorder(fail)
+        assert model.training and model.drop.training and not model.frozen.training
+        if fail:
+            with pytest.raises(RuntimeError, match="boom"):
+                gmacs_per_clip(model, torch.zeros(2, 3, 2, 4, 4))
+        else:
+            gmacs_per_clip(model, torch.zeros(2, 3, 2, 4, 4))
+        assert seen and not any(v for modes in seen for v in modes.values())  # all in eval while counting
+        assert model.training and model.drop.training and not model.frozen.training
+        seen.clear()

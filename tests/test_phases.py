@@ -1,4 +1,5 @@
-"""Phases, exploration grid positions and radius (SPEC §1.2) against the formulas written per element."""
+"""Phases, exploration grid positions and radius (TSS supplementary §S.1, "Training phases": warm-up, exploration
+at uniformly spaced positions, exploitation) against the formulas written per element."""
 import math
 
 import pytest
@@ -76,7 +77,8 @@ def test_bad_slot():
 
 @pytest.mark.parametrize("E", list(range(1, 13)))
 def test_exploration_fills_every_position(E):
-    """SPEC §1.2 claims the table is fully initialised after exploration: check it for N = 1..300."""
+    """Exploration writes each score over [t - r, t + r], r = ceil(max(0, N - E) / (E - 1) / 2), so that the table
+    is fully initialised after exploration: check it for N = 1..300."""
     lengths = list(range(1, 301))
     V = len(lengths)
     table = ScoreTable(lengths, clip_len=16)

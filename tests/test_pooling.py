@@ -7,7 +7,7 @@ from lightning_temporal.pooling import lengths_to_mask, softmax_temporal_pool
 
 
 def formula(scores, gamma):
-    """SPEC §1.6 written element by element in float64 Python: y_c = sum_t softmax_t(g s_.c)_t s_tc.
+    """Softmax pooling written element by element in float64 Python: y_c = sum_t softmax_t(g s_.c)_t s_tc.
 
     scores: nested list [T][C]. Uses the shift by the max only to avoid overflow of exp (mathematically exact).
     """
@@ -148,6 +148,8 @@ def test_bad_inputs_are_named():
         softmax_temporal_pool(s, 1.0, mask=torch.tensor([[True] * 4, [False] * 4]))
     with pytest.raises(ValueError, match="T=4"):
         softmax_temporal_pool(s, 1.0, mask=torch.ones(2, 3, dtype=torch.bool))
+    with pytest.raises(ValueError, match=r"mask must be \[\.\.\., T\] = \(2, 4\)"):
+        softmax_temporal_pool(s, 1.0, mask=torch.ones(1, 4, dtype=torch.bool))  # would broadcast over the videos
     with pytest.raises(TypeError, match="bool"):
         softmax_temporal_pool(s, 1.0, mask=torch.ones(2, 4))
     with pytest.raises(ValueError, match="size 1 along the pooled dim"):

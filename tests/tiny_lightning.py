@@ -4,13 +4,15 @@ Everything here is defined at module level so that ``ddp_spawn`` can pickle it.
 
 * :class:`TinyClipDataset`: one fixed random tensor ``[3, L, S, S]`` per video (a class-dependent pattern is
   added inside the video's event window so that a model can learn where the class shows); items are the
-  CONTRACT §3 dict for a ``(video_idx, start)`` key.
-* :func:`collate_tiny`: the CONTRACT §3 batch dict (``"skipped"`` empty, ``"skip_errors"`` []).
+  clip dict of the package's datasets (``clip``, ``label``, ``video_idx``, ``start``, optional ``clean``) for a
+  ``(video_idx, start)`` key.
+* :func:`collate_tiny`: the batch dict of the package's collate (those keys stacked, ``"skipped"`` empty,
+  ``"skip_errors"`` []).
 * :class:`TinyManifest`: the part of ``VideoManifest`` the callback reads (``events`` int64 [V, 2] with -1
   where unknown, ``num_frames``, ``labels``, ``load_frame_scores(i)``).
 * :class:`TinyDataModule`: builds the dataset and a ``ClipSampler`` in ``setup`` with ``num_replicas``/``rank``
   taken from ``self.trainer``; exposes ``clip_sampler``, ``train_manifest``, ``clip_len`` and ``stride``.
-* :class:`TinyVideoModule`: 3D conv + linear following CONTRACT §6 (``score_clips``; ``training_step`` returns
+* :class:`TinyVideoModule`: 3D conv + linear with what the callback calls (``score_clips``; ``training_step`` returns
   ``{"loss", "logits"}``), optional dropout/BatchNorm, optional call log.
 * :class:`SaveStateCallback`: used by the DDP test: every rank saves its callback's table, its shard of each
   epoch and the gathered records of each epoch to ``out_dir/rank{r}.pt`` at the end of fit.
@@ -33,7 +35,7 @@ def clip_span(clip_len: int, stride: int) -> int:
 
 
 class TinyClipDataset(Dataset):
-    """Videos held in memory; ``dataset[(v, t)]`` is the CONTRACT §3 item of clip ``t`` of video ``v``.
+    """Videos held in memory; ``dataset[(v, t)]`` is the clip dict of clip ``t`` of video ``v``.
 
     The "augmentation" is deterministic (a horizontal flip of every other clip and a small offset), so that
     runs are reproducible without any global RNG: the exact-resume test relies on it.
@@ -100,7 +102,7 @@ class TinyManifest:
 
 
 class TinyDataModule(L.LightningDataModule):
-    """A data module exposing ``clip_sampler`` and ``train_manifest`` as CONTRACT §6 asks."""
+    """A data module exposing ``clip_sampler`` and ``train_manifest``, as ``StochasticSoftmaxCallback`` needs."""
 
     def __init__(self, num_videos: int = 12, min_frames: int = 8, max_frames: int = 24, clip_len: int = 4,
                  stride: int = 1, size: int = 6, num_classes: int = 3, batch_size: int = 4, clean: bool = True,
@@ -148,7 +150,8 @@ class TinyDataModule(L.LightningDataModule):
 
 
 class TinyVideoModule(L.LightningModule):
-    """3D conv + linear classifier following CONTRACT §6 (deterministic unless ``dropout > 0``)."""
+    """3D conv + linear classifier with ``score_clips`` and a ``training_step`` returning ``{"loss", "logits"}``
+    (deterministic unless ``dropout > 0``)."""
 
     def __init__(self, num_classes: int = 3, channels: int = 4, lr: float = 0.1, dropout: float = 0.0,
                  batchnorm: bool = False, record: bool = False, seed: int = 0):

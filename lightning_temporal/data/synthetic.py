@@ -1,4 +1,4 @@
-"""Synthetic localized-event videos (SPEC §3): real H.264 files plus manifests, fully determined by a seed.
+"""Synthetic localized-event videos: real H.264 files plus manifests, fully determined by a seed.
 
 Each video is long (default 64–192 frames) and its class shows only inside a short *event window*
 (default 10–20 % of the video) as a **motion**: one square object moves up, down, left or right.
@@ -6,8 +6,8 @@ A single frame does not reveal the class because the object's rest position is u
 wraps around (a torus), so the position distribution at any frame is the same for every class; the
 class is only visible in the displacement over several frames. Outside the window the same object
 rests with a small jitter. Class-independent distractors (identical squares moving diagonally for the
-whole video), a slowly drifting background and pixel noise make "any motion" useless as a cue: without
-them the task is too easy to tell samplers apart (SPEC §3 probe).
+whole video), a slowly drifting background and pixel noise make "any motion" useless as a cue (in a probe
+without distractors, uniform and TSS sampling both reached 100 % accuracy: nothing told the samplers apart).
 
 Variants:
 
@@ -29,7 +29,7 @@ Variants:
 Layout under ``root``::
 
     dataset.json                      parameters + generator version (written last)
-    train.csv, val.csv, test.csv      manifests (CONTRACT §7) with paths relative to root
+    train.csv, val.csv, test.csv      manifests (``VideoManifest`` CSV) with paths relative to root
     videos/<split>/<split>_00000.mp4  H.264 yuv420p, GOP 16, grey content stored as RGB
     scores/<split>/<split>_00000.npy  float32 [num_frames] per-frame intensity (PSPI analogue)
 
@@ -271,10 +271,8 @@ def render_video(
         direction = label
 
     frozen = _static_mask(rng, L, event) if variant == "redundancy" else np.zeros(L, dtype=bool)
-    dyn = np.cumsum(~frozen) - 1  # [L] index into the dynamic (simulated) timeline
-    T = int(dyn[-1]) + 1
-    t = np.arange(T, dtype=np.float64)
-
+    dyn, t = _timeline(frozen)
+    T = len(t)
     side = S / 8.0
     unit = S / 32.0  # px/frame scale: 2 px at 64x64, 1 px at 32x32
 
@@ -283,45 +281,79 @@ def render_video(
     pos += rng.uniform(-0.25 * unit, 0.25 * unit, size=(T, 2))
     speed = np.zeros(L, dtype=np.float64)
     if event is not None:
-        # trapezoid speed: rises over the first quarter, full speed in the middle half, falls over the last
-        # quarter; > 0 on every window frame. (A triangle left the window's edges nearly still, so clips that
-        # overlap only an edge carried a label without a visible motion and uniform training stalled.)
-        k = np.arange(w) + 0.5
-        ramp = np.minimum(1.0, np.minimum(k, w - k) / (w / 4.0))
-        # peak speed = event_speed * unit px/frame; the frame wraps (torus), so no cap on the distance is
-        # needed to keep the position distribution class-independent. (Version 2 moved ~1.1 unit/frame at
-        # most, about the distractors' speed: a tiny CNN with uniform clips learnt it only after ~40 epochs.)
-        dist = float(event_speed * unit * ramp.sum() / ramp.max())
-        ds = int(dyn[s])  # the window holds no frozen frame, so it maps to [ds, ds + w)
-        shift = np.zeros(T)
-        shift[ds : ds + w] = np.cumsum(ramp) / ramp.sum() * dist
-        shift[ds + w :] = dist
+        shift, speed[s : s + w] = _event_motion(w, int(dyn[s]), T, event_speed * unit)
         pos += shift[:, None] * np.asarray(DIRECTIONS[direction])[None, :]
-        speed[s : s + w] = ramp / ramp.max()
 
-    # Background: a fixed random gradient plus a slowly drifting global level.
+    img = _background(rng, S, L, t)
+    img = _add_distractors(rng, img, t, num_distractors, side, unit)
+    img = _composite(img, _square_coverage(pos, side, S), _OBJECT_LEVEL)  # main object on top
+    frames = _quantise(rng, img, noise, dyn)
+    return RenderedVideo(frames, speed.astype(np.float32), event, direction, float(frozen.mean()))
+
+
+def _timeline(frozen: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """``frozen`` bool [L] -> (``dyn`` [L], index of each frame into the dynamic (simulated) timeline;
+    ``t`` float [T], the dynamic times 0..T-1)."""
+    dyn = np.cumsum(~frozen) - 1
+    return dyn, np.arange(int(dyn[-1]) + 1, dtype=np.float64)
+
+
+def _event_motion(w: int, ds: int, T: int, peak: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Displacement [T] of the main object along its direction for an event of ``w`` frames starting at dynamic
+    time ``ds``, and its speed on the window's frames [w] normalised to a peak of 1.
+
+    Trapezoid speed: rises over the first quarter, full speed ``peak`` px/frame in the middle half, falls over
+    the last quarter; > 0 on every window frame. (A triangle left the window's edges nearly still, so clips that
+    overlap only an edge carried a label without a visible motion and uniform training stalled.) The frame
+    wraps (torus), so no cap on the distance is needed to keep the position distribution class-independent.
+    (Version 2 moved ~1.1 unit/frame at most, about the distractors' speed: a tiny CNN with uniform clips learnt
+    it only after ~40 epochs.) The window holds no frozen frame, so it maps to dynamic times [ds, ds + w).
+    """
+    k = np.arange(w) + 0.5
+    ramp = np.minimum(1.0, np.minimum(k, w - k) / (w / 4.0))
+    dist = float(peak * ramp.sum() / ramp.max())
+    shift = np.zeros(T)
+    shift[ds : ds + w] = np.cumsum(ramp) / ramp.sum() * dist
+    shift[ds + w :] = dist
+    return shift, ramp / ramp.max()
+
+
+def _background(rng: np.random.Generator, S: int, L: int, t: np.ndarray) -> np.ndarray:
+    """A fixed random gradient plus a slowly drifting global level: float [T, S, S] at dynamic times ``t``."""
     yy, xx = np.mgrid[0:S, 0:S] / S - 0.5
     theta = rng.uniform(0, 2 * np.pi)
     grad = rng.uniform(0.0, 0.15) * (np.cos(theta) * xx + np.sin(theta) * yy)
     period = rng.uniform(1.0, 3.0) * L
     level = rng.uniform(0.15, 0.4) + 0.06 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
-    img = level[:, None, None] + grad[None]  # [T, S, S]
+    return level[:, None, None] + grad[None]  # [T, S, S]
 
-    def paste(p: np.ndarray) -> None:  # alpha-composite a square at positions p [T, 2]
-        cov = _coverage(p[:, 0], side, S)[:, :, None] * _coverage(p[:, 1], side, S)[:, None, :]
-        img[:] = img * (1.0 - cov) + cov * _OBJECT_LEVEL
 
-    # Distractors: the same square, moving diagonally for the whole video (class-independent).
+def _square_coverage(p: np.ndarray, side: float, S: int) -> np.ndarray:
+    """Coverage [T, S, S] of a square of width ``side`` at positions ``p`` [T, 2] (y, x)."""
+    return _coverage(p[:, 0], side, S)[:, :, None] * _coverage(p[:, 1], side, S)[:, None, :]
+
+
+def _composite(img: np.ndarray, cov: np.ndarray, level: float) -> np.ndarray:
+    """Alpha-composite an object of grey ``level`` with coverage ``cov`` over ``img``."""
+    return img * (1.0 - cov) + cov * level
+
+
+def _add_distractors(rng: np.random.Generator, img: np.ndarray, t: np.ndarray, num_distractors: Tuple[int, int],
+                     side: float, unit: float) -> np.ndarray:
+    """Distractors: squares like the main object, moving diagonally for the whole video (class-independent)."""
+    S = img.shape[-1]
     for _ in range(int(rng.integers(num_distractors[0], num_distractors[1] + 1))):
         start = rng.uniform(0, S, size=2)
         vel = rng.choice([-1.0, 1.0], size=2) * rng.uniform(0.4, 0.9) * unit
-        paste(start[None, :] + t[:, None] * vel[None, :])
-    paste(pos)  # main object on top
+        img = _composite(img, _square_coverage(start[None, :] + t[:, None] * vel[None, :], side, S), _OBJECT_LEVEL)
+    return img
 
+
+def _quantise(rng: np.random.Generator, img: np.ndarray, noise: float, dyn: np.ndarray) -> np.ndarray:
+    """Pixel noise, then uint8 grey frames [L, S, S] (dynamic frame ``dyn[i]`` at frame i)."""
     if noise > 0:
-        img += rng.normal(0.0, noise, size=img.shape)
-    frames = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[dyn]
-    return RenderedVideo(frames, speed.astype(np.float32), event, direction, float(frozen.mean()))
+        img = img + rng.normal(0.0, noise, size=img.shape)
+    return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[dyn]
 
 
 def _shape_coverage(shape: str, center: np.ndarray, side: float, size: int, supersample: int = 4) -> np.ndarray:
@@ -356,35 +388,16 @@ def _render_appearance(
     frozen[s] = False  # the object appears on a new frame ...
     if e < L:
         frozen[e] = False  # ... and disappears on one
-    dyn = np.cumsum(~frozen) - 1  # [L] index into the dynamic (simulated) timeline
-    T = int(dyn[-1]) + 1
-    t = np.arange(T, dtype=np.float64)
-    unit = S / 32.0
-
-    yy, xx = np.mgrid[0:S, 0:S] / S - 0.5
-    theta = rng.uniform(0, 2 * np.pi)
-    grad = rng.uniform(0.0, 0.15) * (np.cos(theta) * xx + np.sin(theta) * yy)
-    period = rng.uniform(1.0, 3.0) * L
-    level = rng.uniform(0.15, 0.4) + 0.06 * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi))
-    img = level[:, None, None] + grad[None]  # [T, S, S]
-
-    side = S / 8.0
-    for _ in range(int(rng.integers(num_distractors[0], num_distractors[1] + 1))):
-        start = rng.uniform(0, S, size=2)
-        vel = rng.choice([-1.0, 1.0], size=2) * rng.uniform(0.4, 0.9) * unit
-        p = start[None, :] + t[:, None] * vel[None, :]
-        cov = _coverage(p[:, 0], side, S)[:, :, None] * _coverage(p[:, 1], side, S)[:, None, :]
-        img = img * (1.0 - cov) + cov * _OBJECT_LEVEL
+    dyn, t = _timeline(frozen)
+    img = _background(rng, S, L, t)
+    img = _add_distractors(rng, img, t, num_distractors, S / 8.0, S / 32.0)
 
     # the class object: still, on the dynamic frames of the window (frames s and e are dynamic, so no frame
     # outside the window maps to them)
     cov = _shape_coverage(label, rng.uniform(0, S, size=2), S * rng.uniform(0.30, 0.40), S)
     shown = slice(int(dyn[s]), int(dyn[e - 1]) + 1)
-    img[shown] = img[shown] * (1.0 - cov) + cov * rng.uniform(0.8, 0.95)
-
-    if noise > 0:
-        img += rng.normal(0.0, noise, size=img.shape)
-    frames = np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[dyn]
+    img[shown] = _composite(img[shown], cov, rng.uniform(0.8, 0.95))
+    frames = _quantise(rng, img, noise, dyn)
     scores = np.zeros(L, dtype=np.float32)
     scores[s:e] = 1.0
     return RenderedVideo(frames, scores, event, None, float(frozen.mean()))
@@ -560,6 +573,44 @@ def generate_dataset(
         num_classes, num_distractors, noise, fps, event_speed,
     )
     info_path = os.path.join(root, "dataset.json")
+    _clear_root(root, info_path, overwrite)
+    counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
+    pjson = params.to_json()
+    jobs = [
+        (root, split, i, label, pjson)
+        for split in SPLITS
+        for i, label in enumerate(_split_labels(params, split, counts[split]))
+    ]
+    workers = _default_workers(len(jobs)) if num_workers is None else int(num_workers)
+    t0 = time.perf_counter()
+    rows = _make_all(jobs, workers, progress, desc=f"synthetic {variant} videos")
+    elapsed = time.perf_counter() - t0
+    paths = _write_manifests(root, rows, counts, _columns(params.variant))
+    _write_info(info_path, params, counts, rows, elapsed, workers)  # last: its presence means the dataset is complete
+    return paths
+
+
+def _write_info(path: str, params: _Params, counts: Dict[str, int], rows: List[dict], elapsed: float,
+                workers: int) -> None:
+    """``dataset.json``: generator version, parameters, classes, counts; written atomically (through ``.part``)."""
+    info = {
+        "generator": "lightning_temporal.data.synthetic",
+        "version": GENERATOR_VERSION,
+        "params": params.to_json(),
+        "classes": list(class_names(params.variant, params.num_classes)),
+        "counts": counts,
+        "num_frames_total": int(sum(r["num_frames"] for r in rows)),
+        "generation_seconds": round(elapsed, 2),
+        "num_workers": workers,
+    }
+    tmp = path + ".part"
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=2)
+    os.replace(tmp, path)
+
+
+def _clear_root(root: str, info_path: str, overwrite: bool) -> None:
+    """Refuse an existing dataset unless ``overwrite``; remove what a previous run wrote; make the folders."""
     existing = [p for p in [info_path] + [os.path.join(root, f"{s}.csv") for s in SPLITS] if os.path.exists(p)]
     if existing and not overwrite:
         raise FileExistsError(
@@ -569,22 +620,16 @@ def generate_dataset(
     if os.path.exists(info_path):
         os.remove(info_path)  # first: an interrupted run must not look complete
     _remove_previous(root)
-    counts = {"train": params.num_train, "val": params.num_val, "test": params.num_test}
     for split in SPLITS:
         os.makedirs(os.path.join(root, "videos", split), exist_ok=True)
         os.makedirs(os.path.join(root, "scores", split), exist_ok=True)
 
-    pjson = params.to_json()
-    jobs = [
-        (root, split, i, label, pjson)
-        for split in SPLITS
-        for i, label in enumerate(_split_labels(params, split, counts[split]))
-    ]
-    workers = _default_workers(len(jobs)) if num_workers is None else int(num_workers)
+
+def _make_all(jobs: List[tuple], workers: int, progress: bool, desc: str) -> List[dict]:
+    """Run :func:`_make_one` on every job (in a process pool when ``workers > 0``); the rows in job order."""
     from tqdm.auto import tqdm
 
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"synthetic {variant} videos", unit="video", disable=not progress)
+    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress)
     rows: List[dict] = []
     try:
         if workers > 0 and len(jobs) > 1:
@@ -605,10 +650,12 @@ def generate_dataset(
                 bar.update(1)
     finally:
         bar.close()
-    elapsed = time.perf_counter() - t0
+    return rows
 
+
+def _write_manifests(root: str, rows: List[dict], counts: Dict[str, int], cols: List[str]) -> Dict[str, str]:
+    """One CSV per split under ``root`` from the rows in split order; ``{split: path}``."""
     paths = {}
-    cols = _columns(params.variant)
     offset = 0
     for split in SPLITS:
         path = os.path.join(root, f"{split}.csv")
@@ -618,20 +665,6 @@ def generate_dataset(
             writer.writerows(rows[offset : offset + counts[split]])
         offset += counts[split]
         paths[split] = path
-    info = {
-        "generator": "lightning_temporal.data.synthetic",
-        "version": GENERATOR_VERSION,
-        "params": pjson,
-        "classes": list(class_names(params.variant, params.num_classes)),
-        "counts": counts,
-        "num_frames_total": int(sum(r["num_frames"] for r in rows)),
-        "generation_seconds": round(elapsed, 2),
-        "num_workers": workers,
-    }
-    tmp = info_path + ".part"
-    with open(tmp, "w") as f:
-        json.dump(info, f, indent=2)
-    os.replace(tmp, info_path)  # written last: its presence means the dataset is complete
     return paths
 
 

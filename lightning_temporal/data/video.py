@@ -506,6 +506,21 @@ class _VideoFile:
         name, fed, seen, damaged = seg.name, seg.fed, seg.seen, seg.damaged
         landed, remaining, first_picture, n_damaged = seg.landed, len(want), None, 0
         convert, stop_early = (self._converter(size) if want else None), bool(want)
+
+        def take(pictures) -> None:  # convert the wanted pictures (one call per packet: ~0.1 us)
+            nonlocal first_picture, remaining
+            for picture in pictures:
+                first_picture = first_picture or picture
+                o = name.get(picture.pts)
+                if o is None or o < landed or o in seen or picture.is_corrupt:
+                    seg.odd_picture(o, picture)
+                    continue
+                seen.add(o)
+                slot = want.get(o)
+                if slot is not None:
+                    convert(picture, o, out[slot])
+                    remaining -= 1
+
         for packet in _packets(self.container, self.stream):
             if not packet.size:
                 continue
@@ -528,34 +543,14 @@ class _VideoFile:
             except av.FFmpegError as err:
                 seg.damage(i, f"the decoder rejects its packet ({err})", byte_level=True)
                 pictures = ()
-            for picture in pictures:
-                first_picture = first_picture or picture
-                o = name.get(picture.pts)
-                if o is None or o < landed or o in seen or picture.is_corrupt:
-                    seg.odd_picture(o, picture)
-                    continue
-                seen.add(o)
-                slot = want.get(o)
-                if slot is not None:
-                    convert(picture, o, out[slot])
-                    remaining -= 1
+            take(pictures)
             if len(damaged) != n_damaged:
                 n_damaged = len(damaged)
                 if stop_early and self._first_hit(table, damaged, want) is not None:
                     return damaged, first_picture
             if stop_early and remaining == 0:
                 break
-        for picture in _drain(self.stream):  # held-back pictures: no more decoding
-            first_picture = first_picture or picture
-            o = name.get(picture.pts)
-            if o is None or o < landed or o in seen or picture.is_corrupt:
-                seg.odd_picture(o, picture)
-                continue
-            seen.add(o)
-            slot = want.get(o)
-            if slot is not None:
-                convert(picture, o, out[slot])
-                remaining -= 1
+        take(_drain(self.stream))  # held-back pictures: no more decoding
         seg.remaining = remaining
         return seg.finish(), first_picture
 

@@ -8,7 +8,7 @@ pool over time, so that a sample's logits do not depend on what it is batched wi
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import nn
@@ -114,7 +114,55 @@ def run_temporal_after(
     return x, mask
 
 
-class StagedBackbone(nn.Module):
+def run_stage_then(
+    stage: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], temporal: Optional[nn.Module] = None
+) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """One stage of a forward pass -> ``(x, mask)``: followed by ``temporal`` when given
+    (:func:`run_temporal_after`), else run block by block under a mask (:func:`run_masked`), or whole while no
+    temporal module has run yet (``mask`` None)."""
+    if temporal is not None:
+        return run_temporal_after(stage, temporal, x, mask)
+    if mask is None:
+        return stage(x), None
+    return run_masked(stage, x, mask)
+
+
+class TemporalInsertion(nn.Module):
+    """Named stages with known output channels, and a temporal module inserted after one of them.
+
+    The one place that checks where a temporal module (SGS, attention) may go, for single-pathway
+    (:class:`StagedBackbone`) and two-pathway (``SlowFast``, one module per pathway) networks. Subclasses fill
+    ``self.stage_out`` (stage name -> what the stage outputs, e.g. its channels, in forward order) and call
+    :meth:`_insert`; ``self.temporal`` / ``self.temporal_after`` then say what runs after which stage.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stage_out: Dict[str, Any] = {}
+        self.temporal: Optional[nn.Module] = None
+        self.temporal_after: Optional[str] = None
+
+    def _stage_output(self, name: str) -> Any:
+        if name not in self.stage_out:
+            raise ValueError(f"unknown stage {name!r}; {type(self).__name__} has stages {list(self.stage_out)}")
+        return self.stage_out[name]
+
+    def _insert(self, after: str, module: nn.Module) -> None:
+        self._stage_output(after)  # validates the name
+        if after == list(self.stage_out)[-1]:
+            raise ValueError(f"cannot insert after the last stage {after!r}: nothing would run on its output")
+        self.temporal = module
+        self.temporal_after = after
+
+    def _temporal_after(self, name: str, pathway: Optional[str] = None) -> Optional[nn.Module]:
+        """The temporal module that runs after stage ``name`` (that of ``pathway`` when there is one per
+        pathway), or None."""
+        if name != self.temporal_after:
+            return None
+        return self.temporal if pathway is None else self.temporal[pathway]
+
+
+class StagedBackbone(TemporalInsertion):
     """A sequence of named stages (``stem``, ``res2`` ...) and a :class:`ClassifierHead`.
 
     Subclasses fill ``self.stages`` (an ``nn.ModuleDict`` in forward order), ``self.stage_out`` (channels
@@ -125,25 +173,13 @@ class StagedBackbone(nn.Module):
     stages: nn.ModuleDict
     head: ClassifierHead
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.stage_out: Dict[str, int] = {}
-        self.temporal: Optional[nn.Module] = None
-        self.temporal_after: Optional[str] = None
-
     def stage_channels(self, name: str) -> int:
         """Channels of the output of stage ``name``."""
-        if name not in self.stage_out:
-            raise ValueError(f"unknown stage {name!r}; this backbone has stages {list(self.stage_out)}")
-        return self.stage_out[name]
+        return self._stage_output(name)
 
     def insert_temporal(self, after: str, module: nn.Module) -> None:
         """Insert ``module`` (``forward(x) -> (x, mask)``) after stage ``after``."""
-        self.stage_channels(after)  # validates the name
-        if after == list(self.stage_out)[-1]:
-            raise ValueError(f"cannot insert after the last stage {after!r}: nothing would run on its output")
-        self.temporal = module
-        self.temporal_after = after
+        self._insert(after, module)
 
     def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``x [N, 3, T, H, W]`` -> ``(feat [N, C, T', H', W'], mask [N, T'] bool or None)``."""
@@ -151,12 +187,7 @@ class StagedBackbone(nn.Module):
             raise ValueError(f"expected a clip [N, 3, T, H, W], got shape {tuple(x.shape)}")
         mask: Optional[torch.Tensor] = None
         for name, stage in self.stages.items():
-            if name == self.temporal_after:
-                x, mask = run_temporal_after(stage, self.temporal, x, mask)
-            elif mask is None:
-                x = stage(x)
-            else:
-                x, mask = run_masked(stage, x, mask)
+            x, mask = run_stage_then(stage, x, mask, self._temporal_after(name))
         return x, mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

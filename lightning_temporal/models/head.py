@@ -5,34 +5,19 @@ temporal positions per sample; padded positions must not enter the clip predicti
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lightning_temporal.pooling import softmax_temporal_pool
+
 _POOLS = ("avg", "max")
-
-
-def masked_temporal_pool(x: torch.Tensor, mask: Optional[torch.Tensor], mode: str) -> torch.Tensor:
-    """Pool ``x [N, C, T]`` over T, ignoring positions where ``mask [N, T]`` is False -> ``[N, C]``.
-
-    ``mask=None`` means every position is valid. A sample with no valid position pools to zeros (it cannot
-    happen after SGS, which always keeps at least one bin, but a zero is safer than a NaN).
-    """
-    if mode not in _POOLS:
-        raise ValueError(f"temporal pool must be one of {_POOLS}, got {mode!r}")
-    if mask is None:
-        return x.mean(dim=2) if mode == "avg" else x.amax(dim=2)
-    if mask.shape != (x.shape[0], x.shape[2]):
-        raise ValueError(f"mask must have shape [N, T] = {(x.shape[0], x.shape[2])}, got {tuple(mask.shape)}")
-    m = mask.to(dtype=torch.bool).unsqueeze(1)  # N, 1, T
-    if mode == "avg":
-        count = m.sum(dim=2).clamp_min(1).to(x.dtype)
-        return (x * m.to(x.dtype)).sum(dim=2) / count
-    neg = torch.finfo(x.dtype).min
-    out = x.masked_fill(~m, neg).amax(dim=2)
-    return torch.where(m.any(dim=2), out, torch.zeros_like(out))
+#: the temporal pools as softmax-pooling temperatures: gamma 0 is exactly the mean of the valid positions, gamma
+#: inf exactly their maximum (:func:`~lightning_temporal.pooling.softmax_temporal_pool`)
+_POOL_GAMMA = {"avg": 0.0, "max": math.inf}
 
 
 class ClassifierHead(nn.Module):
@@ -94,8 +79,14 @@ class ClassifierHead(nn.Module):
         return self.fc(self.dropout(z))
 
     def forward(self, feat: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``feat [N, C, T, H, W]``, ``mask [N, T]`` bool or None -> logits ``[N, K]``."""
-        z = masked_temporal_pool(self._pool_space(feat), mask, self.temporal_pool)  # N, C
+        """``feat [N, C, T, H, W]``, ``mask [N, T]`` bool or None (all valid) -> logits ``[N, K]``.
+
+        The temporal pool is :func:`~lightning_temporal.pooling.softmax_temporal_pool` at gamma 0 (``"avg"``)
+        or inf (``"max"``) over the positions ``mask`` marks, with its rules: a sample with no valid position
+        raises ``ValueError`` (SGS always keeps at least one bin, so that is a bug upstream).
+        """
+        z = self._pool_space(feat).transpose(1, 2)  # N, T, C
+        z = softmax_temporal_pool(z, _POOL_GAMMA[self.temporal_pool], mask=mask)  # N, C
         return self._classify(z)
 
     def forward_dense(self, feat: torch.Tensor, window: int = 1) -> torch.Tensor:

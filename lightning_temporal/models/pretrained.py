@@ -64,18 +64,16 @@ def _ptv_x3d(module: str) -> Optional[str]:
         "blocks.5.pool.post_conv": "head.hidden.0",  # 1x1x1 conv on the pooled map = the 2048-d linear lin5
         "blocks.5.proj": "head.fc",
     }
-    if module in fixed:
-        return fixed[module]
-    m = re.fullmatch(r"blocks\.([1-4])\.res_blocks\.(\d+)\.(.+)", module)
-    if m and m[3] in _PTV_BLOCK:
-        return f"stages.res{int(m[1]) + 1}.{m[2]}.{_PTV_BLOCK[m[3]]}"
-    return None
+    return fixed.get(module) or _ptv_res_block(module)
 
 
 def _ptv_resnet(module: str) -> Optional[str]:
     fixed = {"blocks.0.conv": "stages.stem.0", "blocks.0.norm": "stages.stem.1", "blocks.5.proj": "head.fc"}
-    if module in fixed:
-        return fixed[module]
+    return fixed.get(module) or _ptv_res_block(module)
+
+
+def _ptv_res_block(module: str) -> Optional[str]:
+    """A PyTorchVideo single-pathway residual block (``blocks.<1-4>.res_blocks.<j>.<part>``) -> ``stages.res<2-5>``."""
     m = re.fullmatch(r"blocks\.([1-4])\.res_blocks\.(\d+)\.(.+)", module)
     if m and m[3] in _PTV_BLOCK:
         return f"stages.res{int(m[1]) + 1}.{m[2]}.{_PTV_BLOCK[m[3]]}"

@@ -7,6 +7,7 @@ its SGS runs on temporal blocks, ``block_size_slow`` (default 2) and ``block_siz
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Callable, Dict, List, Optional
 
 from torch import nn
@@ -15,15 +16,14 @@ from lightning_temporal.models.pretrained import PretrainedSource, load_pretrain
 from lightning_temporal.models.resnet3d import r3d18, r3d18_a1, r3d50, slow_r50
 from lightning_temporal.models.simple import simple3d
 from lightning_temporal.models.slowfast import SlowFast, slowfast_r50
-from lightning_temporal.models.x3d import x3d_m, x3d_s
+from lightning_temporal.models.x3d import X3D_VARIANTS, build_x3d
 
 BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     "r3d18": r3d18,
     "r3d18_a1": r3d18_a1,
     "r3d50": r3d50,
     "slow_r50": slow_r50,
-    "x3d_s": x3d_s,
-    "x3d_m": x3d_m,
+    **{name: partial(build_x3d, name) for name in X3D_VARIANTS},
     "slowfast_r50": slowfast_r50,
     "simple3d": simple3d,
 }

@@ -388,6 +388,8 @@ class SimilarityGuidedSampling(nn.Module):
         distance_eps: Optional[float] = None,
         pre_activation: bool = True,
     ) -> None:
+        # Over 60 lines: one check per argument, where the user passes it (as the other public classes do), then
+        # the embedding layers; a helper would only move the checks away from the arguments they name.
         super().__init__()
         if not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive int, got {in_channels!r}")

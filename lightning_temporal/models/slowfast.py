@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_temporal.models.backbone import apply_mask, init_weights, run_masked, run_temporal_after
+from lightning_temporal.models.backbone import TemporalInsertion, apply_mask, init_weights, run_stage_then
 from lightning_temporal.models.head import ClassifierHead
 from lightning_temporal.models.resnet3d import Bottleneck3d
 
@@ -51,6 +51,15 @@ def merge_time(a: torch.Tensor, ma: Mask, b: torch.Tensor, mb: Mask) -> Tuple[to
     return out, _pad_mask(ma, ta, t, n, a.device) | _pad_mask(mb, tb, t, n, a.device)
 
 
+def _stem(c: int, kt: int) -> nn.Sequential:
+    """A pathway's stem: kt x 7 x 7 conv (3 -> c, spatial stride 2), BN, ReLU, 1 x 3 x 3 max pool (stride 2)."""
+    return nn.Sequential(
+        nn.Conv3d(3, c, (kt, 7, 7), stride=(1, 2, 2), padding=(kt // 2, 3, 3), bias=False),
+        nn.BatchNorm3d(c), nn.ReLU(inplace=True),
+        nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+    )
+
+
 class FastToSlow(nn.Module):
     """Lateral connection: kt x 1 x 1 conv with temporal stride alpha (fast C -> 2 beta C_slow), BN, ReLU."""
 
@@ -65,7 +74,7 @@ class FastToSlow(nn.Module):
         return y, (None if mask is None else mask[:, :: self.alpha])
 
 
-class SlowFast(nn.Module):
+class SlowFast(TemporalInsertion):
     """Two-pathway ResNet-50 with lateral connections and one :class:`ClassifierHead`.
 
     ``forward_features`` returns one tensor: the fast features averaged over each group of alpha positions
@@ -116,18 +125,10 @@ class SlowFast(nn.Module):
             )
         self.alpha = alpha
         stem_c = widths[0]
-
-        def stem(c: int, kt: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv3d(3, c, (kt, 7, 7), stride=(1, 2, 2), padding=(kt // 2, 3, 3), bias=False),
-                nn.BatchNorm3d(c), nn.ReLU(inplace=True),
-                nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
-            )
-
-        slow_stages = {"stem": stem(stem_c, 1)}  # N, 64, T/alpha, H/4, W/4
-        fast_stages = {"stem": stem(stem_c // beta_inv, 5)}  # N, 8, T, H/4, W/4
+        slow_stages = {"stem": _stem(stem_c, 1)}  # N, 64, T/alpha, H/4, W/4
+        fast_stages = {"stem": _stem(stem_c // beta_inv, 5)}  # N, 8, T, H/4, W/4
         fusions = {"stem": FastToSlow(stem_c // beta_inv, fusion_ratio * stem_c // beta_inv, fusion_kernel, alpha)}
-        self.stage_out: Dict[str, Tuple[int, int]] = {"stem": (stem_c, stem_c // beta_inv)}
+        self.stage_out: Dict[str, Tuple[int, int]] = {"stem": (stem_c, stem_c // beta_inv)}  # (slow, fast)
         cs = stem_c + fusion_ratio * stem_c // beta_inv
         cf = stem_c // beta_inv
         names = [f"res{i + 2}" for i in range(len(depths))]
@@ -151,28 +152,21 @@ class SlowFast(nn.Module):
         self.slow = nn.ModuleDict(slow_stages)
         self.fast = nn.ModuleDict(fast_stages)
         self.fusions = nn.ModuleDict(fusions)
-        self.temporal: Optional[nn.ModuleDict] = None
-        self.temporal_after: Optional[str] = None
         self.head = ClassifierHead(cs + cf, num_classes, temporal_pool=temporal_pool, spatial_pool=spatial_pool,
                                    dropout=dropout)
         init_weights(self, zero_init_residual)
 
     def stage_channels(self, name: str, pathway: str = "slow") -> int:
         """Output channels of stage ``name`` on ``pathway`` (before the lateral concatenation)."""
-        if name not in self.stage_out:
-            raise ValueError(f"unknown stage {name!r}; SlowFast has stages {list(self.stage_out)}")
+        channels = self._stage_output(name)
         if pathway not in PATHWAYS:
             raise ValueError(f"pathway must be one of {PATHWAYS}, got {pathway!r}")
-        return self.stage_out[name][PATHWAYS.index(pathway)]
+        return channels[PATHWAYS.index(pathway)]
 
     def insert_temporal(self, after: str, slow: nn.Module, fast: nn.Module) -> None:
         """Insert one module per pathway (``forward(x) -> (x, mask)``) after stage ``after``, before its
         lateral connection."""
-        self.stage_channels(after)
-        if after == list(self.stage_out)[-1]:
-            raise ValueError(f"cannot insert after the last stage {after!r}: nothing would run on its output")
-        self.temporal = nn.ModuleDict({"slow": slow, "fast": fast})
-        self.temporal_after = after
+        self._insert(after, nn.ModuleDict({"slow": slow, "fast": fast}))
 
     def _head_input(self, xs: torch.Tensor, ms: Mask, xf: torch.Tensor, mf: Mask) -> Tuple[torch.Tensor, Mask]:
         """Average the fast features over groups of alpha positions (masked), then merge with the slow ones."""
@@ -196,12 +190,8 @@ class SlowFast(nn.Module):
         ms: Mask = None
         mf: Mask = None
         for name in self.slow:
-            if name == self.temporal_after:
-                xs, ms = run_temporal_after(self.slow[name], self.temporal["slow"], xs, ms)
-                xf, mf = run_temporal_after(self.fast[name], self.temporal["fast"], xf, mf)
-            else:
-                xs, ms = (self.slow[name](xs), None) if ms is None else run_masked(self.slow[name], xs, ms)
-                xf, mf = (self.fast[name](xf), None) if mf is None else run_masked(self.fast[name], xf, mf)
+            xs, ms = run_stage_then(self.slow[name], xs, ms, self._temporal_after(name, "slow"))
+            xf, mf = run_stage_then(self.fast[name], xf, mf, self._temporal_after(name, "fast"))
             if name in self.fusions:
                 lat, ml = self.fusions[name](xf, mf)
                 # the lateral's padded positions are BN + ReLU of zeros: zero them before they sit beside a

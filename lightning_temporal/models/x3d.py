@@ -1,4 +1,5 @@
-"""X3D (Feichtenhofer, CVPR 2020) as in PySlowFast / PyTorchVideo: ``x3d_s`` and ``x3d_m``.
+"""X3D (Feichtenhofer, CVPR 2020) as in PySlowFast / PyTorchVideo: the variants of ``X3D_VARIANTS``
+(``x3d_s``, ``x3d_m``), built by ``build_x3d``.
 
 Stages are named ``stem, res2, res3, res4, res5, conv5``; SGS / attention goes after ``res2`` by default
 (seed 002: X3D-S + ATFR).
@@ -13,7 +14,8 @@ BatchNorm, activations and pools are not counted. ``torch.utils.flop_counter`` c
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -100,7 +102,7 @@ class X3D(StagedBackbone):
 
     Example::
 
-        >>> m = x3d_s(num_classes=5)
+        >>> m = build_x3d("x3d_s", num_classes=5)
         >>> m(torch.randn(1, 3, 4, 64, 64)).shape
         torch.Size([1, 5])
 
@@ -161,15 +163,35 @@ class X3D(StagedBackbone):
         init_weights(self, zero_init_residual)
 
 
-def _x3d_depths(depth_factor: float, base: Sequence[int] = (1, 2, 5, 3)) -> tuple:
-    return tuple(int(math.ceil(depth_factor * d)) for d in base)  # 2.2 -> (3, 5, 11, 7)
+@dataclass(frozen=True)
+class X3dVariant:
+    """The numbers of one X3D variant (X3D paper Table 3; PySlowFast ``configs/Kinetics/X3D_*.yaml``).
+
+    ``depth_factor`` (gamma_d) sets the blocks per stage, ``ceil(gamma_d * (1, 2, 5, 3))``; the widths, the
+    bottleneck expansion (gamma_b = 2.25) and the head are :class:`X3D`'s defaults for every variant here.
+    ``frames`` x ``crop`` x ``crop`` is the clip the published GMACs are measured on: X3D-S and X3D-M are one
+    network run on different clips.
+    """
+
+    depth_factor: float
+    frames: int
+    crop: int
+
+    @property
+    def depths(self) -> Tuple[int, ...]:
+        return tuple(int(math.ceil(self.depth_factor * d)) for d in (1, 2, 5, 3))  # 2.2 -> (3, 5, 11, 7)
 
 
-def x3d_s(num_classes: int = 400, **kwargs) -> X3D:
-    """X3D-S: 13 frames at 160x160 -> 1.96 GMACs; same network as X3D-M (3.79M params with BatchNorm)."""
-    return X3D(**{"depths": _x3d_depths(2.2), **kwargs}, num_classes=num_classes)
+#: X3D variants by registry name (as timm keeps its ``model_cfgs``): add a variant here, it is a backbone name.
+X3D_VARIANTS: Dict[str, X3dVariant] = {
+    "x3d_s": X3dVariant(depth_factor=2.2, frames=13, crop=160),  # 1.96 GMACs, 3.79M params with BatchNorm (K=400)
+    "x3d_m": X3dVariant(depth_factor=2.2, frames=16, crop=224),  # 4.73 GMACs, same network
+}
 
 
-def x3d_m(num_classes: int = 400, **kwargs) -> X3D:
-    """X3D-M: 16 frames at 224x224 -> 4.73 GMACs, 3.79M params counting BatchNorm (K=400)."""
-    return X3D(**{"depths": _x3d_depths(2.2), **kwargs}, num_classes=num_classes)
+def build_x3d(variant: str, num_classes: int = 400, **kwargs) -> X3D:
+    """X3D ``variant`` (a key of :data:`X3D_VARIANTS`) with ``num_classes`` logits; ``kwargs`` go to :class:`X3D`
+    and override the variant's numbers (e.g. ``dropout=0.2``, or ``depths`` for a smaller network)."""
+    if variant not in X3D_VARIANTS:
+        raise ValueError(f"unknown X3D variant {variant!r}; known variants: {', '.join(X3D_VARIANTS)}")
+    return X3D(**{"depths": X3D_VARIANTS[variant].depths, **kwargs}, num_classes=num_classes)

@@ -1,14 +1,18 @@
 """Input feature maps vs SGS output maps (ATFR seed Fig. A.1), as a matplotlib Figure on the Agg canvas."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import List, Optional, Tuple
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
 __all__ = ["plot_sgs_feature_maps"]
+
+#: one row of the figure: its label, its (title, image) panels, its colour limits (None: RGB frames)
+Row = Tuple[str, List[Tuple[str, np.ndarray]], Optional[Tuple[float, float]]]
 
 
 def _one_sample(t: Tensor, dims: int, sample: int, name: str) -> Tensor:
@@ -51,6 +55,22 @@ def plot_sgs_feature_maps(
     """
     if not isinstance(channels, int) or channels < 1 or not isinstance(frames, int) or frames < 1:
         raise ValueError(f"channels and frames must be positive ints, got channels={channels!r}, frames={frames!r}")
+    inp, out = _real_bins(input_maps, output_maps, mask, sample)  # C, T, H, W and C, B'real, H, W
+    t = inp.shape[1]
+    times = torch.linspace(0, t - 1, min(frames, t)).round().long().unique()
+    bins = list(range(min(frames, out.shape[1])))
+    rows = [] if clip is None else [_frame_row(clip, len(times))]
+    rows += _map_rows(inp, out, min(channels, inp.shape[0]), times, bins)
+    ncols = max(len(times), len(bins), 1)
+    fig = Figure(figsize=(1.3 * ncols + 0.8, 1.3 * len(rows) + 0.4))
+    FigureCanvasAgg(fig)
+    _draw_rows(fig, rows, ncols)
+    fig.suptitle(f"SGS: {t} input maps -> {out.shape[1]} output maps", fontsize=9)
+    return fig
+
+
+def _real_bins(input_maps: Tensor, output_maps: Tensor, mask: Optional[Tensor], sample: int) -> Tuple[Tensor, Tensor]:
+    """One clip's input maps ``[C, T, H, W]`` and its real output bins ``[C, B'real, H, W]``, checked."""
     inp = _one_sample(input_maps, 4, sample, "input_maps")
     out = _one_sample(output_maps, 4, sample, "output_maps")
     if mask is None:
@@ -61,35 +81,34 @@ def plot_sgs_feature_maps(
         raise ValueError(f"mask has {valid.numel()} bins but output_maps has {out.shape[1]}")
     if inp.shape[0] != out.shape[0]:
         raise ValueError(f"input_maps has {inp.shape[0]} channels but output_maps has {out.shape[0]}")
-    out = out[:, valid]
-    c = min(channels, inp.shape[0])
-    t = inp.shape[1]
-    times = torch.linspace(0, t - 1, min(frames, t)).round().long().unique()
-    bins = list(range(min(frames, out.shape[1])))
-    ncols = max(len(times), len(bins), 1)
+    return inp, out[:, valid]
 
-    rows = []
-    if clip is not None:
-        rgb = torch.as_tensor(clip).detach().cpu().float()
-        if rgb.dim() == 4 and rgb.shape[0] == 3:  # [3, T, H, W] -> [T, H, W, 3]
-            rgb = rgb.permute(1, 2, 3, 0)
-        if rgb.dim() != 4 or rgb.shape[-1] != 3:
-            raise ValueError(f"clip must be [3, T, H, W] or [T, H, W, 3], got {tuple(rgb.shape)}")
-        if rgb.max() > 1.0:
-            rgb = rgb / 255.0
-        idx = torch.linspace(0, rgb.shape[0] - 1, len(times)).round().long()
-        rows.append(("frames", [(f"t={int(i)}", rgb[i].clamp(0, 1).numpy()) for i in idx], None))
+
+def _frame_row(clip: Tensor, count: int) -> Row:
+    """The row of ``count`` evenly spaced input frames of ``clip`` ``[3, T, H, W]`` or ``[T, H, W, 3]``."""
+    rgb = torch.as_tensor(clip).detach().cpu().float()
+    if rgb.dim() == 4 and rgb.shape[0] == 3:  # [3, T, H, W] -> [T, H, W, 3]
+        rgb = rgb.permute(1, 2, 3, 0)
+    if rgb.dim() != 4 or rgb.shape[-1] != 3:
+        raise ValueError(f"clip must be [3, T, H, W] or [T, H, W, 3], got {tuple(rgb.shape)}")
+    if rgb.max() > 1.0:
+        rgb = rgb / 255.0
+    idx = torch.linspace(0, rgb.shape[0] - 1, count).round().long()
+    return "frames", [(f"t={int(i)}", rgb[i].clamp(0, 1).numpy()) for i in idx], None
+
+
+def _map_rows(inp: Tensor, out: Tensor, c: int, times: Tensor, bins: List[int]) -> List[Row]:
+    """The input rows then the SGS rows of the first ``c`` channels, each channel on one colour scale."""
     limits = []  # one colour scale per channel, shared by its input and output rows
     for ch in range(c):
         both = torch.cat([inp[ch].flatten(), out[ch].flatten()])
         limits.append((both.min().item(), both.max().item()))
-    for ch in range(c):
-        rows.append((f"input c{ch}", [(f"t={int(i)}", inp[ch, i].numpy()) for i in times], limits[ch]))
-    for ch in range(c):
-        rows.append((f"SGS c{ch}", [(f"bin {b}", out[ch, b].numpy()) for b in bins], limits[ch]))
+    rows = [(f"input c{ch}", [(f"t={int(i)}", inp[ch, i].numpy()) for i in times], limits[ch]) for ch in range(c)]
+    return rows + [(f"SGS c{ch}", [(f"bin {b}", out[ch, b].numpy()) for b in bins], limits[ch]) for ch in range(c)]
 
-    fig = Figure(figsize=(1.3 * ncols + 0.8, 1.3 * len(rows) + 0.4))
-    FigureCanvasAgg(fig)
+
+def _draw_rows(fig: Figure, rows: List[Row], ncols: int) -> None:
+    """One row of images per entry of ``rows`` (label, [(title, image)], colour limits or None for RGB)."""
     axes = fig.subplots(len(rows), ncols, squeeze=False)
     for r, (label, images, lim) in enumerate(rows):
         for col in range(ncols):
@@ -107,5 +126,3 @@ def plot_sgs_feature_maps(
             ax.set_title(title, fontsize=7)
             if col == 0:
                 ax.set_ylabel(label, fontsize=8)
-    fig.suptitle(f"SGS: {t} input maps -> {out.shape[1]} output maps", fontsize=9)
-    return fig

@@ -74,6 +74,135 @@ def _phase_labels(phases: Any, epochs: np.ndarray) -> Optional[list]:
     return [_phase_key(p) for p in labels]
 
 
+def _clip_geometry(num_frames: int, clip_len: int, stride: int, gamma: Optional[float]) -> Tuple[int, int, float]:
+    """Checked sizes -> ``(span, n_pos, half)``: frames a clip covers, clip positions, offset of a clip's centre."""
+    for name, v, lo in (("num_frames", num_frames, 1), ("clip_len", clip_len, 1), ("stride", stride, 1)):
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
+    if gamma is not None and not (np.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"gamma must be None (plot raw table scores) or a finite float >= 0, got {gamma!r}")
+    span = (clip_len - 1) * stride + 1
+    return span, max(1, num_frames - span + 1), (span - 1) / 2.0
+
+
+def _clip_starts(
+    positions: ArrayLike, epochs: Optional[ArrayLike], n_pos: int, num_frames: int, span: int
+) -> Tuple[np.ndarray, np.ndarray]:
+    """Checked clip starts ``[E, K]`` (-1 = not drawn) and the epoch number of each row ``[E]``."""
+    pos = _np(positions, "positions")
+    if pos.ndim == 1:
+        pos = pos[:, None]  # E, K (K clips of this video per epoch; -1 = not drawn)
+    if pos.ndim != 2:
+        raise ValueError(f"positions must be [E] or [E, K] clip starts, got shape {pos.shape}")
+    n_ep = pos.shape[0]
+    ep = np.arange(n_ep) if epochs is None else _np(epochs, "epochs")
+    if ep.shape != (n_ep,):
+        raise ValueError(f"epochs must have one entry per row of positions ({n_ep}), got shape {ep.shape}")
+    bad = (pos >= 0) & ((pos > n_pos - 1) | (pos != np.round(pos)))
+    if bad.any():
+        e, k = np.argwhere(bad)[0]
+        raise ValueError(
+            f"positions[{e}, {k}] = {pos[e, k]} is not a clip start of this video: starts are integers 0..{n_pos - 1} "
+            f"(num_frames={num_frames}, clip span {span}); use -1 for an epoch where the video was not drawn"
+        )
+    return pos, ep
+
+
+def _draw_clips(ax, pos: np.ndarray, ep: np.ndarray, labels: Optional[list], span: int, half: float,
+                show_span: bool) -> np.ndarray:
+    """Top panel: each drawn clip at its centre frame (row = epoch, colour = phase); returns the drawn starts."""
+    rows, cols = np.nonzero(pos >= 0)
+    starts = pos[rows, cols]
+    y = ep[rows]
+    if show_span and len(starts):
+        ax.hlines(y, starts - 0.5, starts + span - 0.5, colors="0.6", linewidth=1.0, alpha=0.6)
+    if labels is None:
+        ax.plot(starts + half, y, "o", color="tab:red", markersize=4, linestyle="none", gid="sampled")
+    else:
+        row_labels = np.asarray(labels, dtype=object)[rows]
+        for lab in dict.fromkeys(labels):  # phases in order of first appearance
+            sel = row_labels == lab
+            if sel.any():
+                ax.plot(starts[sel] + half, y[sel], "o", markersize=4, linestyle="none",
+                        label=_PHASE_NAMES.get(lab, lab), color=_PHASE_COLORS.get(lab), gid=f"sampled:{lab}")
+    return starts
+
+
+def _draw_table(ax, scores: ArrayLike, gamma: Optional[float], score_epochs: Optional[ArrayLike], centres: np.ndarray,
+                num_frames: int, span: int) -> None:
+    """Bottom panel with a table: ``softmax(gamma * w)`` (or raw ``w``) of each snapshot, the last in bold."""
+    n_pos = len(centres)
+    w = _np(scores, "scores")
+    if w.ndim == 1:
+        w = w[None]
+    if w.ndim != 2 or w.shape[1] != n_pos:
+        raise ValueError(
+            f"scores must be [N] or [E', N] with N = {n_pos} clip positions (num_frames={num_frames}, "
+            f"clip span {span}), got shape {w.shape}"
+        )
+    dist = w if gamma is None else _softmax(w, float(gamma))
+    s_ep = np.arange(len(w)) if score_epochs is None else _np(score_epochs, "score_epochs")
+    if s_ep.shape != (len(w),):
+        raise ValueError(f"score_epochs must have one entry per snapshot ({len(w)}), got shape {s_ep.shape}")
+    if len(w) > 1:  # earlier snapshots fade in (colour = epoch), a few of them labelled; the final one on top
+        cmap = matplotlib.colormaps["viridis"]
+        labelled = set(np.unique(np.round(np.linspace(0, len(w) - 2, min(4, len(w) - 1)))).astype(int))
+        for i in range(len(w) - 1):
+            ax.plot(centres, dist[i], color=cmap(i / max(1, len(w) - 1)), alpha=0.45, linewidth=0.8,
+                    gid=f"snapshot:{i}", label=f"epoch {s_ep[i]:g}" if i in labelled else None)
+    ax.plot(centres, dist[-1], color="k", linewidth=1.6, gid="distribution",
+            label=f"epoch {s_ep[-1]:g} (last)" if len(w) > 1 else f"epoch {s_ep[-1]:g}")
+    ax.set_ylabel(f"softmax(γ·w), γ={gamma:g}" if gamma is not None else "table score w")
+    ax.set_ylim(bottom=min(0.0, float(dist.min())) if gamma is None else 0.0)
+
+
+def _draw_frequency(ax, starts: np.ndarray, centres: np.ndarray) -> None:
+    """Bottom panel without a table: the share of the draws that started at each clip position."""
+    counts = np.bincount(starts.astype(np.int64), minlength=len(centres)).astype(np.float64)
+    freq = counts / max(1.0, counts.sum())
+    ax.bar(centres, freq, width=1.0, color="tab:red", alpha=0.6, gid="distribution", label="share of the draws")
+    ax.set_ylabel("sampling frequency")
+    ax.set_ylim(bottom=0.0)
+
+
+def _shade_event(ax_map, ax_dist, event: Tuple[int, int], num_frames: int) -> None:
+    """The event window on both panels (one legend entry, on the bottom one)."""
+    ev = tuple(event)
+    if len(ev) != 2 or not (0 <= ev[0] < ev[1] <= num_frames):
+        raise ValueError(f"event must be (start, end) frames with 0 <= start < end <= {num_frames}, got {event!r}")
+    for ax in (ax_map, ax_dist):
+        ax.axvspan(ev[0] - 0.5, ev[1] - 0.5, color="gold", alpha=0.25, gid="event", zorder=0,
+                   label="event window" if ax is ax_dist else None)
+
+
+def _draw_frame_scores(ax_dist, frame_scores: ArrayLike, num_frames: int, label: str):
+    """Per-frame scores on a twin axis of the bottom panel, behind its distribution; returns the twin axis."""
+    fs = _np(frame_scores, "frame_scores")
+    if fs.shape != (num_frames,):
+        raise ValueError(f"frame_scores must be [L] with L = num_frames = {num_frames}, got shape {fs.shape}")
+    twin = ax_dist.twinx()
+    twin.plot(np.arange(num_frames), fs, color="tab:orange", linewidth=1.0, gid="frame_scores", label=label)
+    twin.set_ylabel(label, color="tab:orange")
+    twin.set_ylim(bottom=min(0.0, float(fs.min())))
+    # keep the distribution above the frame scores
+    ax_dist.set_zorder(twin.get_zorder() + 1)
+    ax_dist.patch.set_visible(False)
+    return twin
+
+
+def _add_legends(fig: Union[Figure, SubFigure], axes: list) -> None:
+    """Legends beside the panels, outside the data: what the markers (top) and the curves (bottom) are."""
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="phase")
+    handles, labels = [], []
+    for ax in axes[1:]:
+        h, lab = ax.get_legend_handles_labels()
+        handles, labels = handles + h, labels + lab
+    if handles:
+        fig.legend(handles, labels, loc="outside right lower", fontsize="small")
+
+
 def draw_sampling_map(
     fig: Union[Figure, SubFigure],
     positions: ArrayLike,
@@ -96,125 +225,33 @@ def draw_sampling_map(
 
     Returns the axes ``[map_ax, dist_ax]`` plus the twin axis of the frame scores when drawn.
     """
-    for name, v, lo in (("num_frames", num_frames, 1), ("clip_len", clip_len, 1), ("stride", stride, 1)):
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < lo:
-            raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
-    if gamma is not None and not (np.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma must be None (plot raw table scores) or a finite float >= 0, got {gamma!r}")
-    span = (clip_len - 1) * stride + 1
-    n_pos = max(1, num_frames - span + 1)
-    half = (span - 1) / 2.0
-
-    pos = _np(positions, "positions")
-    if pos.ndim == 1:
-        pos = pos[:, None]  # E, K (K clips of this video per epoch; -1 = not drawn)
-    if pos.ndim != 2:
-        raise ValueError(f"positions must be [E] or [E, K] clip starts, got shape {pos.shape}")
-    n_ep = pos.shape[0]
-    ep = np.arange(n_ep) if epochs is None else _np(epochs, "epochs")
-    if ep.shape != (n_ep,):
-        raise ValueError(f"epochs must have one entry per row of positions ({n_ep}), got shape {ep.shape}")
-    drawn = pos >= 0
-    bad = drawn & ((pos > n_pos - 1) | (pos != np.round(pos)))
-    if bad.any():
-        e, k = np.argwhere(bad)[0]
-        raise ValueError(
-            f"positions[{e}, {k}] = {pos[e, k]} is not a clip start of this video: starts are integers 0..{n_pos - 1} "
-            f"(num_frames={num_frames}, clip span {span}); use -1 for an epoch where the video was not drawn"
-        )
+    span, n_pos, half = _clip_geometry(num_frames, clip_len, stride, gamma)
+    pos, ep = _clip_starts(positions, epochs, n_pos, num_frames, span)
     labels = _phase_labels(phases, ep)
-
     ax_map, ax_dist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     axes = [ax_map, ax_dist]
 
-    # --- top: sampled clip per epoch
-    rows, cols = np.nonzero(drawn)
-    starts = pos[rows, cols]
-    y = ep[rows]
-    if show_span and len(starts):
-        ax_map.hlines(y, starts - 0.5, starts + span - 0.5, colors="0.6", linewidth=1.0, alpha=0.6)
-    if labels is None:
-        ax_map.plot(starts + half, y, "o", color="tab:red", markersize=4, linestyle="none", gid="sampled")
-    else:
-        row_labels = np.asarray(labels, dtype=object)[rows]
-        for lab in dict.fromkeys(labels):  # phases in order of first appearance
-            sel = row_labels == lab
-            if sel.any():
-                ax_map.plot(starts[sel] + half, y[sel], "o", markersize=4, linestyle="none",
-                            label=_PHASE_NAMES.get(lab, lab), color=_PHASE_COLORS.get(lab), gid=f"sampled:{lab}")
+    starts = _draw_clips(ax_map, pos, ep, labels, span, half, show_span)
     if title:
         ax_map.set_title(title)  # over the panel (a figure title would run into the legends beside it)
     ax_map.set_ylabel("epoch")
     ax_map.yaxis.set_major_locator(MaxNLocator(integer=True))
-    if n_ep:
+    if len(ep):
         ax_map.set_ylim(ep.max() + 0.5, ep.min() - 0.5)  # epoch 0 on top, time flows down to the distribution
     ax_map.set_xlim(-0.5, num_frames - 0.5)
 
-    # --- bottom: score distribution (or, without a table, the empirical distribution of the draws)
     centres = np.arange(n_pos) + half
     if scores is not None:
-        w = _np(scores, "scores")
-        if w.ndim == 1:
-            w = w[None]
-        if w.ndim != 2 or w.shape[1] != n_pos:
-            raise ValueError(
-                f"scores must be [N] or [E', N] with N = {n_pos} clip positions (num_frames={num_frames}, "
-                f"clip span {span}), got shape {w.shape}"
-            )
-        dist = w if gamma is None else _softmax(w, float(gamma))
-        s_ep = np.arange(len(w)) if score_epochs is None else _np(score_epochs, "score_epochs")
-        if s_ep.shape != (len(w),):
-            raise ValueError(f"score_epochs must have one entry per snapshot ({len(w)}), got shape {s_ep.shape}")
-        if len(w) > 1:  # earlier snapshots fade in (colour = epoch), a few of them labelled; the final one on top
-            cmap = matplotlib.colormaps["viridis"]
-            labelled = set(np.unique(np.round(np.linspace(0, len(w) - 2, min(4, len(w) - 1)))).astype(int))
-            for i in range(len(w) - 1):
-                ax_dist.plot(centres, dist[i], color=cmap(i / max(1, len(w) - 1)), alpha=0.45, linewidth=0.8,
-                             gid=f"snapshot:{i}", label=f"epoch {s_ep[i]:g}" if i in labelled else None)
-        ax_dist.plot(centres, dist[-1], color="k", linewidth=1.6, gid="distribution",
-                     label=f"epoch {s_ep[-1]:g} (last)" if len(w) > 1 else f"epoch {s_ep[-1]:g}")
-        ax_dist.set_ylabel(f"softmax(γ·w), γ={gamma:g}" if gamma is not None else "table score w")
-        ax_dist.set_ylim(bottom=min(0.0, float(dist.min())) if gamma is None else 0.0)
-    else:
-        counts = np.bincount(starts.astype(np.int64), minlength=n_pos).astype(np.float64)
-        freq = counts / max(1.0, counts.sum())
-        ax_dist.bar(centres, freq, width=1.0, color="tab:red", alpha=0.6, gid="distribution",
-                    label="share of the draws")
-        ax_dist.set_ylabel("sampling frequency")
-        ax_dist.set_ylim(bottom=0.0)
+        _draw_table(ax_dist, scores, gamma, score_epochs, centres, num_frames, span)
+    else:  # without a table, the empirical distribution of the draws
+        _draw_frequency(ax_dist, starts, centres)
     ax_dist.set_xlabel("frame (clip centre)")
 
     if event is not None:
-        ev = tuple(event)
-        if len(ev) != 2 or not (0 <= ev[0] < ev[1] <= num_frames):
-            raise ValueError(f"event must be (start, end) frames with 0 <= start < end <= {num_frames}, got {event!r}")
-        for ax in axes:
-            ax.axvspan(ev[0] - 0.5, ev[1] - 0.5, color="gold", alpha=0.25, gid="event", zorder=0,
-                       label="event window" if ax is ax_dist else None)
-
+        _shade_event(ax_map, ax_dist, event, num_frames)
     if frame_scores is not None:
-        fs = _np(frame_scores, "frame_scores")
-        if fs.shape != (num_frames,):
-            raise ValueError(f"frame_scores must be [L] with L = num_frames = {num_frames}, got shape {fs.shape}")
-        twin = ax_dist.twinx()
-        twin.plot(np.arange(num_frames), fs, color="tab:orange", linewidth=1.0, gid="frame_scores",
-                  label=frame_scores_label)
-        twin.set_ylabel(frame_scores_label, color="tab:orange")
-        twin.set_ylim(bottom=min(0.0, float(fs.min())))
-        # keep the distribution above the frame scores
-        ax_dist.set_zorder(twin.get_zorder() + 1)
-        ax_dist.patch.set_visible(False)
-        axes.append(twin)
-    # Legends beside the panels, outside the data: what the markers (top) and the curves (bottom) are.
-    handles, labels = ax_map.get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="phase")
-    handles, labels = [], []
-    for ax in axes[1:]:
-        h, lab = ax.get_legend_handles_labels()
-        handles, labels = handles + h, labels + lab
-    if handles:
-        fig.legend(handles, labels, loc="outside right lower", fontsize="small")
+        axes.append(_draw_frame_scores(ax_dist, frame_scores, num_frames, frame_scores_label))
+    _add_legends(fig, axes)
     return axes
 
 

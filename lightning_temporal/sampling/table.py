@@ -25,6 +25,22 @@ from lightning_temporal.sampling.segments import (
 __all__ = ["ScoreTable"]
 
 
+def _radius_per_record(radius, shape: torch.Size) -> Tensor:
+    """``radius`` (an int or an int tensor, one entry per record) checked -> int64 ``shape``, each >= 0."""
+    rad = torch.as_tensor(radius)
+    if rad.is_floating_point() or rad.is_complex() or rad.dtype == torch.bool:
+        raise ValueError(f"ScoreTable.fill: radius must be an int or an int tensor, got dtype {rad.dtype}")
+    rad = rad.to(torch.int64)
+    if rad.dim() == 0:
+        rad = rad.expand(shape)
+    elif rad.shape != shape:
+        raise ValueError(f"ScoreTable.fill: radius must be a scalar or have one entry per record "
+                         f"({tuple(shape)}), got shape {tuple(rad.shape)}")
+    if rad.numel() and int(rad.min()) < 0:
+        raise ValueError(f"ScoreTable.fill: radius must be >= 0, got {int(rad.min())}")
+    return rad
+
+
 class ScoreTable:
     """Clip-score tables w_x in R^{N_x} of all training videos, in one flat float32 tensor.
 
@@ -136,17 +152,7 @@ class ScoreTable:
         vid, st, sc, nbad = video_idx, start, score, 0
         if not checked:
             vid, st, sc = check_records(self.lengths, video_idx, start, score, "ScoreTable.fill")
-        rad = torch.as_tensor(radius)
-        if rad.is_floating_point() or rad.is_complex() or rad.dtype == torch.bool:
-            raise ValueError(f"ScoreTable.fill: radius must be an int or an int tensor, got dtype {rad.dtype}")
-        rad = rad.to(torch.int64)
-        if rad.dim() == 0:
-            rad = rad.expand(vid.shape)
-        elif rad.shape != vid.shape:
-            raise ValueError(f"ScoreTable.fill: radius must be a scalar or have one entry per record "
-                             f"({tuple(vid.shape)}), got shape {tuple(rad.shape)}")
-        if rad.numel() and int(rad.min()) < 0:
-            raise ValueError(f"ScoreTable.fill: radius must be >= 0, got {int(rad.min())}")
+        rad = _radius_per_record(radius, vid.shape)
         if not checked:
             vid, st, sc, (rad,), nbad = drop_nonfinite(vid, st, sc, "ScoreTable.fill", rad)
         rounds = 0
