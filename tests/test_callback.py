@@ -373,7 +373,7 @@ def test_uniform_mode_hit_rate_is_lower_than_prior():
 def test_reinforce_mode_updates_logits_after_warmup():
     """The logits theta after fit equal REINFORCE applied element by element, from zero, to the clips of the
     epochs after warm-up, each scored independently here as the target logit of its clean clip."""
-    W, lr, m = 1, 5.0, 0.5
+    W, lr, m = 1, 5.0, 0.7  # m != 0.5: a swap of m and 1 - m must show
     module = TinyVideoModule(lr=0.0)  # weights fixed: the clip scores can be recomputed after fit
     cb = StochasticSoftmaxCallback(mode="reinforce", warmup_epochs=W, reinforce_lr=lr, reinforce_baseline_momentum=m)
     dm = TinyDataModule(num_videos=6, batch_size=3)
