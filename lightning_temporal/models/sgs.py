@@ -23,7 +23,9 @@ Two assignments of frames to bins (``assignment=``):
   clip whose Delta are all equal (to 64 float eps relative to the embedding's size) is one bin, explicitly.
 
 What neither assignment can keep: bins are ordered by similarity, not by time, so a class defined only by the
-order of positions (the direction of a motion) is averaged away.
+order of positions (the direction of a motion) is averaged away. And Delta is one number per frame (its
+distance to the clip's mean with ``l2_to_mean``): states that are equally far from the mean share a bin, e.g. a
+clip of two equally long states gives one bin, their mean (``interpolate``) or ~1e-5 x it (``released``).
 
 Pure math: no Lightning, no I/O. The functional pieces (`similarity_coordinates`, `scale_to_bins`,
 `bin_weights`, `interpolate_weights`, `compact_bins`, `merge_identical_bins`, `sample_bins`) are exposed so that
