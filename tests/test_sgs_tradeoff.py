@@ -78,31 +78,22 @@ def test_augmentation_maps_motion_labels_and_keeps_shapes():
     assert yb.tolist() == [2] * 128
 
 
-def test_readme_sgs_table_is_the_results_file():
-    """Every row of the README's appearance trade-off table (top-1, its gap to no SGS, GMACs, the saving) is the
-    mean over seeds of ``benchmarks/results/sgs_tradeoff.json``, which has both assignments at B in {4, 8, 16, 32}
-    and no SGS, on both datasets, for at least 2 seeds."""
-    import os
+def _readme_table(readme: str, header: str) -> list:
+    """Rows (name, B, top-1, gap, GMACs, saving) of the README table whose header row starts with ``header``."""
     import re
-    import statistics
 
-    root = os.path.join(os.path.dirname(__file__), "..")
-    rows = json.load(open(os.path.join(root, "benchmarks", "results", "sgs_tradeoff.json")))["rows"]
-    configs = {(r["dataset"], (r["sgs"] or {}).get("assignment"), r["num_bins"]) for r in rows}
-    want = {(d, a, b) for d in ("appearance", "motion") for a in ("released", "interpolate") for b in (4, 8, 16, 32)}
-    assert want | {("appearance", None, None), ("motion", None, None)} <= configs
-    for c in configs:
-        seeds = {r["seed"] for r in rows if (r["dataset"], (r["sgs"] or {}).get("assignment"), r["num_bins"]) == c}
-        assert len(seeds) >= 2, c
+    block = readme[readme.index(header):].split("\n\n")[0]
+    return re.findall(r"^\| (no SGS|interpolate|released)(?:, B = (\d+))? \| ([\d.]+) \|\s*([−+\d.]*)\s*\| ([\d.]+) \|"
+                      r"\s*(?:(\d+) %)?\s*\|", block, flags=re.M)
+
+
+def _check_table(table, rows):
+    import statistics
 
     def mean(key, assignment, b):
         return statistics.mean(r[key] for r in rows if r["dataset"] == "appearance"
                                and (r["sgs"] or {}).get("assignment") == assignment and r["num_bins"] == b)
 
-    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
-    table = re.findall(r"^\| (no SGS|interpolate|released)(?:, B = (\d+))? \| ([\d.]+) \|\s*([−\d.]*)\s*\| ([\d.]+) \|"
-                       r"\s*(?:(\d+) %)?\s*\|", readme, flags=re.M)
-    assert len(table) == 9
     base_top1, base_gmacs = mean("top1", None, None), mean("gmacs", None, None)
     for name, b, top1, gap, gmacs, saving in table:
         assignment, b = (None, None) if name == "no SGS" else (name, int(b))
@@ -112,3 +103,30 @@ def test_readme_sgs_table_is_the_results_file():
             assert float(gap.replace("−", "-")) == pytest.approx(100 * (mean("top1", assignment, b) - base_top1),
                                                                  abs=0.051)
             assert int(saving) == round(100 * (1 - mean("gmacs", assignment, b) / base_gmacs))
+
+
+def test_readme_sgs_tables_are_the_results_files():
+    """Every row of the README's appearance trade-off tables (top-1, its gap to no SGS, GMACs, the saving) is the
+    mean over seeds of its results file: ``sgs_tradeoff.json`` (60 epochs; both assignments at B in {4, 8, 16, 32}
+    and no SGS, on both datasets, for at least 2 seeds) and ``sgs_tradeoff_90_epochs.json``."""
+    import os
+
+    root = os.path.join(os.path.dirname(__file__), "..")
+    results = os.path.join(root, "benchmarks", "results")
+    rows = json.load(open(os.path.join(results, "sgs_tradeoff.json")))["rows"]
+    configs = {(r["dataset"], (r["sgs"] or {}).get("assignment"), r["num_bins"]) for r in rows}
+    want = {(d, a, b) for d in ("appearance", "motion") for a in ("released", "interpolate") for b in (4, 8, 16, 32)}
+    assert want | {("appearance", None, None), ("motion", None, None)} <= configs
+    for c in configs:
+        seeds = {r["seed"] for r in rows if (r["dataset"], (r["sgs"] or {}).get("assignment"), r["num_bins"]) == c}
+        assert len(seeds) >= 2, c
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    table = _readme_table(readme, "| appearance variant | top-1 %")
+    assert len(table) == 9
+    _check_table(table, rows)
+    long = json.load(open(os.path.join(results, "sgs_tradeoff_90_epochs.json")))
+    assert long["conditions"]["max_epochs"] == long["conditions"]["min_epochs"] == 90
+    assert {r["seed"] for r in long["rows"]} == {0, 1}
+    table = _readme_table(readme, "| appearance variant, 90 epochs |")
+    assert len(table) == 2
+    _check_table(table, long["rows"])
