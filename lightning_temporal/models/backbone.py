@@ -95,36 +95,22 @@ def run_stage(
     return x, mask, activation
 
 
-def run_masked(stage: nn.Module, x: torch.Tensor, mask: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """``run_stage`` without the pre-activation split: ``(x, mask)`` after the whole stage."""
-    x, mask, _ = run_stage(stage, x, mask)
-    return x, mask
-
-
-def run_temporal_after(
-    stage: nn.Module, temporal: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor]
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Run ``stage`` then ``temporal`` (``forward(x) -> (x, mask)``). With ``temporal.pre_activation`` (SGS's
-    released placement) the temporal module reads the stage's output before its final ReLU and the ReLU runs
-    on the temporal module's output."""
-    x, mask, act = run_stage(stage, x, mask, pre_activation=getattr(temporal, "pre_activation", False))
-    x, mask = temporal(x)
-    if act is not None:
-        x = act(x)
-    return x, mask
-
-
 def run_stage_then(
     stage: nn.Module, x: torch.Tensor, mask: Optional[torch.Tensor], temporal: Optional[nn.Module] = None
 ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """One stage of a forward pass -> ``(x, mask)``: followed by ``temporal`` when given
-    (:func:`run_temporal_after`), else run block by block under a mask (:func:`run_masked`), or whole while no
-    temporal module has run yet (``mask`` None)."""
-    if temporal is not None:
-        return run_temporal_after(stage, temporal, x, mask)
-    if mask is None:
+    """One stage of a forward pass -> ``(x, mask)``: the stage whole while no temporal module has run yet
+    (``mask`` None, no ``temporal``), else block by block under the mask (:func:`run_stage`), followed by
+    ``temporal`` (``forward(x) -> (x, mask)``) when given. With ``temporal.pre_activation`` (SGS's released
+    placement) the temporal module reads the stage's output before its final ReLU and the ReLU runs on the
+    temporal module's output."""
+    if temporal is None and mask is None:
         return stage(x), None
-    return run_masked(stage, x, mask)
+    x, mask, act = run_stage(stage, x, mask, pre_activation=getattr(temporal, "pre_activation", False))
+    if temporal is not None:
+        x, mask = temporal(x)
+        if act is not None:
+            x = act(x)
+    return x, mask
 
 
 class TemporalInsertion(nn.Module):
