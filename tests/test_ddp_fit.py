@@ -10,8 +10,7 @@ from lightning import Callback, Trainer
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier
 from lightning_temporal.data.synthetic import generate_dataset
 from tests.hard_timeout import hard_timeout
-
-CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+from tests.synth import CROP
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")

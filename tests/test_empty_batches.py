@@ -18,8 +18,8 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier
-from lightning_temporal.data.synthetic import generate_dataset
 from tests.hard_timeout import hard_timeout
+from tests.synth import tiny_dataset
 
 EPOCHS = 2
 BROKEN = 2  # video index of the garbage file
@@ -31,8 +31,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
     root = tmp_path_factory.mktemp("empty_batches")
-    paths = generate_dataset(str(root), num_train=3, num_val=1, num_test=1, size=32, min_frames=20, max_frames=24,
-                             progress=False, num_workers=0)
+    paths = tiny_dataset(root, num_train=3, num_val=1, num_test=1, max_frames=24)
     rows = list(csv.reader(open(paths["train"])))
     broken = root / "broken.mp4"
     broken.write_bytes(os.urandom(3000))

@@ -21,21 +21,18 @@ from lightning_temporal import (
     softmax_temporal_pool,
 )
 from lightning_temporal.cli import run as main
-from lightning_temporal.data.synthetic import generate_dataset
 from lightning_temporal.data.video import read_clip
 from lightning_temporal.data.video_dataset import VideoDataset, collate_videos, eval_clip_starts, gather_clips
 from lightning_temporal.module import pad_clip_scores
+from tests.synth import CROP, tiny_dataset
 from tests.videos import reference_frames
-
-CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     """A tiny embedded dataset: 8 train / 4 val / 4 test videos, 32x32, 20-36 frames, 4 classes."""
     root = tmp_path_factory.mktemp("synth")
-    return generate_dataset(str(root), num_train=8, num_val=4, num_test=4, size=32, min_frames=20, max_frames=36,
-                            progress=False, num_workers=0)
+    return tiny_dataset(root, num_train=8, num_val=4, num_test=4)
 
 
 def _dm(synth, **kw):

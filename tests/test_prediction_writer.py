@@ -14,7 +14,7 @@ import torch
 from lightning import Trainer
 
 from lightning_temporal import PredictionWriter, TemporalDataModule, VideoClassifier, softmax_temporal_pool
-from lightning_temporal.data.synthetic import generate_dataset
+from tests.synth import tiny_dataset
 
 CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
             classes=["down", "left", "right", "up"])
@@ -24,8 +24,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    return generate_dataset(str(root), num_train=2, num_val=1, num_test=5, size=32, min_frames=20, max_frames=36,
-                            progress=False, num_workers=0)
+    return tiny_dataset(root, num_train=2, num_val=1, num_test=5)
 
 
 def _rows(path):

@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier
-from lightning_temporal.data.synthetic import generate_dataset
+from tests.synth import tiny_dataset
 
 W, E, EPOCHS = 1, 1, 4  # epoch 0 warm-up, 1 exploration, 2-3 exploitation; 3 training steps an epoch
 STEPS = 3
@@ -39,8 +39,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume_data")
-    return generate_dataset(str(root), num_train=6, num_val=1, num_test=1, size=32, min_frames=20, max_frames=26,
-                            progress=False, num_workers=0)
+    return tiny_dataset(root, num_train=6, num_val=1, num_test=1, max_frames=26)
 
 
 def _parts(videos, num_workers, seed=3):

@@ -6,16 +6,13 @@ import pytest
 from lightning import Trainer
 
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier
-from lightning_temporal.data.synthetic import generate_dataset
-
-CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+from tests.synth import CROP, tiny_dataset
 
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    return generate_dataset(str(root), num_train=6, num_val=2, num_test=2, size=32, min_frames=20, max_frames=36,
-                            progress=False, num_workers=0)
+    return tiny_dataset(root, num_train=6, num_val=2, num_test=2)
 
 
 def _frames(manifest):
