@@ -14,7 +14,7 @@ import torch
 from lightning import Trainer
 
 from lightning_temporal import PredictionWriter, TemporalDataModule, VideoClassifier, softmax_temporal_pool
-from tests.synth import tiny_dataset
+from tests.synth import read_rows, tiny_dataset
 
 CROP = dict(crop_size=24, short_side=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25),
             classes=["down", "left", "right", "up"])
@@ -25,11 +25,6 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
     return tiny_dataset(root, num_train=2, num_val=1, num_test=5)
-
-
-def _rows(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def _with_broken_video(manifest, tmp_path, row=2):
@@ -57,7 +52,7 @@ def test_predictions_file_holds_the_models_numbers_and_curves(synth, tmp_path, c
         trainer.predict(model, datamodule=dm, return_predictions=False)
     path = tmp_path / "out" / "predictions.csv"
     assert writer.path == str(path) and f"predictions of 5 videos written to {path}" in caplog.text
-    rows = _rows(path)
+    rows = read_rows(path)
     records = dm.manifest("predict").records
     assert [int(r["video_idx"]) for r in rows] == list(range(5))
     assert rows[2]["error"] and "broken.mp4" in rows[2]["error"] and rows[2]["pred"] == ""
@@ -139,7 +134,7 @@ def test_two_process_ddp_writes_the_single_process_file(synth, tmp_path):
     done = subprocess.run([sys.executable, str(script), synth["test"], synth["train"], str(tmp_path / "2"), "2"],
                           capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    one, two = _rows(tmp_path / "1" / "predictions.csv"), _rows(tmp_path / "2" / "predictions.csv")
+    one, two = read_rows(tmp_path / "1" / "predictions.csv"), read_rows(tmp_path / "2" / "predictions.csv")
     assert len(two) == 5 and [r["video"] for r in two] == [r["video"] for r in one]
     for a, b in zip(one, two):
         for key in a:

@@ -1,12 +1,11 @@
 """Warnings a user needs: clips longer than videos, a run too short to reach TSS exploitation."""
-import csv
 import warnings
 
 import pytest
 from lightning import Trainer
 
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier
-from tests.synth import CROP, tiny_dataset
+from tests.synth import CROP, read_rows, tiny_dataset
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +15,7 @@ def synth(tmp_path_factory):
 
 
 def _frames(manifest):
-    with open(manifest, newline="") as f:
-        return [int(r["num_frames"]) for r in csv.DictReader(f)]
+    return [int(r["num_frames"]) for r in read_rows(manifest)]
 
 
 def _short_warnings(caught):
