@@ -281,3 +281,24 @@ def test_resume_gives_same_clips_and_tables(kind):
         assert torch.equal(full.table.values, resumed.table.values)
         assert torch.equal(full.baseline, resumed.baseline)
         assert full.table.values.abs().sum() > 0
+
+
+def test_a_policy_that_breaks_the_contract_is_named():
+    """A policy whose phase_of says EXPLORATION without _exploration_starts, or that learns without _learn,
+    fails with an error naming it and the missing method (the base class's hooks are guards, not stubs)."""
+    from lightning_temporal.sampling.policy import SamplingPolicy
+
+    class Explores(SamplingPolicy):
+        learns = True
+
+        @classmethod
+        def phase_of(cls, epoch, schedule=None):
+            return Phase.EXPLORATION
+
+    p = Explores([4, 2])
+    with pytest.raises(NotImplementedError, match=r"Explores.phase_of\(0\) is EXPLORATION .* _exploration_starts"):
+        p.starts(0, torch.Generator().manual_seed(0))
+    with pytest.raises(NotImplementedError, match=r"Explores.phase_of\(0\) is EXPLORATION .* _exploration_starts"):
+        p.probabilities(0, 0)
+    with pytest.raises(NotImplementedError, match=r"Explores.learns is True .* does not define _learn"):
+        p.update(0, torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]))

@@ -135,8 +135,11 @@ class SamplingPolicy(abc.ABC):
         return self.table.probabilities(v, self.temperature)
 
     def _exploration_starts(self, epoch: int, v: Optional[int] = None) -> Tensor:
-        """Starts of an exploration epoch (every video's, or video ``v``'s); policies that explore define it."""
-        raise NotImplementedError(f"{type(self).__name__} has no exploration phase")
+        """Starts of an exploration epoch (every video's, or video ``v``'s). A policy whose ``phase_of`` returns
+        ``Phase.EXPLORATION`` defines it; reaching this base version is a broken contract, named."""
+        name = type(self).__name__
+        raise NotImplementedError(f"{name}.phase_of({epoch}) is EXPLORATION but {name} does not define "
+                                  "_exploration_starts(epoch, v=None): define it, or never return Phase.EXPLORATION")
 
     # ---------------------------------------------------------------------------------------- learning
     def update(self, epoch: int, video_idx, start, score) -> dict:
@@ -151,8 +154,12 @@ class SamplingPolicy(abc.ABC):
         return counts
 
     def _learn(self, epoch: int, vid: Tensor, st: Tensor, sc: Tensor) -> dict:
-        """Write checked, finite records (int64 / int64 / float32 ``[R]``) into the policy; returns counts."""
-        raise NotImplementedError(f"{type(self).__name__} learns nothing")
+        """Write checked, finite records (int64 / int64 / float32 ``[R]``) into the policy; returns counts. A
+        policy with ``learns = True`` defines it; reaching this base version is a broken contract, named."""
+        name = type(self).__name__
+        raise NotImplementedError(f"{name}.learns is True (or records_scores_of says epoch {epoch} is scored) but "
+                                  f"{name} does not define _learn(epoch, vid, st, sc): define it, or set "
+                                  "learns = False")
 
     # -------------------------------------------------------------------------------------- checkpoint
     def hyperparameters(self) -> dict:
