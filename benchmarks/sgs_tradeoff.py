@@ -302,6 +302,18 @@ def goal_lines(records: List[dict]) -> str:
     return "\n".join(lines)
 
 
+def run_conditions(records: List[dict], trained_now: int) -> dict:
+    """How the runs behind ``records`` were trained, from what each record kept (runs cached before the records
+    kept it say "not recorded"): runs in parallel, load average when each ended, how many came from the cache."""
+    jobs = sorted({r["jobs"] for r in records if "jobs" in r})
+    loads = [r["load_end"] for r in records if "load_end" in r]
+    missing = sum("jobs" not in r for r in records)
+    note = f" ({missing} runs: not recorded)" if missing and (jobs or loads) else ""
+    return {"trained_now": trained_now, "from_cache": len(records) - trained_now,
+            "jobs": (", ".join(map(str, jobs)) if jobs else "not recorded") + note,
+            "load_end": (f"{min(loads):.1f}-{max(loads):.1f}" if loads else "not recorded") + note}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
@@ -347,6 +359,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
 
     def finished(spec, record):
+        record = {**record, "jobs": args.jobs, "load_end": os.getloadavg()[0]}  # how this run was trained
         with open(cache_path, "a") as f:
             f.write(json.dumps({"key": spec_key(spec), "record": record}) + "\n")
         done[spec_key(spec)] = record
@@ -368,17 +381,19 @@ def main(argv=None) -> None:
     a4_rows = [{"dataset": r["dataset"], "sgs": r["sgs"], "train_num_bins": 32, "num_bins": e["num_bins"],
                 "seed": r["seed"], "top1": e["top1"], "gmacs": e["gmacs"]} for r in records for e in r.get("a4", [])]
     details = [{k: v for k, v in r.items() if k not in ("top1", "gmacs", "a4")} for r in records]
+    trained = run_conditions(records, len(todo))
     conditions = {"backbone": BACKBONE, "frames": FRAMES, "size": SIZE, "sizes_train_val_test": list(args.sizes),
                   "max_epochs": args.max_epochs, "min_epochs": args.min_epochs, "patience": args.patience,
-                  "batch": args.batch, "lr": args.lr, "threads_per_run": 1, "jobs": args.jobs,
-                  "torch": torch.__version__, "load_average_end": list(os.getloadavg())}
+                  "batch": args.batch, "lr": args.lr, "threads_per_run": 1, "torch": torch.__version__, **trained}
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"rows": rows, "a4_rows": a4_rows, "details": details, "conditions": conditions}, f, indent=1)
     text = tables(records, args.seeds) + "\n" + goal_lines(records)
-    head = (f"SGS trade-off ({len(records)} runs; {BACKBONE}, 1 thread per run, {args.jobs} in parallel; "
-            f"total CPU {sum(r['cpu_s'] for r in records) / 60:.0f} min; load average at the end "
-            f"{os.getloadavg()[0]:.1f}; this invocation {(time.perf_counter() - t0) / 60:.1f} min wall)\n")
+    head = (f"SGS trade-off ({len(records)} runs, {trained['trained_now']} trained by this invocation and "
+            f"{trained['from_cache']} read from the run cache; {BACKBONE}, 1 thread per run, runs in parallel: "
+            f"{trained['jobs']}; load average when the runs ended: {trained['load_end']}; total CPU "
+            f"{sum(r['cpu_s'] for r in records) / 60:.0f} min; this invocation "
+            f"{(time.perf_counter() - t0) / 60:.1f} min wall)\n")
     with open(args.markdown, "w") as f:
         f.write(head + text + "\n")
     print("\n" + head + text)

@@ -49,12 +49,19 @@ def test_tradeoff_sweep_writes_rows_a4_and_resumes(tmp_path, capsys):
     assert set(data["test"][1].tolist()) <= {0, 1, 2, 3}
     text = md.read_text()
     assert "no SGS" in text and "Table A.4" in text and "goal" in text
+    cond = result["conditions"]
+    assert (cond["trained_now"], cond["from_cache"], cond["jobs"]) == (5, 0, "1")  # how the runs were trained
+    assert "5 trained by this invocation and 0 read from the run cache" in text
     # resumes: nothing is trained again, the same file comes out
     bench.run_one = lambda spec: pytest.fail(f"re-trained {spec}")
     capsys.readouterr()
     bench.main(argv)
     assert "5 cached, 0 to train" in capsys.readouterr().out
     assert json.loads(out.read_text())["rows"] == rows
+    # written from the cache, the file still says how the runs were trained, not how this invocation ran
+    cond = json.loads(out.read_text())["conditions"]
+    assert (cond["trained_now"], cond["from_cache"], cond["jobs"]) == (0, 5, "1")
+    assert "0 trained by this invocation and 5 read from the run cache" in md.read_text()
 
 
 def test_augmentation_maps_motion_labels_and_keeps_shapes():
