@@ -20,13 +20,25 @@ def _table(display, keys=(0,), cut=(), **kw):
     return table_from_packets(display * D, np.isin(display, keys), np.isin(display, cut), **kw)
 
 
-def test_gap_in_a_constant_rate_timeline_is_a_missing_frame_not_a_shift():
-    t = _table([0, 1, 2, 3, 5, 6, 7, 8, 9], keys=(0, 5))
-    assert len(t.bad) == 10 and t.num_frames == 10
-    assert t.lookup[5 * D] == 5 and t.lookup[9 * D] == 9  # later frames keep their index
-    assert t.bad.tolist() == [False] * 4 + [True] + [False] * 5  # frame 4 and what decodes from it (before key 5)
-    assert "timestamps jump from 1536 to 2560" in t.why[4]
-    assert t.key_frame.tolist() == [0, 5]
+def test_gap_with_evidence_of_loss_is_a_missing_frame_not_a_shift():
+    """A timestamp gap is lost frames only on evidence: the codec's picture numbering skips there, or the
+    demuxer skipped bytes there."""
+    display = np.array([0, 1, 2, 3, 5, 6, 7, 8, 9])
+    numbered = _table(display, keys=(0, 5), picture_number=display)  # the codec numbered picture 4 too
+    pos = np.arange(9) * 1000
+    pos[4:] += 3000  # frame 5's packet lies 3000 bytes past frame 3's end: bytes skipped there
+    holed = _table(display, keys=(0, 5), pos=pos, size=np.full(9, 1000), byte_holes=np.array([[4000, 7000]]))
+    for t in (numbered, holed):
+        assert len(t.bad) == 10 and t.num_frames == 10
+        assert t.lookup[5 * D] == 5 and t.lookup[9 * D] == 9  # later frames keep their index
+        assert t.bad.tolist() == [False] * 4 + [True] + [False] * 5  # frame 4 and what decodes from it (before key 5)
+        assert "between timestamps 1536 and 2560" in t.why[4]
+        assert t.key_frame.tolist() == [0, 5]
+    # the same gap with consecutive picture numbers, or a hole elsewhere in the file: a variable frame rate
+    for t in (_table(display, keys=(0, 5), picture_number=np.arange(9)),
+              _table(display, keys=(0, 5), pos=np.arange(9) * 5000, size=np.full(9, 1000),
+                     byte_holes=np.array([[1000, 5000]]))):
+        assert len(t.bad) == 9 and not t.bad.any() and t.lookup[5 * D] == 4
 
 
 def test_variable_rate_and_discontinuities_add_no_frames():
@@ -34,12 +46,19 @@ def test_variable_rate_and_discontinuities_add_no_frames():
     pts = np.cumsum(rng.integers(100, 900, 50))
     t = table_from_packets(pts, np.arange(50) % 10 == 0, np.zeros(50, bool))
     assert len(t.bad) == 50 and not t.bad.any()
-    # 30000/1001 fps in milliseconds: steps of 33 and 34 are one frame; a step of 67 holds a missing frame
+    # whole-duration gaps (a step of 2 after every 10th frame), every frame present: 300 frames, not 329
+    vfr = np.concatenate([[0], np.cumsum(np.where(np.arange(1, 300) % 10 == 0, 2, 1))]) * D
+    t = table_from_packets(vfr, np.arange(300) % 32 == 0, np.zeros(300, bool))
+    assert len(t.bad) == 300 and not t.bad.any() and t.lookup[int(vfr[-1])] == 299
+    # 30000/1001 fps in milliseconds: a step of 67 over bytes the demuxer skipped holds a missing frame
     ms = np.rint(np.delete(np.arange(40), 20) * 1001 / 30).astype(np.int64)
-    t = table_from_packets(ms, np.arange(39) % 10 == 0, np.zeros(39, bool))
+    pos = np.arange(39) * 100 + np.where(np.arange(39) >= 20, 2000, 0)
+    t = table_from_packets(ms, np.arange(39) % 10 == 0, np.zeros(39, bool), pos, np.full(39, 100),
+                           byte_holes=np.array([[2000, 4000]]))
     assert len(t.bad) == 40 and t.lookup[int(ms[-1])] == 39 and "missing" in t.why[20]
     jump = np.concatenate([np.arange(10), np.arange(10) + 10 + 5 * MAX_GAP_FRAMES]) * D  # concatenated streams
-    t = table_from_packets(jump, np.arange(20) % 10 == 0, np.zeros(20, bool))
+    t = table_from_packets(jump, np.arange(20) % 10 == 0, np.zeros(20, bool), picture_number=np.arange(20) * 0
+                           + np.r_[np.arange(10), np.arange(10) + 10 + 5 * MAX_GAP_FRAMES])
     assert len(t.bad) == 20 and not t.bad.any()
 
 

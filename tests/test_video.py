@@ -1,6 +1,7 @@
 """Frame-exactness of probe / read_clip / VideoReader against an independent sequential decode."""
 import os
 import shutil
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -22,6 +23,7 @@ from tests.videos import (
     reference_frames,
     synthetic_frame,
     truncate_file,
+    vfr_pts,
     write_frame_folder,
     write_video,
 )
@@ -46,6 +48,19 @@ def encoded_videos(tmp_path_factory):
         "odd_97x61_mjpeg.mkv": dict(num_frames=20, size=(61, 97), codec="mjpeg"),
         "vfr.mp4": dict(num_frames=60, gop=16, pts=_VFR_PTS),
         "vfr.mkv": dict(num_frames=60, gop=16, pts=_VFR_PTS),
+        # Variable frame rate with every frame in the file (nothing is missing; time base 1/30): a step of 2
+        # durations after every 10th frame, and irregular steps of 1-4 durations.
+        "vfr_gap10.mp4": dict(num_frames=300, gop=32, pts=vfr_pts(300), time_base=Fraction(1, 30)),
+        "vfr_gap10.mkv": dict(num_frames=300, gop=32, pts=vfr_pts(300), time_base=Fraction(1, 30)),
+        "vfr_gap10.webm": dict(num_frames=90, gop=32, pts=vfr_pts(90), time_base=Fraction(1, 30),
+                               codec="libvpx-vp9"),
+        "vfr_irregular.mp4": dict(num_frames=80, gop=16, pts=vfr_pts(80, irregular=True), time_base=Fraction(1, 30)),
+        "vfr_irregular.mkv": dict(num_frames=80, gop=16, pts=vfr_pts(80, irregular=True, seed=1),
+                                  time_base=Fraction(1, 30)),
+        "vfr_irregular.webm": dict(num_frames=60, gop=16, pts=vfr_pts(60, irregular=True, seed=2),
+                                   time_base=Fraction(1, 30), codec="libvpx-vp9"),
+        "vfr_pause.mp4": dict(num_frames=60, gop=16, pts=np.r_[np.arange(30), np.arange(30) + 90],
+                              time_base=Fraction(1, 30)),  # one long pause (a screen recorder idle for 2 s)
     }
     return {name: write_video(str(d / name), **kw) for name, kw in specs.items()}
 

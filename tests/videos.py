@@ -51,19 +51,31 @@ def write_video(
     pts: Optional[Sequence[int]] = None,
     time_base: Fraction = Fraction(1, 1000),
     faststart: bool = False,
+    metadata: Optional[dict] = None,
 ) -> str:
     """Encode the synthetic pattern; returns ``path``.
 
     ``size=(h, w)``; ``gop`` = keyframe interval (1 = all keyframes, ``None`` = one keyframe at frame 0);
     ``bframes`` B-frames between references (H.264, MPEG-4); ``pts`` (in ``time_base`` units) makes a
     variable-frame-rate video; ``faststart`` puts the MP4 index before the data (so a truncated copy still
-    opens). The container follows the file extension (``.mp4``, ``.avi``, ``.mkv``, ``.mov``).
+    opens). The container follows the file extension (``.mp4``, ``.avi``, ``.mkv``, ``.mov``, ``.webm`` with
+    ``codec="libvpx-vp9"``). ``metadata``: container tags, written as given (``bytes`` values go into the file
+    unchanged, e.g. a title in cp1251).
     """
     height, width = size
     options = {}
     if faststart:
         options["movflags"] = "faststart"
+    raw = {}  # placeholder -> bytes: tags whose bytes are not UTF-8 are written as ASCII, then patched in place
+    if path.endswith(".mkv"):
+        options["write_crc32"] = "0"  # the patched bytes keep a valid file
     with av.open(path, "w", options=options) as out:
+        for k, (key, value) in enumerate((metadata or {}).items()):
+            if isinstance(value, bytes):
+                placeholder = (f"@{k}@" * len(value))[:len(value)]
+                raw[placeholder.encode()] = value
+                value = placeholder
+            out.metadata[key] = value
         stream = out.add_stream(codec, rate=fps)
         stream.width, stream.height = width, height
         if pix_fmt is None:
@@ -77,6 +89,8 @@ def write_video(
             if open_gop:
                 params += ":open-gop=1"
             stream.options = {"preset": "veryfast", "x264-params": params}
+        elif codec == "libvpx-vp9":
+            stream.options = {"deadline": "realtime", "cpu-used": "8", "g": str(keyint)}
         elif codec == "mpeg4":
             stream.codec_context.gop_size = keyint
             stream.codec_context.max_b_frames = bframes
@@ -93,7 +107,29 @@ def write_video(
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
+    if raw:
+        with open(path, "rb") as f:
+            data = f.read()
+        for placeholder, value in raw.items():
+            assert data.count(placeholder) == 1, "metadata placeholder not found once in the file"
+            data = data.replace(placeholder, value)
+        with open(path, "wb") as f:
+            f.write(data)
     return path
+
+
+def vfr_pts(num_frames: int, every: int = 10, step: int = 2, *, irregular: bool = False, seed: int = 0) -> np.ndarray:
+    """int64 [num_frames] timestamps of a variable-frame-rate video in frame-duration units (time base 1/fps).
+
+    Whole-duration gaps (default): steps of 1 with a step of ``step`` after every ``every``-th frame (a screen
+    recorder or ``mpdecimate`` dropping repeated frames when it wrote the file). ``irregular``: seeded steps of
+    1 to 4 durations in no pattern (a webcam). Every frame is encoded: nothing is missing from the file.
+    """
+    if irregular:
+        steps = np.random.default_rng(seed).integers(1, 5, num_frames - 1)
+    else:
+        steps = np.where(np.arange(1, num_frames) % every == 0, step, 1)
+    return np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
 
 
 def write_audio_only(path: str, seconds: float = 0.5) -> str:
@@ -182,7 +218,7 @@ def reference_frames(path: str, size: Optional[Tuple[int, int]] = None) -> np.nd
     """
     kwargs = {} if size is None else {"height": size[0], "width": size[1]}
     frames = []
-    with av.open(path) as container:
+    with av.open(path, metadata_errors="replace") as container:
         for packet in container.demux(video=0):
             try:
                 decoded = packet.decode()

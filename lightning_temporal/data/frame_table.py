@@ -10,9 +10,8 @@ Definitions (used by every reader of this package):
 * **Missing frames** keep their index, so no later frame shifts, and are *bad*:
 
   - packets the container's own index lists but the demuxer could not read (damaged chunk headers);
-  - in a constant-frame-rate video (most timestamp steps equal one frame duration, within a tick or 2%, and
-    every other step is a whole number of durations), a step of ``n`` durations: ``n - 1`` frames are
-    missing there (a dropped packet);
+  - pictures the codec's own numbering counts between two timestamps that the file does not hold (a packet
+    dropped when the file was written; H.264 picture order count);
   - two packets with one timestamp name one frame, which is bad.
 
 * **Truncation.** A packet the demuxer reports as cut short by the end of the file is bad; the video ends at
@@ -27,8 +26,12 @@ Definitions (used by every reader of this package):
   This is conservative: a damaged B-frame that nothing references also condemns the rest of its keyframe
   interval.
 
-What cannot be seen here: a variable-frame-rate video gives no expected step, so a frame dropped when the file
-was written is not found from the timestamps (the decoder may still report the frames that referenced it).
+A timestamp gap alone is never taken for lost frames: screen recorders, webcams and ``mpdecimate`` write
+variable-frame-rate files whose timestamps jump while every frame is there. Frames are inferred missing only on
+evidence of loss: the container's index lists a packet the demuxer cannot deliver, or the codec's own picture
+numbering (H.264 picture order count) skips pictures between two timestamps. What cannot be seen here: a
+frame dropped from a stream whose codec does not number its pictures (MPEG-4 Part 2, VP8/VP9, MJPEG) when the
+file was written; the decoder still reports the frames that referenced it where it notices.
 """
 from __future__ import annotations
 
@@ -88,27 +91,6 @@ def sequential_table(num_frames: int, exact: bool = False) -> FrameTable:
                       np.zeros(num_frames, bool), {}, num_frames, 0, exact)
 
 
-def _frame_step(steps: np.ndarray) -> Optional[float]:
-    """Mean frame duration of a constant-frame-rate video, None when the rate is variable.
-
-    Constant rate: most steps equal one duration (within a tick or 2%) and every other step is a whole
-    number of durations (frames missing there) or a discontinuity longer than MAX_GAP_FRAMES.
-    """
-    if len(steps) < 2:
-        return None
-    d = float(np.median(steps))
-    if d <= 0:
-        return None
-    tol = max(1.0, 0.02 * d)
-    regular = np.abs(steps - d) <= tol
-    if regular.mean() < 0.5:
-        return None
-    d = float(steps[regular].mean())
-    k = np.rint(steps / d)
-    whole = (k >= 1) & (np.abs(steps - k * d) <= tol)
-    return d if bool((whole | (k > MAX_GAP_FRAMES + 1)).all()) else None
-
-
 def _reorder_depth(display: np.ndarray) -> int:
     """Largest distance by which a frame is shown before a frame decoded earlier (``display`` in decode order)."""
     if len(display) == 0:
@@ -118,14 +100,22 @@ def _reorder_depth(display: np.ndarray) -> int:
 
 def table_from_packets(pts: np.ndarray, key: np.ndarray, cut: np.ndarray, pos: Optional[np.ndarray] = None,
                        size: Optional[np.ndarray] = None, lost: Sequence[Tuple[int, int, int, int]] = (),
-                       file_size: Optional[int] = None, dts: Optional[np.ndarray] = None) -> FrameTable:
+                       file_size: Optional[int] = None, dts: Optional[np.ndarray] = None,
+                       picture_number: Optional[np.ndarray] = None,
+                       byte_holes: Optional[np.ndarray] = None) -> FrameTable:
     """Frame table from one demux pass.
 
     ``pts`` int64, ``key`` bool, ``cut`` bool (packet cut short by the end of the file), ``pos``/``size`` int64
     (byte position and size, -1 unknown), ``dts`` int64 (decoding timestamps, needed with ``lost``): one entry
     per packet, [P], in demux order. ``lost``: (pts, dts, pos, size) of packets the container's index lists
     but the demuxer did not deliver; those lying past ``file_size`` (bytes) are the truncated tail, the others
-    damaged bytes. Packets without a timestamp: use :func:`sequential_table`.
+    damaged bytes. ``picture_number`` int64 [P] (optional): the codec's own display number of each packet's picture
+    (H.264 picture order count divided by its step; -1 unknown); where it skips numbers between two
+    timestamps, that many frames are missing there. ``byte_holes`` int64 [H, 2] (optional): sorted ``[start,
+    end)`` byte ranges of the file between two packets that no packet of any stream covers (bytes a demuxer
+    skipped while resyncing after damage); a timestamp gap whose two packets lie on either side of a hole is
+    lost frames, as many as the gap holds at the video's median frame duration. Without such evidence a
+    timestamp gap is a variable frame rate. Packets without a timestamp: use :func:`sequential_table`.
     """
     pts = np.asarray(pts, np.int64)
     n_pkt = len(pts)
@@ -138,7 +128,19 @@ def table_from_packets(pts: np.ndarray, key: np.ndarray, cut: np.ndarray, pos: O
     order = np.argsort(all_pts, kind="stable")
     uniq, first, counts = np.unique(all_pts[order], return_index=True, return_counts=True)
     first_pkt = order[first]  # [U] packet (or n_pkt + lost number) that names each timestamp
-    real_idx, frame_pts, why = _timeline(uniq)
+    missing = None
+    if picture_number is not None:
+        numbers = np.full(len(uniq), -1, np.int64)
+        known = (first_pkt < n_pkt) & (counts == 1)  # a shared timestamp has no one number
+        numbers[known] = np.asarray(picture_number, np.int64)[first_pkt[known]]
+        missing = _numbering_gaps(numbers)
+    if byte_holes is not None and len(byte_holes) and len(uniq) > 2:
+        delivered_ts = first_pkt < n_pkt
+        holes = _hole_gaps(uniq, np.where(delivered_ts, pos[np.minimum(first_pkt, n_pkt - 1)], -1),
+                           np.asarray(byte_holes, np.int64),
+                           _reorder_depth(np.argsort(np.argsort(pts, kind="stable"), kind="stable")))
+        missing = holes if missing is None else np.maximum(missing, holes)
+    real_idx, frame_pts, why = _timeline(uniq, missing)
     total = len(frame_pts)
     delivered = first_pkt < n_pkt
     decode_pos = np.full(total, -1, np.int64)
@@ -179,27 +181,60 @@ def table_from_packets(pts: np.ndarray, key: np.ndarray, cut: np.ndarray, pos: O
     return table
 
 
-def _timeline(uniq: np.ndarray) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
+def _timeline(uniq: np.ndarray, missing: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray, Dict[int, str]]:
     """Frame index of each distinct timestamp (int64 [U]), pts of every frame (int64 [L]) and the reasons of
-    the frames missing from a constant-rate timeline (a missing frame gets its expected pts)."""
-    steps = np.diff(uniq)
-    step = _frame_step(steps)
-    n_missing = np.zeros(len(uniq), np.int64)  # frames missing just before each timestamp
-    if step is not None:
-        gaps = np.rint(steps / step).astype(np.int64) - 1
-        gaps[(steps < 1.5 * step) | (gaps > MAX_GAP_FRAMES)] = 0
-        n_missing[1:] = gaps
+    the frames known missing. ``missing`` (int64 [U], optional): frames known lost just before each timestamp
+    (evidence from the codec's own picture numbering); a missing frame gets a pts evenly spaced in its gap.
+    A timestamp gap without such evidence is a variable frame rate: no frame is added there."""
+    n_missing = np.zeros(len(uniq), np.int64) if missing is None else np.asarray(missing, np.int64).copy()
+    n_missing[0] = 0
+    n_missing[n_missing > MAX_GAP_FRAMES] = 0  # a discontinuity (concatenated streams), not lost frames
     real_idx = np.arange(len(uniq)) + np.cumsum(n_missing)
     frame_pts = np.empty(int(real_idx[-1]) + 1, np.int64)
     frame_pts[real_idx] = uniq
     why: Dict[int, str] = {}
     for r in np.flatnonzero(n_missing):  # one run per gap
         a, b = int(real_idx[r - 1]), int(real_idx[r])
+        step = (int(uniq[r]) - int(uniq[r - 1])) / (b - a)
         frame_pts[a + 1:b] = uniq[r - 1] + np.rint(step * np.arange(1, b - a)).astype(np.int64)
         for i in range(a + 1, b):
-            why[i] = (f"missing from the file (timestamps jump from {int(uniq[r - 1])} to {int(uniq[r])}, "
-                      f"{b - a} frame durations)")
+            why[i] = (f"missing from the file (the stream numbers {b - a - 1} picture(s) between timestamps "
+                      f"{int(uniq[r - 1])} and {int(uniq[r])} that the file does not hold)")
     return real_idx, frame_pts, why
+
+
+def _numbering_gaps(numbers: np.ndarray) -> np.ndarray:
+    """int64 [U]: pictures the codec numbered but the file lacks just before each timestamp, from ``numbers``
+    (int64 [U], the codec's display number of the picture at each timestamp in pts order, -1 unknown). A number
+    that does not increase starts a new sequence (a keyframe that resets the numbering): nothing is missing."""
+    missing = np.zeros(len(numbers), np.int64)
+    known = np.flatnonzero(numbers >= 0)
+    if len(known) > 1:
+        skipped = numbers[known[1:]] - numbers[known[:-1]] - (known[1:] - known[:-1])
+        missing[known[1:]] = np.maximum(skipped, 0)
+    return missing
+
+
+def _hole_gaps(uniq: np.ndarray, upos: np.ndarray, holes: np.ndarray, reorder: int) -> np.ndarray:
+    """int64 [U]: frames lost just before each timestamp where a hole of the file (``holes`` [H, 2]) lies
+    among the packets of the timestamps around the gap (byte positions ``upos``, -1 unknown): the two on either
+    side and, with B-frames, ``reorder`` more each way (a lost packet is shown at most that far from where it
+    is decoded). The count is what the gap holds at the video's median frame duration."""
+    missing = np.zeros(len(uniq), np.int64)
+    steps = np.diff(uniq)
+    d = float(np.median(steps))
+    if d <= 0:
+        return missing
+    w = reorder + 1
+    big = np.iinfo(np.int64).max
+    padded_lo = np.concatenate([np.full(w, big), np.where(upos >= 0, upos, big), np.full(w, big)])
+    padded_hi = np.concatenate([np.full(w, -1), upos, np.full(w, -1)])
+    win = 2 * w  # gap r (between r - 1 and r): timestamps r - w .. r + w - 1
+    lo = np.lib.stride_tricks.sliding_window_view(padded_lo, win).min(axis=1)[1:len(uniq)]
+    hi = np.lib.stride_tricks.sliding_window_view(padded_hi, win).max(axis=1)[1:len(uniq)]
+    inside = (np.searchsorted(holes[:, 1], hi, side="right") > np.searchsorted(holes[:, 0], lo, side="right"))
+    missing[1:] = np.where(inside & (hi >= 0), np.maximum(np.rint(steps / d).astype(np.int64) - 1, 0), 0)
+    return missing
 
 
 def _lost_packets(why: Dict[int, str], frame_pos: np.ndarray, frame_size: np.ndarray, frames: np.ndarray,

@@ -8,7 +8,11 @@ Definitions used throughout (the frame table is explained in :mod:`lightning_tem
   variable frame rate, because nothing is computed from ``pts * fps``.
 * **Clip** ``(start, num_frames, stride)`` = frames ``start, start + stride, ...``; an index past the last
   frame ``L - 1`` is replaced by ``L - 1`` (a video shorter than a clip repeats its last frame).
-* **Damaged frame**: a frame missing from the file (a gap in a constant-rate timeline), one whose packet the
+* **Variable frame rate is not damage**: a timestamp gap with every packet present is read as it is (frame
+  ``i`` stays the ``i``-th timestamp). Frames are taken as missing only on evidence of loss: the container's
+  index lists packets the demuxer cannot deliver, the demuxer skipped bytes there, or the codec's own picture
+  numbering skips (H.264 picture order count); see :mod:`lightning_temporal.data.frame_table`.
+* **Damaged frame**: a frame missing from the file (on such evidence), one whose packet the
   decoder rejects or marks as concealed, one whose packet is cut short, one that no picture comes out for,
   two packets with one pts, or a frame decoded from such a frame (until the next keyframe). Reading a damaged
   frame raises :class:`VideoError` naming the file, the frame index and what is wrong; a read never returns a
@@ -135,7 +139,8 @@ def _open(path: str):
     """Open ``path`` (a regular file, see :func:`_source`) and return (container, video stream); VideoError for
     every way that can fail."""
     try:
-        container = av.open(path)
+        # metadata_errors="replace": a tag that is not UTF-8 (a camera writing cp1251) is not the video's fault
+        container = av.open(path, metadata_errors="replace")
     except (av.FFmpegError, UnicodeDecodeError, ValueError, OSError) as err:
         if not os.path.isfile(path):
             raise _not_found(path) from err
@@ -162,11 +167,36 @@ def _open(path: str):
 
 
 def _packets(container, stream) -> Iterator:
-    """Demuxed packets of ``stream``; a demuxer error ends the video (everything before it is kept)."""
+    """Demuxed packets of ``stream`` (None: of every stream); a demuxer error ends the video (everything before
+    it is kept)."""
     try:
-        yield from container.demux(stream)
+        yield from (container.demux() if stream is None else container.demux(stream))
     except av.FFmpegError:
         return
+
+
+HOLE_BYTES = 1024  # more bytes than container overhead between two packets: data a demuxer skipped
+
+
+def _byte_holes(covered: List[Tuple[int, int]], unread: np.ndarray) -> np.ndarray:
+    """int64 [H, 2]: ``[start, end)`` byte ranges the demuxer skipped, sorted and disjoint: ranges longer than
+    HOLE_BYTES between packets (of any stream) that no packet covers (the bytes before the first and after the
+    last packet, headers and indices, are not holes), and ``unread`` [N, 2], the packets the container's
+    index lists but the demuxer never delivered."""
+    holes = [np.asarray(unread, np.int64).reshape(-1, 2)]
+    if len(covered) >= 2:
+        pos, size = np.array(covered, np.int64).T
+        order = np.argsort(pos, kind="stable")
+        pos, end = pos[order], np.maximum.accumulate((pos + size)[order])
+        big = np.flatnonzero(pos[1:] - end[:-1] > HOLE_BYTES)
+        holes.append(np.stack([end[:-1][big], pos[1:][big]], axis=1))
+    holes = np.concatenate(holes)
+    holes = holes[np.argsort(holes[:, 0], kind="stable")]
+    if len(holes) > 1:  # merge overlapping ranges so that starts and ends are both sorted
+        end = np.maximum.accumulate(holes[:, 1])
+        new = np.concatenate([[True], holes[1:, 0] > end[:-1]])
+        holes = np.stack([holes[new, 0], np.maximum.reduceat(holes[:, 1], np.flatnonzero(new))], axis=1)
+    return holes
 
 
 def _feed(packet) -> list:
@@ -224,20 +254,183 @@ def _fps(stream, pts: Optional[np.ndarray]) -> float:
 def _demux_index(container, stream, path: str) -> _FileIndex:
     """The frame table from one demux pass (no decoding), checked against the container's own index."""
     rows = []  # pts, dts, keyframe, cut short, byte position, size
-    for packet in _packets(container, stream):
-        if packet.size == 0 or packet.is_discard:
+    numbering = _H264Numbering.of(stream)
+    numbers, covered = [], []  # (byte position, size) of the packets of every stream
+    for packet in _packets(container, None):
+        if packet.size and packet.pos is not None and packet.pos >= 0:
+            covered.append((packet.pos, packet.size))
+        if packet.stream_index != stream.index or packet.size == 0 or packet.is_discard:
             continue  # flush packets at the end, AVI's empty "drop" chunks, edit-list pre-roll: not frames
         rows.append((packet.pts, packet.dts, packet.is_keyframe, packet.is_corrupt, packet.pos, packet.size))
+        if numbering is not None:
+            numbers.append(numbering.picture_order(packet))
     if any(r[0] is None for r in rows):
         table = sequential_table(len(rows))
     else:
         pts, dts, key, cut, pos, size = (np.array(c) for c in zip(*rows)) if rows else [np.zeros(0, np.int64)] * 6
-        pts, dts, keep, lost = _check_index(stream, pts.astype(np.int64), dts, pos.astype(np.int64),
-                                            size.astype(np.int64), cut.astype(bool))
+        pts, dts, keep, lost, unread = _check_index(stream, pts.astype(np.int64), dts, pos.astype(np.int64),
+                                                    size.astype(np.int64), cut.astype(bool))
+        order = _H264Numbering.display_numbers(numbers)
         table = table_from_packets(pts[keep], key[keep].astype(bool), cut[keep].astype(bool), pos[keep],
-                                   size[keep], lost, os.path.getsize(path), None if dts is None else dts[keep])
+                                   size[keep], lost, os.path.getsize(path), None if dts is None else dts[keep],
+                                   None if order is None else order[keep], _byte_holes(covered, unread))
     cc = stream.codec_context
     return _FileIndex(table, _fps(stream, table.pts), cc.height, cc.width)
+
+
+class _Bits:
+    """MSB-first bit reader over the first bytes of an H.264 NAL unit payload (emulation prevention removed)."""
+
+    def __init__(self, data: bytes):
+        self.bits = "".join(f"{b:08b}" for b in data.replace(b"\x00\x00\x03", b"\x00\x00"))
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        if self.pos + n > len(self.bits):
+            raise ValueError("H.264 header runs past the bytes read")
+        value = int(self.bits[self.pos:self.pos + n] or "0", 2)
+        self.pos += n
+        return value
+
+    def ue(self) -> int:
+        zeros = self.bits.find("1", self.pos) - self.pos
+        if zeros < 0 or zeros > 31:
+            raise ValueError("bad Exp-Golomb code in an H.264 header")
+        self.pos += zeros + 1
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k % 2 else -(k // 2)
+
+
+class _H264Numbering:
+    """The picture order count (POC) of each H.264 packet, read from its first slice header (ITU-T H.264 7.3.3,
+    8.2.1.1 and 8.2.1.3): the encoder numbers every picture it wrote in display order, whatever its timestamp,
+    so a POC that skips between two timestamps is a frame missing from the file, while a timestamp gap with
+    consecutive POCs is a variable frame rate. Only length-prefixed streams (MP4, MKV: ``avcC`` extradata) with
+    POC types 0 and 2; anything else (or any header that fails to parse) gives no numbering: no evidence."""
+
+    def __init__(self, length_size: int, sps: Dict[int, dict], pps: Dict[int, int]):
+        self.length_size, self.sps, self.pps = length_size, sps, pps
+        self.prev_msb = self.prev_lsb = 0  # POC type 0: of the previous reference picture
+        self.prev_frame_num, self.frame_num_offset = 0, 0  # POC type 2
+
+    @classmethod
+    def of(cls, stream) -> Optional["_H264Numbering"]:
+        try:
+            extradata = stream.codec_context.extradata
+            if stream.codec_context.name != "h264" or not extradata or extradata[0] != 1 or len(extradata) < 7:
+                return None
+            length_size = (extradata[4] & 3) + 1
+            sps, pps, at = {}, {}, 6
+            for kind in ("sps", "pps"):
+                count = extradata[5] & 0x1F if kind == "sps" else extradata[at - 1]
+                for _ in range(count):
+                    n = int.from_bytes(extradata[at:at + 2], "big")
+                    nal = bytes(extradata[at + 2:at + 2 + n])
+                    at += 2 + n
+                    if kind == "sps":
+                        sps_id, fields = cls._parse_sps(_Bits(nal[1:]))
+                        sps[sps_id] = fields
+                    else:
+                        b = _Bits(nal[1:])
+                        pps_id = b.ue()
+                        pps[pps_id] = b.ue()
+                at += 1  # the PPS count byte
+            return cls(length_size, sps, pps) if sps and pps else None
+        except (ValueError, IndexError, AttributeError):
+            return None
+
+    @staticmethod
+    def _parse_sps(b: _Bits) -> Tuple[int, dict]:
+        profile = b.u(8)
+        b.u(16)  # constraint flags, level
+        sps_id = b.ue()
+        separate_planes = 0
+        if profile in (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135):
+            chroma = b.ue()
+            if chroma == 3:
+                separate_planes = b.u(1)
+            b.ue(), b.ue(), b.u(1)  # bit depths, qpprime_y_zero_transform_bypass
+            if b.u(1):  # seq_scaling_matrix_present: skip the lists
+                for i in range(8 if chroma != 3 else 12):
+                    if b.u(1):
+                        last = nxt = 8
+                        for _ in range(16 if i < 6 else 64):
+                            if nxt:
+                                nxt = (last + b.se() + 256) % 256
+                            last = nxt or last
+        log2_frame_num = b.ue() + 4
+        poc_type = b.ue()
+        log2_poc_lsb = b.ue() + 4 if poc_type == 0 else 0
+        if poc_type == 1:
+            raise ValueError("POC type 1 is not read")
+        b.ue(), b.u(1), b.ue(), b.ue()  # max_num_ref_frames, gaps allowed, width, height in macroblocks
+        frame_mbs_only = b.u(1)
+        return sps_id, dict(separate_planes=separate_planes, log2_frame_num=log2_frame_num, poc_type=poc_type,
+                            log2_poc_lsb=log2_poc_lsb, frame_mbs_only=frame_mbs_only)
+
+    def picture_order(self, packet) -> Optional[int]:
+        """POC of the packet's picture (in decode order, call for every packet), None when unreadable."""
+        try:
+            data = memoryview(packet)
+            at, n = 0, len(data)
+            while at + self.length_size < n:
+                size = int.from_bytes(data[at:at + self.length_size], "big")
+                head = bytes(data[at + self.length_size:at + self.length_size + min(size, 64)])
+                at += self.length_size + size
+                if head and head[0] & 0x1F in (1, 5):
+                    return self._poc(head)
+        except (ValueError, IndexError, KeyError, TypeError):
+            return None
+        return None
+
+    def _poc(self, head: bytes) -> int:
+        ref_idc, idr = head[0] >> 5 & 3, head[0] & 0x1F == 5
+        b = _Bits(head[1:])
+        b.ue(), b.ue()  # first_mb_in_slice, slice_type
+        sps = self.sps[self.pps[b.ue()]]
+        if sps["separate_planes"]:
+            b.u(2)
+        frame_num = b.u(sps["log2_frame_num"])
+        if not sps["frame_mbs_only"] and b.u(1):
+            b.u(1)  # a field picture: its POC is the frame's
+        if idr:
+            b.ue()
+        if sps["poc_type"] == 2:  # 8.2.1.3: from frame_num
+            if idr:
+                self.frame_num_offset = 0
+            elif self.prev_frame_num > frame_num:
+                self.frame_num_offset += 1 << sps["log2_frame_num"]
+            self.prev_frame_num = frame_num
+            return 2 * (self.frame_num_offset + frame_num) - (0 if ref_idc else 1)
+        lsb, max_lsb = b.u(sps["log2_poc_lsb"]), 1 << sps["log2_poc_lsb"]  # 8.2.1.1
+        if idr:
+            self.prev_msb = self.prev_lsb = 0
+        if lsb < self.prev_lsb and self.prev_lsb - lsb >= max_lsb // 2:
+            msb = self.prev_msb + max_lsb
+        elif lsb > self.prev_lsb and lsb - self.prev_lsb > max_lsb // 2:
+            msb = self.prev_msb - max_lsb
+        else:
+            msb = self.prev_msb
+        if ref_idc:
+            self.prev_msb, self.prev_lsb = msb, lsb
+        return msb + lsb
+
+    @staticmethod
+    def display_numbers(pocs: List[Optional[int]]) -> Optional[np.ndarray]:
+        """int64 [P]: display number of each packet's picture (POC over the file's POC step), -1 where unknown;
+        None when no packet has one (no evidence either way)."""
+        if not pocs or all(p is None for p in pocs):
+            return None
+        poc = np.array([-1 if p is None else p for p in pocs], np.int64)
+        known = np.sort(np.unique(poc[poc >= 0]))
+        steps = np.diff(known)
+        if not len(steps):
+            return None
+        step = int(np.min(steps))
+        return np.where(poc >= 0, poc // step, -1)
 
 
 def _check_index(stream, pts, dts, pos, size, cut):
@@ -247,13 +440,16 @@ def _check_index(stream, pts, dts, pos, size, cut):
     it skip a chunk; the index still knows each packet's timestamp by its byte position. Returns the corrected
     pts and dts, a bool mask of the packets the index knows (others are junk found while resyncing) and the
     (pts, dts, pos, size) of packets the index lists but the demuxer never delivered (placed only where pts =
-    dts + a constant, i.e. without B-frame reordering; elsewhere the timeline gaps show them). A sparse index
+    dts + a constant, i.e. without B-frame reordering), and the ``[start, end)`` byte ranges of those packets
+    (int64 [N, 2]; with reordering the timestamp gap around them is filled from these, :func:`_byte_holes`).
+    A sparse index
     (Matroska cues: keyframes only) checks nothing: those containers store a timestamp with every packet.
     """
     keep = np.ones(len(pts), bool)
     entries = [(e.pos, e.timestamp, e.size) for e in stream.index_entries if not e.is_discard]
+    none = np.zeros((0, 2), np.int64)
     if len(entries) < len(pts) or not len(pts) or (pos < 0).any() or any(d is None for d in dts):
-        return pts, None, keep, []
+        return pts, None, keep, [], none
     e_pos, e_ts, e_size = (np.array(c, np.int64) for c in zip(*entries))
     order = np.argsort(e_pos, kind="stable")
     e_pos, e_ts, e_size = e_pos[order], e_ts[order], e_size[order]
@@ -268,11 +464,13 @@ def _check_index(stream, pts, dts, pos, size, cut):
     delivered = np.zeros(len(e_pos), bool)
     delivered[kc[keep]] = True
     offsets = (fixed_pts - fixed_dts)[keep]
+    unread = np.stack([e_pos[~delivered], e_pos[~delivered] + np.maximum(e_size[~delivered], 1)], axis=1)
+    unread = unread[unread[:, 1] <= pos.max()]  # past the last packet delivered: a truncated tail, no gap
     if not len(offsets) or offsets.min() != offsets.max():
-        return fixed_pts, fixed_dts, keep, []
+        return fixed_pts, fixed_dts, keep, [], unread
     lost = [(int(t) + int(offsets[0]), int(t), int(p), int(z))
             for t, p, z in zip(e_ts[~delivered], e_pos[~delivered], e_size[~delivered])]
-    return fixed_pts, fixed_dts, keep, lost
+    return fixed_pts, fixed_dts, keep, lost, unread
 
 
 class _IndexMismatch(Exception):
