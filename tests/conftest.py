@@ -23,6 +23,18 @@ def real_videos():
     return {n.split(".")[0]: os.path.join(d, n) for n in names}
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _user_cache_in_tmp(tmp_path_factory):
+    """Frame-count caches go to the user cache folder ($XDG_CACHE_HOME): keep the test run's out of $HOME."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 @pytest.fixture
 def one_thread():
     """One torch intra-op thread for the test, the previous count restored after. Used (``pytestmark``) by the

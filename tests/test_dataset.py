@@ -124,7 +124,8 @@ def test_bad_arguments(data):
 
 @pytest.fixture(scope="module")
 def broken(tmp_path_factory, real_videos):
-    """Bad files the tests make, listed in a manifest that gives their frame counts (so none is probed)."""
+    """Bad files the tests make, listed in a manifest that gives their frame counts, read with probe=False (the
+    counts trusted, nothing probed): what reaches the dataset when files change after the manifest was read."""
     d = tmp_path_factory.mktemp("broken")
     write_video(str(d / "good.mp4"), 20, gop=8)
     truncate_file(real_videos["carphone_pristine"], str(d / "truncated.mp4"), 0.5)
@@ -135,7 +136,7 @@ def broken(tmp_path_factory, real_videos):
     rows = ["good.mp4,x,20", "truncated.mp4,x,120", "garbage.mp4,x,40", "empty.mp4,x,40", "image.mp4,x,40",
             "short.mp4,x,30"]
     (d / "m.csv").write_text("path,label,num_frames\n" + "\n".join(rows) + "\n")
-    return read_csv_manifest(str(d / "m.csv"))
+    return read_csv_manifest(str(d / "m.csv"), probe=False)
 
 
 @pytest.mark.parametrize("video_idx,start", [(1, 0), (2, 0), (3, 0), (4, 0), (5, 20)])
@@ -187,9 +188,9 @@ def test_dataloader_two_workers_real_videos(real_videos, tmp_path):
     for name, path in real_videos.items():
         shutil.copy(path, tmp_path / f"{name}.mp4")
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    (tmp_path / "m.csv").write_text("path,label,num_frames\nbigbuckbunny.mp4,animal,\nbikes.mp4,street,\n"
-                                    "carphone_pristine.mp4,face,\nbroken.mp4,face,50\n")
-    manifest = read_csv_manifest(str(tmp_path / "m.csv"), progress=False)
+    (tmp_path / "m.csv").write_text("path,label,num_frames\nbigbuckbunny.mp4,animal,132\nbikes.mp4,street,250\n"
+                                    "carphone_pristine.mp4,face,120\nbroken.mp4,face,50\n")
+    manifest = read_csv_manifest(str(tmp_path / "m.csv"), probe=False)  # the broken file reaches the workers
     assert manifest.num_frames.tolist() == [132, 250, 120, 50]
     ds = ClipDataset(manifest, 8, 2, transform=TrainTransform(32, 36), clean_transform=CleanTransform(32, 36),
                      decode_size=36)

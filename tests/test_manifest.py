@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from lightning_temporal.data.manifest import (ManifestError, UnknownLabelError, VideoManifest, VideoRecord,
-                                              path_fingerprint, probe_frame_counts, read_csv_manifest,
+                                              cache_folder, path_fingerprint, probe_frame_counts,
+                                              read_csv_manifest,
                                               read_hmdb51_split, read_kinetics_csv, read_ucf101_split)
 from lightning_temporal.data.video import VideoInfo
 from tests.videos import encode_image, synthetic_frame
@@ -58,7 +59,7 @@ def test_csv_names_counts_events_and_paths(videos):
                                    "sub/c.mp4,walk,60,0,60\n")
     probe = FakeProbe()
     m = read_csv_manifest(csv, probe_fn=probe)
-    assert probe.calls == []  # every count given: nothing probed
+    assert sorted(probe.calls) == sorted(m.paths)  # every count given is checked against its file
     assert m.class_names == ["run", "walk"]
     assert m.labels.tolist() == [1, 0, 1]
     assert m.num_frames.dtype == torch.int64 and m.num_frames.tolist() == [40, 50, 60]
@@ -86,14 +87,15 @@ def test_labels_by_index_and_class_list(videos, tmp_path):
     assert m.labels.tolist() == [2, 1]
 
 
-def test_probe_once_cache_and_reprobe_changed_file(videos):
+def test_probe_once_cache_and_reprobe_changed_file(videos, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "usercache"))
     csv = _write(videos / "m.csv", "path,label\na.mp4,x\nb.mp4,y\nsub/c.mp4,x\n")
     probe = FakeProbe()
     m = read_csv_manifest(csv, probe_fn=probe, progress=False)
     assert sorted(probe.calls) == sorted(m.paths)
     assert m.num_frames.tolist() == [40, 50, 60] and m[0].height == 48 and m[0].width == 64
-    cache = csv + ".frames.json"
-    assert os.path.isfile(cache)
+    assert not os.path.exists(csv + ".frames.json")  # nothing written into the dataset's folders
+    assert len(os.listdir(cache_folder())) == 1
     probe.calls.clear()
     m2 = read_csv_manifest(csv, probe_fn=probe, progress=False)
     assert probe.calls == [] and m2.num_frames.tolist() == [40, 50, 60]
@@ -109,19 +111,30 @@ def test_probe_once_cache_and_reprobe_changed_file(videos):
     assert probe.calls == []
 
 
-def test_cache_falls_back_to_user_dir_when_beside_is_unwritable(videos, tmp_path, monkeypatch):
+def test_cache_goes_to_the_user_cache_folder_keyed_by_the_manifest(videos, tmp_path, monkeypatch):
+    """Read-only or shared dataset folders get no cache file: it goes to $XDG_CACHE_HOME/lightning_temporal/frames,
+    one per manifest; a cache an older version wrote beside the manifest is still read."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "usercache"))
+    before = sorted(os.listdir(videos))
     csv = _write(videos / "m.csv", "path,label\na.mp4,x\nb.mp4,y\n")
-    os.makedirs(csv + ".frames.json")  # a folder where the cache file would go: writing there fails
+    other = _write(videos / "other.csv", "path,label\na.mp4,x\n")
     probe = FakeProbe()
-    with pytest.warns(UserWarning, match="cannot write the frame-count cache beside the manifest"):
-        read_csv_manifest(csv, probe_fn=probe, progress=False)
-    assert len(probe.calls) == 2
-    written = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "usercache") for f in fs]
-    assert len(written) == 1 and json.load(open(written[0]))["videos"]
+    read_csv_manifest(csv, probe_fn=probe, progress=False)
+    read_csv_manifest(other, probe_fn=probe, progress=False)
+    assert len(probe.calls) == 3 and sorted(os.listdir(videos)) == sorted(before + ["m.csv", "other.csv"])
+    assert cache_folder() == str(tmp_path / "usercache" / "lightning_temporal" / "frames")
+    written = sorted(os.listdir(cache_folder()))
+    assert len(written) == 2 and all(json.load(open(os.path.join(cache_folder(), w)))["videos"] for w in written)
     probe.calls.clear()
     m = read_csv_manifest(csv, probe_fn=probe, progress=False)
     assert probe.calls == [] and m.num_frames.tolist() == [40, 50]
+    # an older version's cache beside a manifest is read
+    legacy = _write(videos / "legacy.csv", "path,label\nsub/c.mp4,x\n")
+    key = os.stat(videos / "sub" / "c.mp4")
+    _write(legacy + ".frames.json", json.dumps({"version": 1, "videos": {
+        os.path.normpath(str(videos / "sub" / "c.mp4")): [key.st_size, key.st_mtime_ns, 61, 48, 64]}}))
+    assert read_csv_manifest(legacy, probe_fn=probe, progress=False).num_frames.tolist() == [61]
+    assert probe.calls == []
 
 
 def test_probing_runs_in_parallel_with_progress_bar(videos, capsys):
@@ -227,7 +240,7 @@ def test_byte_order_mark_is_accepted(videos):
     csv = str(videos / "bom.csv")
     with open(csv, "w", encoding="utf-8-sig") as f:
         f.write("path,label,num_frames\na.mp4,x,40\n")
-    assert read_csv_manifest(csv).num_frames.tolist() == [40]
+    assert read_csv_manifest(csv, probe_fn=FakeProbe()).num_frames.tolist() == [40]
 
 
 def test_missing_manifest(tmp_path):
@@ -242,7 +255,7 @@ def test_frame_scores_npy_txt_and_wrong_length(videos):
     _touch(str(videos / "d.mp4"))
     csv = _write(videos / "m.csv", "path,label,num_frames,frame_scores\na.mp4,x,40,a.npy\nb.mp4,x,50,b.txt\n"
                                    "sub/c.mp4,x,60,\nd.mp4,x,40,short.npy\n")
-    m = read_csv_manifest(csv)
+    m = read_csv_manifest(csv, probe_fn=FakeProbe())
     torch.testing.assert_close(m.load_frame_scores(0), torch.linspace(0, 1, 40))
     assert m.load_frame_scores(1).tolist() == list(range(50))
     assert m.load_frame_scores(2) is None
@@ -277,7 +290,7 @@ def test_ucf101_split(tmp_path):
     assert train.class_names == ["ApplyEyeMakeup", "Archery"]
     assert train.labels.tolist() == [0, 1] and train.num_frames.tolist() == [41, 42]
     assert test.labels.tolist() == [1] and test.num_frames.tolist() == [43]
-    assert os.path.isfile(splits / "trainlist01.txt.frames.json")
+    assert not os.path.exists(splits / "trainlist01.txt.frames.json")  # cached in the user cache folder
     probe.calls.clear()
     read_ucf101_split(root, splits, train=True, probe_fn=probe)
     assert probe.calls == []

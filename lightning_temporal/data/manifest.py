@@ -1,8 +1,9 @@
 """Video manifests: which videos, their labels, frame counts, event windows and per-frame scores.
 
-A manifest is read once at start-up. Frame counts missing from the file are probed (exact decodable counts,
-in parallel) and cached beside the manifest, keyed by path + size + mtime, so a large dataset is probed
-once and a changed file is probed again.
+A manifest is read once at start-up, from any of the layouts of :data:`MANIFEST_FORMATS` (:func:`read_manifest`).
+Frame counts missing from the file are probed (exact decodable counts, in parallel), counts it gives are checked
+against the files, and both are cached in the user's cache folder (:func:`cache_folder`, never in the dataset's
+folders), keyed by path + size + mtime, so a large dataset is probed once and a changed file is probed again.
 
 Row numbers in error messages are the file's line numbers (the header is row 1).
 """
@@ -13,10 +14,12 @@ import csv
 import dataclasses
 import difflib
 import hashlib
+import io
 import json
 import os
 import re
 import sys
+import threading
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -36,6 +39,13 @@ __all__ = [
     "read_ucf101_split",
     "read_hmdb51_split",
     "read_kinetics_csv",
+    "read_video_list",
+    "read_rawframe_list",
+    "read_class_folders",
+    "read_manifest",
+    "read_text",
+    "MANIFEST_FORMATS",
+    "cache_folder",
     "probe_frame_counts",
     "path_fingerprint",
 ]
@@ -230,14 +240,35 @@ def _where(file: str, line: int) -> str:
     return f"{file}, row {line}"
 
 
-def _split_lines(path: str) -> Iterator[Tuple[str, List[str], str]]:
+def read_text(path: str, encoding: Optional[str] = None) -> str:
+    """The text of a manifest, list or class file. ``encoding`` None: UTF-8 (a leading byte-order mark, which
+    spreadsheets write, is dropped). Raises ManifestError naming the file, the row and the byte that is not in
+    the encoding, and the fix (save as UTF-8, or give the file's encoding)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    name = encoding or "utf-8"
+    try:
+        return data.decode("utf-8-sig" if encoding is None else encoding)
+    except LookupError:
+        raise ManifestError(f"{path}: encoding {encoding!r} is not known to Python; give a codec name such as "
+                            "'utf-8', 'latin-1' or 'cp1252'") from None
+    except UnicodeDecodeError as err:
+        row = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        bad = data[err.start:err.end].hex(" ")
+        raise ManifestError(
+            f"{path}, row {row}: byte(s) {bad} at column {column} are not {name} (the file was saved in another "
+            "encoding, e.g. Latin-1 or Windows-1252 by a spreadsheet); save it as UTF-8, or give its encoding: "
+            "encoding='latin-1' (TemporalDataModule: data.manifest_encoding: latin-1)") from None
+
+
+def _split_lines(path: str, encoding: Optional[str] = None) -> Iterator[Tuple[str, List[str], str]]:
     """``(where, fields, line)`` of each non-blank line of the text file ``path``: ``where`` names the file and
     row for error messages, ``fields`` is the line split on whitespace."""
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            parts = line.split()
-            if parts:
-                yield _where(path, line_no), parts, line
+    for line_no, line in enumerate(read_text(path, encoding).splitlines(), 1):
+        parts = line.split()
+        if parts:
+            yield _where(path, line_no), parts, line
 
 
 def _parse_count(text: str, column: str, where: str, minimum: int) -> Optional[int]:
@@ -253,7 +284,8 @@ def _parse_count(text: str, column: str, where: str, minimum: int) -> Optional[i
     return value
 
 
-def _load_class_list(classes: Union[None, str, os.PathLike, Sequence[str]]) -> Optional[List[str]]:
+def _load_class_list(classes: Union[None, str, os.PathLike, Sequence[str]],
+                     encoding: Optional[str] = None) -> Optional[List[str]]:
     """Class names from a sequence, or from a text file with one name per line (optionally "index name")."""
     if classes is None:
         return None
@@ -263,11 +295,10 @@ def _load_class_list(classes: Union[None, str, os.PathLike, Sequence[str]]) -> O
             raise ManifestFileNotFoundError(f"{path}: class list not found; pass the file with one class "
                                             "name per line, or a list of names")
         names = []
-        with open(path, newline="") as f:
-            for line in f:
-                parts = line.strip().split(maxsplit=1)
-                if parts:  # "3 air drumming" -> "air drumming"; a plain line is the whole name
-                    names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else line.strip())
+        for line in read_text(path, encoding).splitlines():
+            parts = line.strip().split(maxsplit=1)
+            if parts:  # "3 air drumming" -> "air drumming"; a plain line is the whole name
+                names.append(parts[1] if len(parts) == 2 and parts[0].isdigit() else line.strip())
         classes = names
     names = [str(c) for c in classes]
     if len(set(names)) != len(names):
@@ -353,17 +384,23 @@ def _stat_key(path: str) -> Optional[Tuple[int, int]]:
     return st.st_size, st.st_mtime_ns
 
 
-def _user_cache_path(cache_path: str) -> str:
+def cache_folder() -> str:
+    """Where frame counts are cached: ``$XDG_CACHE_HOME/lightning_temporal/frames`` (default
+    ``~/.cache/lightning_temporal/frames``), one JSON file per manifest, never inside the dataset's folders."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha1(os.path.abspath(cache_path).encode()).hexdigest()[:16]
-    return os.path.join(base, "lightning_temporal", "frames",
-                        f"{digest}_{os.path.basename(cache_path)}")
+    return os.path.join(base, "lightning_temporal", "frames")
+
+
+def _user_cache_path(cache_path: str) -> str:
+    digest = hashlib.sha1(os.path.abspath(cache_path).encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return os.path.join(cache_folder(), f"{digest}_{os.path.basename(cache_path)}")
 
 
 def _read_cache(cache_path: str) -> Dict[str, list]:
-    """Entries of both cache places merged; each is checked against size + mtime before use anyway."""
+    """Entries of the user cache file of ``cache_path`` and, from older versions, of ``cache_path`` itself (beside
+    the manifest), merged; each is checked against size + mtime before use anyway."""
     videos: Dict[str, list] = {}
-    for p in (_user_cache_path(cache_path), cache_path):
+    for p in (cache_path, _user_cache_path(cache_path)):
         if os.path.isfile(p):
             try:
                 with open(p) as f:
@@ -376,31 +413,35 @@ def _read_cache(cache_path: str) -> Dict[str, list]:
 
 
 def _write_cache(cache_path: str, videos: Dict[str, list]) -> str:
-    """Write the cache beside the manifest, or in the user cache folder when that fails; returns where."""
+    """Write the cache in the user cache folder (:func:`cache_folder`), keyed by ``cache_path`` (the manifest):
+    dataset folders may be read-only or shared. Returns where it went ("" when nowhere)."""
     payload = json.dumps({"version": _CACHE_VERSION, "videos": videos}, separators=(",", ":"))
-    for p in (cache_path, _user_cache_path(cache_path)):
-        tmp = f"{p}.{os.getpid()}.tmp"
-        try:
-            os.makedirs(os.path.dirname(p) or ".", exist_ok=True)
-            with open(tmp, "w") as f:
-                f.write(payload)
-            os.replace(tmp, p)  # atomic: a reader never sees half a file
-        except OSError as err:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            if p == cache_path:
-                warnings.warn(f"{cache_path}: cannot write the frame-count cache beside the manifest ({err}); "
-                              f"using {_user_cache_path(cache_path)} instead")
-            continue
+    p = _user_cache_path(cache_path)
+    tmp = f"{p}.{os.getpid()}.{threading.get_ident()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        with open(tmp, "w") as f:
+            f.write(payload)
+        os.replace(tmp, p)  # atomic: a reader (another rank) never sees half a file
         return p
-    warnings.warn(f"{cache_path}: frame counts could not be cached anywhere; they will be probed again")
-    return ""
+    except OSError as err:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        warnings.warn(f"{p}: cannot write the frame-count cache of {cache_path} ({err}); the counts will be probed "
+                      "again next time. Set XDG_CACHE_HOME to a writable folder to keep them")
+        return ""
 
 
 def _default_probe(path: str):
     from lightning_temporal.data.video import probe  # local: keeps manifest import light
 
     return probe(path)
+
+
+def _demux_probe(path: str):
+    from lightning_temporal.data.video import probe  # local: keeps manifest import light
+
+    return probe(path, exact=False)
 
 
 def probe_frame_counts(paths: Sequence[str], *, cache_path: Optional[str] = None,
@@ -484,11 +525,12 @@ def _record_of(r: _Row, label: int, csv_dir: Optional[str]) -> VideoRecord:
 
 
 def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool, probe_fn, num_workers,
-           progress, on_bad_video: str, csv_dir: Optional[str], allow_repeats: bool = False) -> VideoManifest:
+           progress, on_bad_video: str, csv_dir: Optional[str], allow_repeats: bool = False,
+           encoding: Optional[str] = None) -> VideoManifest:
     check_choice("on_bad_video", on_bad_video, ("raise", "skip"))
     if not rows:
         raise ManifestError(f"{file}: lists no videos; add rows (or check the split / train arguments)")
-    labels, class_names = _resolve_labels(rows, _load_class_list(classes))
+    labels, class_names = _resolve_labels(rows, _load_class_list(classes, encoding))
     _check_repeats(rows, labels, class_names, allow_repeats)
     dropped: List[Tuple[str, str, str]] = []
 
@@ -510,18 +552,36 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
         records[i] = record
 
     need = [i for i, rec in records.items() if rec.num_frames is None] if probe else []
-    if need:
-        results, errors = probe_frame_counts([rows[i].path for i in need], cache_path=cache_path,
-                                             probe_fn=probe_fn, num_workers=num_workers, progress=progress,
-                                             stat_keys=[keys[i] for i in need])
+    claimed = [i for i, rec in records.items() if rec.num_frames is not None] if probe else []
+    over: List[str] = []
+    # Counts a row gives are claims: checked against the file (a demux pass, ~1 ms a video, cached) before
+    # anything is sized by them; the file's count wins over a larger claim.
+    for rows_of, fn, cache in ((need, probe_fn, cache_path),
+                               (claimed, probe_fn or _demux_probe, cache_path if probe_fn is not None
+                                else cache_path.replace(".frames.json", ".demux-frames.json"))):
+        if not rows_of:
+            continue
+        results, errors = probe_frame_counts([rows[i].path for i in rows_of], cache_path=cache, probe_fn=fn,
+                                             num_workers=num_workers, progress=progress,
+                                             stat_keys=[keys[i] for i in rows_of])
         for j in sorted(errors):
-            bad(rows[need[j]], f"cannot probe the video ({errors[j]}); re-encode or remove the row")
-            del records[need[j]]
-        for j, i in enumerate(need):
-            if results[j] is not None:
-                n, h, w = results[j]
-                records[i] = dataclasses.replace(records[i], num_frames=n, height=h if h > 0 else None,
-                                                 width=w if w > 0 else None)
+            bad(rows[rows_of[j]], f"cannot probe the video ({errors[j]}); re-encode or remove the row")
+            del records[rows_of[j]]
+        for j, i in enumerate(rows_of):
+            if results[j] is None:
+                continue
+            n, h, w = results[j]
+            claim = records[i].num_frames
+            if claim is not None and claim > n:
+                over.append(f"{rows[i].source}: num_frames = {claim} but {rows[i].path} has {n}")
+            if claim is not None and claim <= n:
+                n = claim  # fewer frames than the file holds: the row's choice
+            records[i] = dataclasses.replace(records[i], num_frames=n, height=h if h > 0 else None,
+                                             width=w if w > 0 else None)
+    if over:
+        warnings.warn(f"{len(over)} manifest row(s) claim more frames than the video holds, so the video's own count "
+                      f"is used: {'; '.join(over[:5])}{' ...' if len(over) > 5 else ''}. Fix the num_frames column "
+                      "(or leave it empty to have it probed)")
     for rec in records.values():
         if rec.event_end is not None and rec.num_frames is not None and rec.event_end > rec.num_frames:
             raise ManifestError(f"{rec.source}: event_end = {rec.event_end} is beyond the video's {rec.num_frames} "
@@ -554,8 +614,11 @@ def _join(root: str, p: str) -> str:
 
 
 _COMMON_DOC = """
-    ``probe``: probe the exact frame count of videos whose count is not given (cached beside the list in
-    ``<file>.frames.json``, or in ``$XDG_CACHE_HOME/lightning_temporal`` when that folder is read-only).
+    ``probe``: probe the exact frame count of videos whose count is not given, and check every count a row
+    gives against its file (a demux pass, ~1 ms a video): a count above the file's is a warning naming the row,
+    and the file's count is used. Probed counts are cached per list file in :func:`cache_folder`
+    (``$XDG_CACHE_HOME/lightning_temporal/frames``), keyed by path + size + mtime; ``probe=False`` trusts the
+    counts given (nothing is checked).
     ``probe_fn``: replaces :func:`lightning_temporal.data.video.probe`, which decodes each file once for an
     exact count; for a very large dataset ``functools.partial(probe, exact=False)`` counts packets instead
     (~1 ms a video, exact for intact files; a truncated file then over-counts and its late clips are skipped).
@@ -565,13 +628,33 @@ _COMMON_DOC = """
     ``allow_repeats``: a video listed twice is an error naming both rows unless this is True (deliberate
     oversampling: each row is then a video of its own, with its own score table); a video listed under two
     labels is always an error.
+    ``encoding``: the text encoding of the list (and class list) files; default UTF-8 (with or without a
+    byte-order mark). A file in another encoding is an error naming the file, the row and this argument.
 """
+
+MANIFEST_FORMATS = ("csv", "ucf101", "hmdb51", "kinetics", "folders", "video_list", "rawframe_list")
+_FORMAT_HELP = ("supported formats (manifest_format): csv (path,label[,num_frames,...] with a header), "
+                "video_list (space-separated 'path label' lines: PyTorchVideo from_csv, MMAction2 VideoDataset), "
+                "rawframe_list ('frame_dir total_frames label' lines: MMAction2 RawframeDataset), folders "
+                "(root/<class>/<video>), ucf101, hmdb51 (official split files), kinetics (annotation CSV)")
+
+
+def _looks_like_list(first_line: str) -> Optional[str]:
+    """The list format a CSV's first line looks like ('video_list' / 'rawframe_list'), else None."""
+    if "," in first_line:
+        return None
+    parts = first_line.split()
+    if len(parts) == 3 and re.fullmatch(r"\d+", parts[1]):
+        return "rawframe_list"
+    if len(parts) >= 2:
+        return "video_list"
+    return None
 
 
 def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
                       on_bad_video: str = "raise", allow_repeats: bool = False,
-                      frame_pattern: Optional[str] = None) -> VideoManifest:
+                      frame_pattern: Optional[str] = None, encoding: Optional[str] = None) -> VideoManifest:
     """Read a CSV manifest ``path,label[,num_frames][,event_start][,event_end][,frame_scores]``.
 
     >>> m = read_csv_manifest("train.csv")                    # doctest: +SKIP
@@ -583,7 +666,9 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
     indices, end exclusive. ``frame_scores`` is a ``.npy``/``.txt`` path relative to the CSV.
     ``frame_pattern`` (e.g. ``"img_{:05d}.jpg"``): how the frame images of the rows that are folders are named
     (default: the one naming pattern each folder holds); a row may also give a pattern path
-    ``folder/img_{:05d}.jpg`` itself. See :mod:`lightning_temporal.data.frames`.
+    ``folder/img_{:05d}.jpg`` itself. See :mod:`lightning_temporal.data.frames`. A space-separated list (no
+    header) is refused with an error naming the formats that read it (:func:`read_video_list`,
+    :func:`read_rawframe_list`).
     """
     if frame_pattern is not None:
         from lightning_temporal.data.frames import check_frame_pattern  # local: keeps manifest import light
@@ -593,36 +678,172 @@ def read_csv_manifest(path, classes=None, root=None, probe: bool = True, *, prob
     csv_dir = os.path.dirname(os.path.abspath(path))
     root = csv_dir if root is None else os.path.abspath(os.fspath(root))
     rows = []
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: spreadsheets write a BOM
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None:
-            raise ManifestError(f"{path}: empty file; the first row must be a header "
-                                f"'path,label[,num_frames][,event_start][,event_end][,frame_scores]'")
-        header = [h.strip() for h in header]
-        if any(not h for h in header) or "path" not in header or "label" not in header or len(set(header)) != len(header):
-            raise ManifestError(f"{path}, row 1: header {header} is not valid; write a header with 'path' and "
-                                f"'label' and optionally {list(CSV_COLUMNS[2:])}, each once")
-        for values in reader:
-            if not values or all(not v.strip() for v in values):
-                continue  # blank line
-            where = _where(path, reader.line_num)
-            if len(values) != len(header):
-                raise ManifestError(f"{where}: {len(values)} columns but the header has {len(header)} "
-                                    f"({','.join(header)}); fix the row (quote fields that contain commas)")
-            d = dict(zip(header, values))
-            if not d["path"].strip() or not d["label"].strip():
-                raise ManifestError(f"{where}: empty path or label; every row needs both")
-            extra = {h: v for h, v in d.items() if h not in CSV_COLUMNS}
-            video = _join(root, d["path"].strip())
-            if frame_pattern is not None and os.path.isdir(video):
-                video = os.path.join(video, frame_pattern)  # a pattern path: the folder read with that pattern
-            rows.append(_Row(where, video, d["label"],
-                             d.get("num_frames", ""), d.get("event_start", ""), d.get("event_end", ""),
-                             d.get("frame_scores", ""), extra=extra))
+    text = read_text(path, encoding)
+    reader = csv.reader(io.StringIO(text, newline=""))
+    header = next(reader, None)
+    if header is None:
+        raise ManifestError(f"{path}: empty file; the first row must be a header "
+                            f"'path,label[,num_frames][,event_start][,event_end][,frame_scores]'")
+    header = [h.strip() for h in header]
+    if any(not h for h in header) or "path" not in header or "label" not in header or len(set(header)) != len(header):
+        first = text.lstrip("\ufeff").splitlines()[0] if text.strip() else ""
+        kind = _looks_like_list(first)
+        if kind is not None:
+            raise ManifestError(f"{path}, row 1: {first.strip()!r} is a space-separated list, not a CSV manifest; "
+                                f"read it as manifest_format: {kind} (read_manifest(..., format={kind!r})). "
+                                f"{_FORMAT_HELP[0].upper()}{_FORMAT_HELP[1:]}")
+        raise ManifestError(f"{path}, row 1: header {header} is not valid; write a header with 'path' and "
+                            f"'label' and optionally {list(CSV_COLUMNS[2:])}, each once (or read the file in its "
+                            f"own layout; {_FORMAT_HELP})")
+    for values in reader:
+        if not values or all(not v.strip() for v in values):
+            continue  # blank line
+        where = _where(path, reader.line_num)
+        if len(values) != len(header):
+            raise ManifestError(f"{where}: {len(values)} columns but the header has {len(header)} "
+                                f"({','.join(header)}); fix the row (quote fields that contain commas)")
+        d = dict(zip(header, values))
+        if not d["path"].strip() or not d["label"].strip():
+            raise ManifestError(f"{where}: empty path or label; every row needs both")
+        extra = {h: v for h, v in d.items() if h not in CSV_COLUMNS}
+        video = _join(root, d["path"].strip())
+        if frame_pattern is not None and os.path.isdir(video):
+            video = os.path.join(video, frame_pattern)  # a pattern path: the folder read with that pattern
+        rows.append(_Row(where, video, d["label"],
+                         d.get("num_frames", ""), d.get("event_start", ""), d.get("event_end", ""),
+                         d.get("frame_scores", ""), extra=extra))
     return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
                   probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
-                  csv_dir=csv_dir, allow_repeats=allow_repeats)
+                  csv_dir=csv_dir, allow_repeats=allow_repeats, encoding=encoding)
+
+
+def _list_rows(path: str, root: Optional[str], encoding: Optional[str], fields: int, layout: str,
+               frame_pattern: Optional[str] = None) -> List[_Row]:
+    """Rows of a space-separated list: ``path label`` (``fields=2``; the path may hold spaces: the label is the
+    last field) or ``frame_dir total_frames label`` (``fields=3``)."""
+    path = _require_file(path, f"{layout} file")
+    root = os.path.dirname(os.path.abspath(path)) if root is None else os.path.abspath(os.fspath(root))
+    rows = []
+    for where, parts, line in _split_lines(path, encoding):
+        if "," in line and len(parts) < fields:
+            raise ManifestError(f"{where}: {line.strip()!r} holds commas: this reads {layout} lines, and a file with "
+                                f"commas is a CSV manifest; {_FORMAT_HELP}")
+        if fields == 2:
+            split = line.strip().rsplit(None, 1)
+            if len(split) != 2:
+                raise ManifestError(f"{where}: expected '<path> <label>', got {line.strip()!r}; add the label "
+                                    "(a class index or name) after a space")
+            video, label, count = split[0], split[1], ""
+        else:
+            if len(parts) != 3:
+                raise ManifestError(f"{where}: expected '<frame_dir> <total_frames> <label>', got {line.strip()!r} "
+                                    "(MMAction2 rawframe list; multi-label and offset lists are not read)")
+            video, count, label = parts
+        full = _join(root, video)
+        if frame_pattern is not None and os.path.isdir(full):
+            full = os.path.join(full, frame_pattern)
+        rows.append(_Row(where, full, label, count))
+    return rows
+
+
+def read_video_list(path, root=None, classes=None, probe: bool = True, *, probe_fn=None,
+                    num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                    on_bad_video: str = "raise", allow_repeats: bool = False,
+                    encoding: Optional[str] = None) -> VideoManifest:
+    """A space-separated list of ``path label`` lines, no header (PyTorchVideo ``LabeledVideoPaths.from_csv``,
+    MMAction2 ``VideoDataset`` annotation files).
+
+    >>> m = read_video_list("train_list_videos.txt", root="videos/")   # doctest: +SKIP
+
+    ``path`` is relative to ``root`` (default: the list's folder; MMAction2's ``data_prefix``) or absolute, and
+    may hold spaces (the label is the last field). ``label``: a class index (as both libraries write it) or a
+    class name; with indices and no ``classes`` the classes are "0" … the largest index.
+    """
+    rows = _list_rows(path, root, encoding, 2, "video_list ('path label')")
+    return _build(rows, file=os.fspath(path), classes=classes, cache_path=os.fspath(path) + ".frames.json",
+                  probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                  on_bad_video=on_bad_video, csv_dir=None, allow_repeats=allow_repeats, encoding=encoding)
+
+
+def read_rawframe_list(path, root=None, classes=None, probe: bool = True, *, probe_fn=None,
+                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                       on_bad_video: str = "raise", allow_repeats: bool = False,
+                       frame_pattern: Optional[str] = None, encoding: Optional[str] = None) -> VideoManifest:
+    """An MMAction2 rawframe list: ``frame_dir total_frames label`` lines, no header (``RawframeDataset``).
+
+    >>> m = read_rawframe_list("train_list_rawframes.txt", root="rawframes/")   # doctest: +SKIP
+
+    ``frame_dir`` is a folder of frame images relative to ``root`` (default: the list's folder). Its frames
+    are read as :mod:`lightning_temporal.data.frames` says; a folder that also holds optical flow
+    (``flow_x_*``) needs ``frame_pattern``, e.g. ``"img_{:05d}.jpg"`` (MMAction2's ``filename_tmpl``).
+    ``total_frames`` is a claim checked against the folder like a CSV's ``num_frames``.
+    """
+    if frame_pattern is not None:
+        from lightning_temporal.data.frames import check_frame_pattern  # local: keeps manifest import light
+
+        check_frame_pattern(frame_pattern)
+    rows = _list_rows(path, root, encoding, 3, "rawframe_list ('frame_dir total_frames label')", frame_pattern)
+    return _build(rows, file=os.fspath(path), classes=classes, cache_path=os.fspath(path) + ".frames.json",
+                  probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                  on_bad_video=on_bad_video, csv_dir=None, allow_repeats=allow_repeats, encoding=encoding)
+
+
+VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".3gp")
+
+
+def read_class_folders(root, classes=None, probe: bool = True, *, probe_fn=None,
+                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
+                       on_bad_video: str = "raise", allow_repeats: bool = False,
+                       extensions: Sequence[str] = VIDEO_EXTENSIONS, encoding: Optional[str] = None) -> VideoManifest:
+    """A class-folder tree ``root/<class>/<video>`` (PyTorchVideo ``LabeledVideoPaths.from_directory``,
+    lightning-flash ``from_folders``): the classes are the sub-folders of ``root``, sorted by name, and a
+    video's label is its class folder's index in that order.
+
+    >>> m = read_class_folders("videos/train")   # doctest: +SKIP
+
+    Inside a class folder, every file whose name ends in one of ``extensions`` (any case; searched in
+    sub-folders too, in sorted order) is a video, and so is every folder that holds frame images and no
+    sub-folder (a rawframes tree ``root/<class>/<video>/img_00001.jpg``). Other files are left out with one
+    warning naming them. ``classes`` (names, or a file): a class list to follow instead of the folder order
+    (every folder must be in it). Rows are named ``<root>, <class>/<video>`` in errors.
+    """
+    root = os.path.abspath(os.fspath(root))
+    if not os.path.isdir(root):
+        raise ManifestFileNotFoundError(f"{root}: class-folder root not found; give the folder that holds one "
+                                        "sub-folder per class (root/<class>/<video>)")
+    from lightning_temporal.data.frames import IMAGE_EXTENSIONS  # local: keeps manifest import light
+
+    exts = tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in extensions)
+    class_dirs = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not class_dirs:
+        raise ManifestError(f"{root}: no class folders; this layout is root/<class>/<video> (one sub-folder per "
+                            f"class); {_FORMAT_HELP}")
+    rows, other = [], []
+    for name in class_dirs:
+        for folder, dirs, files in os.walk(os.path.join(root, name), followlinks=True):
+            dirs.sort()
+            images = [f for f in files if f.lower().endswith(IMAGE_EXTENSIONS)]
+            if images and not dirs and not any(f.lower().endswith(exts) for f in files):
+                rows.append(_Row(f"{root}, {os.path.relpath(folder, root)}", folder, name))
+                continue
+            for f in sorted(files):
+                full = os.path.join(folder, f)
+                if f.lower().endswith(exts):
+                    rows.append(_Row(f"{root}, {os.path.relpath(full, root)}", full, name))
+                elif not f.startswith("."):
+                    other.append(os.path.relpath(full, root))
+    loose = sorted(e.name for e in os.scandir(root) if e.is_file() and not e.name.startswith("."))
+    if other or loose:
+        listed = (other + [f"{f} (not in a class folder)" for f in loose])
+        warnings.warn(f"{root}: {len(listed)} file(s) left out, not videos ({'/'.join(exts)}) in a class folder: "
+                      f"{', '.join(listed[:5])}{' ...' if len(listed) > 5 else ''}")
+    if not rows:
+        raise ManifestError(f"{root}: the class folders ({', '.join(class_dirs[:5])}) hold no video "
+                            f"({'/'.join(exts)}); put the videos in root/<class>/ or pass extensions=")
+    names = _load_class_list(classes, encoding) if classes is not None else class_dirs
+    return _build(rows, file=root, classes=names, cache_path=os.path.join(root, "class_folders.frames.json"),
+                  probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                  on_bad_video=on_bad_video, csv_dir=None, allow_repeats=allow_repeats)
 
 
 read_csv_manifest.__doc__ += _COMMON_DOC
@@ -630,7 +851,8 @@ read_csv_manifest.__doc__ += _COMMON_DOC
 
 def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False,
+                      encoding: Optional[str] = None) -> VideoManifest:
     """UCF101 from its official split files in ``split_dir``: ``classInd.txt`` ("1 ApplyEyeMakeup"),
     ``trainlist0{split}.txt`` ("Class/v_x.avi 1", 1-based class index) and ``testlist0{split}.txt``
     ("Class/v_x.avi", class from the folder). Videos lie under ``root/Class/``. Labels are 0-based.
@@ -641,7 +863,7 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
     split_dir, root = os.fspath(split_dir), os.path.abspath(os.fspath(root))
     class_file = _require_file(os.path.join(split_dir, "classInd.txt"), "UCF101 class list classInd.txt")
     names: Dict[int, str] = {}
-    for where, parts, line in _split_lines(class_file):
+    for where, parts, line in _split_lines(class_file, encoding):
         if len(parts) != 2 or not parts[0].isdigit():
             raise ManifestError(f"{where}: expected '<index> <ClassName>', got {line.strip()!r}")
         names[int(parts[0])] = parts[1]
@@ -652,7 +874,7 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
     list_file = _require_file(os.path.join(split_dir, f"{'train' if train else 'test'}list0{split}.txt"),
                               "UCF101 split list")
     rows = []
-    for where, parts, line in _split_lines(list_file):
+    for where, parts, line in _split_lines(list_file, encoding):
         if len(parts) != (2 if train else 1):
             raise ManifestError(f"{where}: expected {'Class/video.avi <index>' if train else 'Class/video.avi'}"
                                 f", got {line.strip()!r}")
@@ -675,7 +897,8 @@ def read_ucf101_split(root, split_dir, split: int = 1, train: bool = True, probe
 
 def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False,
+                      encoding: Optional[str] = None) -> VideoManifest:
     """HMDB51 from its split files ``split_dir/<class>_test_split{split}.txt`` with lines "video.avi 0|1|2"
     (1 = train, 2 = test, 0 = unused). Videos lie under ``root/<class>/``. Classes sorted by name.
 
@@ -694,7 +917,7 @@ def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe
     wanted = "1" if train else "2"
     rows = []
     for label, (name, fname) in enumerate(zip(class_names, files)):
-        for where, parts, line in _split_lines(os.path.join(split_dir, fname)):
+        for where, parts, line in _split_lines(os.path.join(split_dir, fname), encoding):
             if len(parts) != 2 or parts[1] not in ("0", "1", "2"):
                 raise ManifestError(f"{where}: expected '<video>.avi 0|1|2', got {line.strip()!r}")
             if parts[1] == wanted:
@@ -705,50 +928,93 @@ def read_hmdb51_split(root, split_dir, split: int = 1, train: bool = True, probe
                   allow_repeats=allow_repeats)
 
 
+KINETICS_SPLITS = {"train": ("train", "training"), "val": ("val", "validate", "validation"),
+                   "test": ("test", "testing")}
+
+
 def read_kinetics_csv(path, root, classes=None, split: Optional[str] = None, probe: bool = True, *, probe_fn=None,
                       num_workers: Optional[int] = None, progress: Optional[bool] = None,
-                      on_bad_video: str = "raise", allow_repeats: bool = False) -> VideoManifest:
+                      on_bad_video: str = "raise", allow_repeats: bool = False,
+                      encoding: Optional[str] = None) -> VideoManifest:
     """Kinetics annotation CSV (``label,youtube_id,time_start,time_end,split``; extra columns ignored).
 
     Files are ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4`` under ``root/<label>/`` (the label as
     written or with spaces as underscores) or directly under ``root``; both layouts are looked up per row.
-    ``split`` keeps only rows of that split. Classes: the sorted label names unless ``classes`` is given.
+    ``split`` (``train``, ``val`` / ``validate`` / ``validation``, ``test``) keeps only the rows of that split
+    when the CSV has a ``split`` column (one CSV for every split); a CSV without the column is one split's file
+    and is read whole. Classes: the sorted label names unless ``classes`` is given. A test CSV without labels
+    (``label`` column absent) cannot be read: it has nothing to evaluate against.
 
     >>> m = read_kinetics_csv("kinetics400/train.csv", "kinetics400/train", on_bad_video="skip")  # doctest: +SKIP
     """
     path = _require_file(path, "Kinetics CSV")
+    if root is None:
+        raise ManifestError(f"{path}: the Kinetics videos' folder is not given; pass root= (TemporalDataModule: "
+                            "data.data_root, the folder with <label>/<youtube_id>_<start>_<end>.mp4)")
     root = os.path.abspath(os.fspath(root))
-    rows = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in (next(reader, None) or [])]
-        need = ("label", "youtube_id", "time_start", "time_end")
-        if any(h not in header for h in need):
-            raise ManifestError(f"{path}, row 1: header {header} lacks one of {list(need)}; this reader takes "
-                                "the Kinetics layout label,youtube_id,time_start,time_end,split")
-        for values in reader:
-            if not values or all(not v.strip() for v in values):
+    wanted = None
+    if split is not None:
+        key = next((k for k, names in KINETICS_SPLITS.items() if str(split).strip().lower() in names), None)
+        if key is None:
+            raise ValueError(f"split={split!r}; one of {sorted({n for v in KINETICS_SPLITS.values() for n in v})}")
+        wanted = KINETICS_SPLITS[key]
+    rows, seen_splits = [], set()
+    reader = csv.reader(io.StringIO(read_text(path, encoding), newline=""))
+    header = [h.strip() for h in (next(reader, None) or [])]
+    need = ("label", "youtube_id", "time_start", "time_end")
+    if any(h not in header for h in need):
+        raise ManifestError(f"{path}, row 1: header {header} lacks one of {list(need)}; this reader takes "
+                            "the Kinetics layout label,youtube_id,time_start,time_end,split")
+    for values in reader:
+        if not values or all(not v.strip() for v in values):
+            continue
+        where = _where(path, reader.line_num)
+        if len(values) != len(header):
+            raise ManifestError(f"{where}: {len(values)} columns but the header has {len(header)}; fix the row")
+        d = dict(zip(header, (v.strip() for v in values)))
+        if wanted is not None and "split" in d:
+            seen_splits.add(d["split"])
+            if d["split"].lower() not in wanted:
                 continue
-            where = _where(path, reader.line_num)
-            if len(values) != len(header):
-                raise ManifestError(f"{where}: {len(values)} columns but the header has {len(header)}; fix the row")
-            d = dict(zip(header, (v.strip() for v in values)))
-            if split is not None and d.get("split") != split:
-                continue
-            t0 = _parse_count(d["time_start"], "time_start", where, 0)
-            t1 = _parse_count(d["time_end"], "time_end", where, 0)
-            if t0 is None or t1 is None:
-                raise ManifestError(f"{where}: time_start/time_end empty; give both as whole seconds")
-            fname = f"{d['youtube_id']}_{t0:06d}_{t1:06d}.mp4"
-            candidates = [os.path.join(root, d["label"], fname), os.path.join(root, d["label"].replace(" ", "_"),
-                                                                              fname), os.path.join(root, fname)]
-            found = [c for c in candidates if os.path.exists(c)] or candidates
-            rows.append(_Row(where, found[0], d["label"], alternatives=tuple(dict.fromkeys(found[1:]))))
-    return _build(rows, file=path, classes=classes, cache_path=path + ".frames.json", probe=probe,
-                  probe_fn=probe_fn, num_workers=num_workers, progress=progress, on_bad_video=on_bad_video,
-                  csv_dir=None, allow_repeats=allow_repeats)
+        t0 = _parse_count(d["time_start"], "time_start", where, 0)
+        t1 = _parse_count(d["time_end"], "time_end", where, 0)
+        if t0 is None or t1 is None:
+            raise ManifestError(f"{where}: time_start/time_end empty; give both as whole seconds")
+        fname = f"{d['youtube_id']}_{t0:06d}_{t1:06d}.mp4"
+        candidates = [os.path.join(root, d["label"], fname), os.path.join(root, d["label"].replace(" ", "_"),
+                                                                          fname), os.path.join(root, fname)]
+        found = [c for c in candidates if os.path.exists(c)] or candidates
+        rows.append(_Row(where, found[0], d["label"], alternatives=tuple(dict.fromkeys(found[1:]))))
+    if not rows and seen_splits:
+        raise ManifestError(f"{path}: no row of split {split!r} (its split column holds {sorted(seen_splits)}); "
+                            "give this split's CSV, or check the split name")
+    return _build(rows, file=path, classes=classes, cache_path=path + (f".{split}" if split and seen_splits else "")
+                  + ".frames.json", probe=probe, probe_fn=probe_fn, num_workers=num_workers, progress=progress,
+                  on_bad_video=on_bad_video, csv_dir=None, allow_repeats=allow_repeats, encoding=encoding)
 
 
-for _f in (read_ucf101_split, read_hmdb51_split, read_kinetics_csv):
+_READERS = {"csv": read_csv_manifest, "video_list": read_video_list, "rawframe_list": read_rawframe_list,
+            "folders": read_class_folders, "kinetics": read_kinetics_csv}
+
+
+def read_manifest(source, format: str = "csv", **kwargs) -> VideoManifest:
+    """Read ``source`` in one of the layouts of :data:`MANIFEST_FORMATS` (``ucf101`` / ``hmdb51`` take their
+    own split arguments: use :func:`read_ucf101_split` / :func:`read_hmdb51_split`).
+
+    >>> m = read_manifest("videos/train", format="folders")              # doctest: +SKIP
+    >>> m = read_manifest("train_list.txt", format="video_list", root="videos")   # doctest: +SKIP
+
+    ``kwargs`` go to the reader: :func:`read_csv_manifest` (``csv``), :func:`read_video_list`,
+    :func:`read_rawframe_list`, :func:`read_class_folders` (``folders``, ``source`` is the root folder),
+    :func:`read_kinetics_csv` (``kinetics``, needs ``root``).
+    """
+    check_choice("format", format, tuple(_READERS), hint="ucf101/hmdb51: read_ucf101_split / read_hmdb51_split")
+    if format == "kinetics":
+        return read_kinetics_csv(source, kwargs.pop("root", None), **kwargs)
+    return _READERS[format](source, **kwargs)
+
+
+for _f in (read_ucf101_split, read_hmdb51_split, read_kinetics_csv, read_video_list, read_rawframe_list,
+           read_class_folders):
     _f.__doc__ += _COMMON_DOC
 
