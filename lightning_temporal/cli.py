@@ -32,7 +32,7 @@ from lightning_temporal.callbacks.prediction_writer import PredictionWriter
 from lightning_temporal.datamodule import TemporalDataModule
 from lightning_temporal.module import VideoClassifier
 
-__all__ = ["TemporalCLI", "ConfigError", "resolve_checkpoint", "run", "main"]
+__all__ = ["TemporalCLI", "ConfigError", "CheckpointError", "check_checkpoint", "resolve_checkpoint", "run", "main"]
 
 _EVALUATIONS = ("validate", "test", "predict")
 _SUBCOMMANDS = ("fit",) + _EVALUATIONS
@@ -41,6 +41,54 @@ _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 class ConfigError(ValueError):
     """A configuration the CLI cannot run, explained (the key, what is wrong, what is allowed)."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint file that cannot be read (truncated, empty, not a checkpoint); the message names it."""
+
+
+def _unreadable(path: str) -> Optional[str]:
+    """Why the checkpoint ``path`` cannot be read, or None when it can. A checkpoint torch saves is a zip archive:
+    its directory sits at the end (a file cut short by a killed run or a full disk has none) and every member's
+    CRC is checked (bytes damaged inside). Other files are loaded on the CPU to see."""
+    import zipfile
+
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        return f"cannot access it ({err.strerror or err})"
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    with open(path, "rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if zipped and not zipfile.is_zipfile(path):
+        return f"the archive ends after {size} bytes without its directory (the file is cut short)"
+    if zipped:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                broken = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError) as err:
+            return f"the archive is damaged ({err})"
+        return None if broken is None else f"member {broken} is damaged (CRC mismatch)"
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # any failure to load is what this reports
+        return f"it is not a complete checkpoint ({type(err).__name__}: {str(err)[:200]})"
+    return None
+
+
+def check_checkpoint(path: str) -> str:
+    """Return ``path`` when it is a readable checkpoint file; raise :class:`CheckpointError` naming it, what is
+    wrong and what to do (a file cut short by a killed run or a full disk: use an older checkpoint)."""
+    why = _unreadable(path)
+    if why is not None:
+        folder = os.path.dirname(os.path.abspath(path))
+        raise CheckpointError(f"{path}: the checkpoint cannot be read: {why}. It was probably cut short (a run killed "
+                              "or a disk full while it was written); give --ckpt_path an older checkpoint of "
+                              f"{folder}, or --ckpt_path last (it skips unreadable files), or delete this file")
+    return path
 
 
 # ----------------------------------------------------------------------------------- finding training runs
@@ -103,11 +151,19 @@ def _checkpoint_dirs(trainer_cfg: Any) -> Tuple[List[str], str]:
 
 
 def _best_of(ckpt_dir: str, files: List[str]) -> str:
-    """The best checkpoint a run's ``ModelCheckpoint`` recorded (read from its newest checkpoint file)."""
+    """The best checkpoint a run's ``ModelCheckpoint`` recorded (read from its newest readable checkpoint)."""
     import torch
 
-    newest = max(files, key=os.path.getmtime)
-    state = torch.load(newest, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+    state, skipped = None, []
+    for newest in sorted(files, key=os.path.getmtime, reverse=True):
+        if _unreadable(newest) is None:
+            state = torch.load(newest, map_location="cpu", weights_only=True, mmap=True).get("callbacks", {})
+            break
+        skipped.append(f"{newest} ({_unreadable(newest)})")
+    if state is None:
+        raise CheckpointError(f"--ckpt_path best: the checkpoints of the training run in {os.path.dirname(ckpt_dir)} "
+                              f"cannot be read: {'; '.join(skipped)}. They were cut short (a run killed or a disk "
+                              "full while writing); train again, or give --ckpt_path a checkpoint file that is intact")
     recorded = [(s.get("monitor"), s.get("best_model_path")) for k, s in state.items()
                 if k.startswith("ModelCheckpoint") and isinstance(s, dict) and s.get("monitor")]
     best = next((path for _, path in recorded if path), None)
@@ -118,17 +174,24 @@ def _best_of(ckpt_dir: str, files: List[str]) -> str:
                           "--ckpt_path last or a checkpoint file")
     for candidate in (best, os.path.join(ckpt_dir, os.path.basename(best))):  # the run may have used another cwd
         if os.path.isfile(candidate):
+            why = _unreadable(candidate)
+            if why is not None:
+                raise CheckpointError(f"--ckpt_path best: {candidate}, the best checkpoint the run recorded, cannot be "
+                                      f"read: {why}; use --ckpt_path last or another checkpoint file of {ckpt_dir}")
             return candidate
     raise ConfigError(f"--ckpt_path best: the training run recorded {best}, which no longer exists")
 
 
 def resolve_checkpoint(which: str, trainer_cfg: Any) -> str:
     """The checkpoint file ``last`` or ``best`` names for a config: in the newest training run that holds a
-    checkpoint, ``last*.ckpt`` (the newest) or the best checkpoint its ``ModelCheckpoint`` recorded.
+    checkpoint, ``last*.ckpt`` (the newest readable one: a newer file that cannot be read, cut short by a
+    killed run or a full disk, is skipped with a warning naming it) or the best checkpoint its
+    ``ModelCheckpoint`` recorded.
 
     Raises:
         ConfigError: no training run with a checkpoint (the message names the folders searched), or the run
             has no ``last`` / ``best`` checkpoint.
+        CheckpointError: every candidate checkpoint is unreadable, or the recorded best one is.
     """
     if which not in ("last", "best"):
         raise ValueError(f"which={which!r}; 'last' or 'best' is allowed")
@@ -144,7 +207,18 @@ def resolve_checkpoint(which: str, trainer_cfg: Any) -> str:
             raise ConfigError(f"--ckpt_path last: the newest training run ({os.path.dirname(ckpt_dir)}) has no "
                               f"last*.ckpt, only {', '.join(sorted(map(os.path.basename, files)))}; give one of "
                               "them to --ckpt_path, or add ModelCheckpoint(filename='last') to the recipe")
-        return max(lasts, key=os.path.getmtime)
+        skipped = []
+        for candidate in sorted(lasts, key=os.path.getmtime, reverse=True):
+            why = _unreadable(candidate)
+            if why is None:
+                if skipped:
+                    warnings.warn(f"--ckpt_path last: {'; '.join(skipped)}; using the newest readable one, "
+                                  f"{candidate}", UserWarning)
+                return candidate
+            skipped.append(f"{candidate} cannot be read ({why})")
+        raise CheckpointError(f"--ckpt_path last: no last*.ckpt of the training run in {os.path.dirname(ckpt_dir)} "
+                              f"can be read: {'; '.join(skipped)}. They were cut short (a run killed or a disk full "
+                              "while writing); give --ckpt_path another checkpoint file, or train again")
     seen = ", ".join(os.path.basename(os.path.dirname(d)) for d in dirs[:5]) or "no run folder"
     raise ConfigError(f"--ckpt_path {which}: no checkpoint of a training run of this config; looked in {pattern} "
                       f"({seen}). Train first (lightning-temporal fit --config <the same config>) or give "
@@ -265,10 +339,14 @@ class TemporalCLI(LightningCLI):
                 try:
                     cfg.ckpt_path = resolve_checkpoint(which, cfg.get("trainer"))
                     self._resolved_from = which
+                except CheckpointError:
+                    raise
                 except ConfigError:
                     if sub != "fit":
                         raise
                     # fit --ckpt_path last before any run: start fresh, as Lightning does
+            elif isinstance(which, (str, os.PathLike)) and os.path.isfile(which):
+                check_checkpoint(os.fspath(which))  # named here, not as an OSError deep inside the loader
             if sub in _EVALUATIONS:
                 self._log_inside_training_run(sub, cfg)
         super()._parse_ckpt_path()

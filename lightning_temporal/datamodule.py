@@ -13,12 +13,16 @@ from torch.utils.data import DataLoader, DistributedSampler
 from lightning_temporal.checks import check_choice, check_int, fail
 from lightning_temporal.data.dataset import ClipDataset, collate_clips
 from lightning_temporal.data.manifest import (
+    MANIFEST_FORMATS,
     UnknownLabelError,
     VideoManifest,
+    read_class_folders,
     read_csv_manifest,
     read_hmdb51_split,
     read_kinetics_csv,
+    read_rawframe_list,
     read_ucf101_split,
+    read_video_list,
 )
 from lightning_temporal.data.frames import check_frame_pattern
 from lightning_temporal.data.transforms import KINETICS_MEAN, KINETICS_STD, CleanTransform, TrainTransform
@@ -28,7 +32,8 @@ from lightning_temporal.sampling.sampler import ClipLoader, ClipSampler
 __all__ = ["TemporalDataModule"]
 
 _SPLITS = ("train", "val", "test", "predict")
-MANIFEST_FORMATS = ("csv", "ucf101", "hmdb51", "kinetics")
+_FOLDER_FORMATS = ("ucf101", "hmdb51", "folders")  # the *_manifest keys name folders
+_KINETICS_SPLIT = {"train": "train", "val": "val", "test": "test", "predict": "test"}
 
 
 class _EvalShardSampler(DistributedSampler):
@@ -72,9 +77,15 @@ class TemporalDataModule(LightningDataModule):
             manifests not given.
         manifest_format: ``csv`` (this package's manifest), ``ucf101`` / ``hmdb51`` (the ``*_manifest`` keys
             name the folder of the official split files, ``split`` picks 1-3; train = the split's training
-            list, val/test = its test list) or ``kinetics`` (the ``*_manifest`` keys name the annotation CSVs).
-        data_root: folder the videos are under (CSV: default the CSV's folder); a mapping split -> folder
-            gives each split its own (e.g. Kinetics ``{train: .../train, val: .../val}``).
+            list, val/test = its test list), ``kinetics`` (the ``*_manifest`` keys name the annotation CSVs;
+            a CSV with a ``split`` column gives each split its own rows: train, val / validate, test, and
+            predict reads test; needs ``data_root``), ``folders`` (the ``*_manifest`` keys name class-folder
+            roots ``root/<class>/<video>``, classes sorted), ``video_list`` (space-separated ``path label``
+            lines: PyTorchVideo ``from_csv``, MMAction2 ``VideoDataset``) or ``rawframe_list`` (MMAction2
+            ``frame_dir total_frames label``). See ``lightning_temporal.data.manifest.read_manifest``.
+        manifest_encoding: text encoding of the manifest and class files (default UTF-8), e.g. ``latin-1``.
+        data_root: folder the videos are under (CSV and lists: default the list's folder); a mapping split ->
+            folder gives each split its own (e.g. Kinetics ``{train: .../train, val: .../val}``).
         classes: class names (list or file, one per line); default the sorted names of the training manifest
             (val/test/predict labels must then be among them).
         on_bad_video: ``raise`` (default) stops at a manifest row whose video is missing or undecodable while
@@ -104,6 +115,7 @@ class TemporalDataModule(LightningDataModule):
         predict_manifest: Optional[str] = None,
         synthetic: Optional[Dict[str, Any]] = None,
         manifest_format: str = "csv",
+        manifest_encoding: Optional[str] = None,
         split: int = 1,
         classes: Optional[Union[str, List[str]]] = None,
         data_root: Optional[Union[str, Dict[str, str]]] = None,
@@ -150,10 +162,20 @@ class TemporalDataModule(LightningDataModule):
         check_choice("data.eval_mode", hp.eval_mode, EVAL_MODES)
         if hp.eval_clip_stride is not None:
             check_int("data.eval_clip_stride", hp.eval_clip_stride, minimum=1)
-        folder = hp.manifest_format in ("ucf101", "hmdb51")
-        if folder and hp.data_root is None:
+        folder = hp.manifest_format in _FOLDER_FORMATS
+        if hp.manifest_format in ("ucf101", "hmdb51", "kinetics") and hp.data_root is None:
+            layout = "<label>/<youtube_id>_<start>_<end>.mp4" if hp.manifest_format == "kinetics" \
+                else "<class>/<video>.avi"
             raise ValueError(f"data.data_root is not set; manifest_format={hp.manifest_format!r} needs the folder "
-                             "that holds the videos (<class>/<video>.avi)")
+                             f"that holds the videos ({layout})")
+        if hp.manifest_encoding is not None:
+            import codecs
+
+            try:
+                codecs.lookup(hp.manifest_encoding)
+            except (LookupError, TypeError):
+                fail("data.manifest_encoding", "a text encoding Python knows", hp.manifest_encoding,
+                     hint="e.g. utf-8, latin-1, cp1252")
         if hp.synthetic is None and all(hp[f"{split}_manifest"] is None for split in _SPLITS):
             raise ValueError("data: no data given; set data.train_manifest (and val/test manifests) to CSV files, "
                              "or data.synthetic: {root: <folder>} for the embedded synthetic dataset")
@@ -163,13 +185,15 @@ class TemporalDataModule(LightningDataModule):
         for split in _SPLITS:
             path = hp[f"{split}_manifest"]
             if path is not None and not (os.path.isdir(path) if folder else os.path.isfile(path)):
-                what = "the folder of the official split files" if folder else "a manifest file"
+                what = {"folders": "the class-folder root (root/<class>/<video>)"}.get(
+                    hp.manifest_format, "the folder of the official split files" if folder else "a manifest file")
                 raise FileNotFoundError(f"data.{split}_manifest={path!r}: not found; give {what} "
                                         f"(manifest_format={hp.manifest_format!r}) or leave it unset")
         if hp.frame_pattern is not None:
-            if hp.manifest_format != "csv":
+            if hp.manifest_format not in ("csv", "rawframe_list"):
                 raise ValueError(f"data.frame_pattern is set but manifest_format={hp.manifest_format!r} lists video "
-                                 "files; frame folders are read from CSV manifests (manifest_format: csv)")
+                                 "files; frame folders are read from CSV manifests and rawframe lists "
+                                 "(manifest_format: csv or rawframe_list)")
             try:
                 check_frame_pattern(hp.frame_pattern)
             except ValueError as err:
@@ -224,11 +248,18 @@ class TemporalDataModule(LightningDataModule):
         hp = self.hparams
         root = hp.data_root.get(split, hp.data_root.get("train")) if isinstance(hp.data_root, dict) \
             else hp.data_root
-        common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video, allow_repeats=hp.allow_repeats)
+        common = dict(progress=hp.progress, on_bad_video=hp.on_bad_video, allow_repeats=hp.allow_repeats,
+                      encoding=hp.manifest_encoding)
         if hp.manifest_format == "csv":
             return read_csv_manifest(path, classes=classes, root=root, frame_pattern=hp.frame_pattern, **common)
+        if hp.manifest_format == "video_list":
+            return read_video_list(path, root=root, classes=classes, **common)
+        if hp.manifest_format == "rawframe_list":
+            return read_rawframe_list(path, root=root, classes=classes, frame_pattern=hp.frame_pattern, **common)
+        if hp.manifest_format == "folders":
+            return read_class_folders(path, classes=classes, **common)
         if hp.manifest_format == "kinetics":
-            return read_kinetics_csv(path, root, classes=classes, **common)
+            return read_kinetics_csv(path, root, classes=classes, split=_KINETICS_SPLIT[split], **common)
         reader = read_ucf101_split if hp.manifest_format == "ucf101" else read_hmdb51_split
         return reader(root, path, split=hp.split, train=split == "train", **common)
 

@@ -1078,6 +1078,11 @@ class VideoReader:
                                        fi.table.damaged_ranges())
         return self._info
 
+    @property
+    def num_frames(self) -> int:
+        """Frames of the video: from the packet index of a file (no decoding), the listing of a frame folder."""
+        return self._num_frames()
+
     def _num_frames(self) -> int:
         return self._folder.num_frames if self._folder is not None else self._open_file().index().table.num_frames
 

@@ -139,12 +139,14 @@ class VideoDataset(Dataset):
         Raises ``VideoError`` when the video cannot be decoded."""
         record = self.manifest[i]
         size = self.frame_size(record)
-        need = max(int(record.num_frames), self.span)
-        buf = self._buffer
-        if buf is None or len(buf) < need or tuple(buf.shape[1:3]) != size:
-            rows = max(need, len(buf) if buf is not None and tuple(buf.shape[1:3]) == size else 0)
-            buf = self._buffer = torch.empty((rows, size[0], size[1], 3), dtype=torch.uint8)
         with VideoReader(record.path) as reader:
+            # The buffer is sized by the file's own count, never by the manifest's (a count that was not checked
+            # against the file, e.g. read with probe=False, must not size an allocation).
+            need = max(reader.num_frames, self.span)
+            buf = self._buffer
+            if buf is None or len(buf) < need or tuple(buf.shape[1:3]) != size:
+                rows = max(need, len(buf) if buf is not None and tuple(buf.shape[1:3]) == size else 0)
+                buf = self._buffer = torch.empty((rows, size[0], size[1], 3), dtype=torch.uint8)
             # decode_size None: frames at their own size (the probed size only shapes the buffer)
             frames = reader.read_all(size=None if self.decode_size is None else size, out=buf)  # L, H, W, 3
         n = frames.shape[0]
