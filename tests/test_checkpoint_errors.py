@@ -41,7 +41,8 @@ def test_last_falls_back_to_the_newest_readable_and_says_so(tmp_path, monkeypatc
     cfg = {"default_root_dir": "r", "logger": False}
     older = _ckpt(tmp_path / "r/checkpoints/last.ckpt", when=1e9)
     newest = _ckpt(tmp_path / "r/checkpoints/last-v1.ckpt", when=2e9, keep=0.5)
-    with pytest.warns(UserWarning, match=r"last-v1\.ckpt cannot be read .*; using the newest readable one, .*last\.ckpt"):
+    with pytest.warns(UserWarning,
+                      match=r"last-v1\.ckpt cannot be read .*; using the newest readable one, .*last\.ckpt"):
         assert os.path.samefile(resolve_checkpoint("last", cfg), older)
     _ckpt(tmp_path / "r/checkpoints/last.ckpt", when=1e9, keep=0.3)
     with pytest.raises(CheckpointError, match=r"--ckpt_path last: no last\*\.ckpt .* can be read: .*last-v1\.ckpt "

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lightning_temporal.data.video import VideoReader, clear_index_cache, probe, read_clip
-from tests.videos import reference_frames, remux, vfr_pts, write_video
+from tests.videos import reference_frames, remux, synthetic_frame, vfr_pts, write_video, write_with_still_first
 
 
 @pytest.mark.parametrize("ext, codec", [(".mp4", "libx264"), (".mkv", "libx264"), (".webm", "libvpx-vp9")])
@@ -47,10 +47,21 @@ def test_a_packet_dropped_from_a_vfr_file_is_still_found(tmp_path, ext):
 @pytest.mark.parametrize("ext", [".mp4", ".mkv"])
 def test_tag_that_is_not_utf8_does_not_cost_the_video(tmp_path, ext):
     """A cp1251 title (a camera's tag) is no reason to refuse a video that decodes fully."""
-    path = write_video(str(tmp_path / f"tagged{ext}"), 24, gop=8, metadata={"title": "Видео с камеры".encode("cp1251")})
+    title = "Видео с камеры".encode("cp1251")
+    path = write_video(str(tmp_path / f"tagged{ext}"), 24, gop=8, metadata={"title": title})
     with open(path, "rb") as f:
         assert "Видео с камеры".encode("cp1251") in f.read()
     ref = reference_frames(path)
     clear_index_cache()
     assert probe(path).num_frames == 24
     np.testing.assert_array_equal(read_clip(path, 3, 8).numpy(), ref[3:11])
+
+
+def test_a_still_picture_listed_first_does_not_cost_the_video(tmp_path):
+    """A cover picture (or thumbnail) stream before the video stream: the video is read, not the still."""
+    path = write_with_still_first(str(tmp_path / "with_cover.mkv"), 20)
+    clear_index_cache()
+    assert probe(path).num_frames == 20
+    clip = read_clip(path, 5, 4).numpy().astype(int)
+    expected = np.stack([synthetic_frame(i) for i in range(5, 9)]).astype(int)
+    assert np.abs(clip - expected).mean() < 8  # the encoded pattern of frames 5-8 (lossy), not the still

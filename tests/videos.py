@@ -132,6 +132,26 @@ def vfr_pts(num_frames: int, every: int = 10, step: int = 2, *, irregular: bool 
     return np.concatenate([[0], np.cumsum(steps)]).astype(np.int64)
 
 
+def write_with_still_first(path: str, num_frames: int = 20, size: Tuple[int, int] = (48, 64)) -> str:
+    """A Matroska file whose first video stream is one still picture (cover art, a thumbnail) and whose second
+    is the video (H.264, ``num_frames`` frames of the synthetic pattern)."""
+    height, width = size
+    with av.open(path, "w") as out:
+        still = out.add_stream("mjpeg", rate=1)
+        still.width, still.height, still.pix_fmt = width, height, "yuvj444p"
+        video = out.add_stream("libx264", rate=25)
+        video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+        cover = av.VideoFrame.from_ndarray(synthetic_frame(255, height, width), format="rgb24")
+        for packet in [*still.encode(cover.reformat(format="yuvj444p")), *still.encode()]:
+            out.mux(packet)
+        for i in range(num_frames):
+            for packet in video.encode(av.VideoFrame.from_ndarray(synthetic_frame(i, height, width), format="rgb24")):
+                out.mux(packet)
+        for packet in video.encode():
+            out.mux(packet)
+    return path
+
+
 def write_audio_only(path: str, seconds: float = 0.5) -> str:
     """A file with one AAC audio stream and no video stream."""
     with av.open(path, "w") as out:

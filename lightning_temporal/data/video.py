@@ -159,7 +159,9 @@ def _open(path: str):
         container.close()
         raise VideoError(f"{path}: no video stream (streams: {kinds}); remove it from the manifest or point it "
                          "at the video")
-    stream = container.streams.video[0]
+    # FFmpeg's choice of the main video stream (av_find_best_stream): not a cover picture or a thumbnail stream
+    # that a file may list first
+    stream = container.streams.best("video") or container.streams.video[0]
     # One decoder thread: loaders parallelise over clips, and FFmpeg's automatic thread count made every RGB
     # conversion taken while the decoder was open ~10x slower here.
     stream.codec_context.thread_count = 1
