@@ -17,6 +17,7 @@ import pytest
 from lightning_temporal.data.manifest import (ManifestError, ManifestFileNotFoundError, read_class_folders,
                                               read_csv_manifest, read_kinetics_csv, read_manifest,
                                               read_rawframe_list, read_video_list)
+from lightning_temporal.data.dataset import ClipDataset, SkippedClip
 from lightning_temporal.data.video import probe
 from lightning_temporal.data.video_dataset import VideoDataset
 from lightning_temporal.datamodule import TemporalDataModule
@@ -93,15 +94,21 @@ def test_count_above_the_file_warns_naming_the_row_and_the_file_count_is_used(cl
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss < 1_000_000  # KiB
 
 
-def test_unchecked_claim_sizes_no_buffer(clips):
-    """probe=False trusts the counts; the evaluation buffer is still sized by the file's own count."""
+def test_unchecked_claim_sizes_no_buffer_and_pads_no_clip(clips):
+    """probe=False trusts the counts; the evaluation buffer is still sized by the file's own count, and a training
+    clip the claim puts inside the video but the file ends before is skipped and named, never padded."""
     d, _ = clips
     csv = d / "trusted.csv"
-    csv.write_text("path,label,num_frames\na.mp4,x,1000000000\n")
+    csv.write_text("path,label,num_frames\na.mp4,x,1000000000\nb.mp4,x,30\n")
     m = read_csv_manifest(str(csv), probe=False)
     ds = VideoDataset(m, clip_len=4)
     frames = ds.decode(0)
     assert frames.shape[0] == 26 and ds._buffer.shape[0] == 26
+    clips_ds = ClipDataset(m, clip_len=8)
+    assert clips_ds[(1, 10)]["clip"].shape[1] == 8  # frames 10..17 of 18: inside the file
+    with pytest.warns(UserWarning, match=r"b.mp4: the clip at 12 needs frame 19 but the file has 18 frames while the "
+                                         r"manifest says 30: it would be padded"):
+        assert isinstance(clips_ds[(1, 12)], SkippedClip)
 
 
 # ------------------------------------------------------------------------------------------------ Kinetics

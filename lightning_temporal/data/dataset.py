@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from lightning_temporal.checks import check_callable, check_instance, check_int, fail
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size, to_float_clip
-from lightning_temporal.data.video import VideoError, read_clip
+from lightning_temporal.data.video import VideoError, probe, read_clip
 
 __all__ = ["num_clip_positions", "load_clip", "SkippedClip", "ClipDataset",
            "collate_clips", "SkipCounter", "key_seed"]
@@ -161,6 +161,19 @@ from lightning_temporal.data.manifest import VideoManifest, VideoRecord
                              f"0..{n - 1} ({r.num_frames} frames, clip_len {self.clip_len}, stride {self.stride})")
         return v, s, (key[2] if len(key) == 3 else key_seed(v, s))
 
+    def _check_inside(self, record: VideoRecord, start: int) -> None:
+        """VideoError when the manifest puts the clip inside the video but the file ends before its last frame
+        (a count trusted with ``probe=False``, or a file changed since): such a clip would come back padded with
+        the file's last frame. One cached index lookup (no decoding)."""
+        last = start + (self.clip_len - 1) * self.stride
+        if record.num_frames is None or last >= record.num_frames:
+            return  # a video shorter than a clip span is padded by design
+        n = probe(record.path, exact=False).num_frames
+        if last >= n:
+            raise VideoError(f"{record.path}: the clip at {start} needs frame {last} but the file has {n} frames while "
+                             f"the manifest says {record.num_frames}: it would be padded. Fix num_frames (or re-read "
+                             "the manifest with probe=True, which checks every count)")
+
     def _augment(self, frames: torch.Tensor, seed: int) -> torch.Tensor:
         """``transform(frames)`` with every random draw taken from a generator seeded by ``seed``."""
         if self._transform_takes_generator:
@@ -173,6 +186,7 @@ from lightning_temporal.data.manifest import VideoManifest, VideoRecord
         v, s, seed = self._parse_index(index)
         record = self.manifest[v]
         try:
+            self._check_inside(record, s)
             frames = load_clip(record, s, self.clip_len, self.stride, self.decode_size)
         except (VideoError, ValueError) as err:
             # (v, s) were checked against the manifest above, so a ValueError here means the file holds fewer
