@@ -169,7 +169,7 @@ from lightning_temporal.data.manifest import VideoManifest, VideoRecord
         if record.num_frames is None or last >= record.num_frames:
             return  # a video shorter than a clip span is padded by design
         n = probe(record.path, exact=False).num_frames
-        if last >= n:
+        if start < n <= last:  # (a start past the end: read_clip names that itself)
             raise VideoError(f"{record.path}: the clip at {start} needs frame {last} but the file has {n} frames while "
                              f"the manifest says {record.num_frames}: it would be padded. Fix num_frames (or re-read "
                              "the manifest with probe=True, which checks every count)")
