@@ -341,7 +341,7 @@ class _H264Numbering:
                         pps[pps_id] = b.ue()
                 at += 1  # the PPS count byte
             return cls(length_size, sps, pps) if sps and pps else None
-        except (ValueError, IndexError, AttributeError):
+        except Exception:  # extradata this cannot read: no numbering, no evidence
             return None
 
     @staticmethod
@@ -384,7 +384,7 @@ class _H264Numbering:
                 at += self.length_size + size
                 if head and head[0] & 0x1F in (1, 5):
                     return self._poc(head)
-        except (ValueError, IndexError, KeyError, TypeError):
+        except Exception:  # any header this cannot read is no evidence, never a reason to lose the video
             return None
         return None
 
@@ -427,11 +427,13 @@ class _H264Numbering:
         if not pocs or all(p is None for p in pocs):
             return None
         poc = np.array([-1 if p is None else p for p in pocs], np.int64)
-        known = np.sort(np.unique(poc[poc >= 0]))
-        steps = np.diff(known)
+        steps = np.diff(np.unique(poc[poc >= 0]))
         if not len(steps):
             return None
-        step = int(np.min(steps))
+        values, counts = np.unique(steps, return_counts=True)
+        step = int(values[np.argmax(counts)])  # the encoder's step (x264: 2 a frame)
+        if (steps % step).any():
+            return None  # numbering that is not one step a picture: no evidence either way
         return np.where(poc >= 0, poc // step, -1)
 
 
