@@ -265,14 +265,17 @@ def _demux_index(container, stream, path: str) -> _FileIndex:
             continue  # flush packets at the end, AVI's empty "drop" chunks, edit-list pre-roll: not frames
         rows.append((packet.pts, packet.dts, packet.is_keyframe, packet.is_corrupt, packet.pos, packet.size))
         if numbering is not None:
-            numbers.append(numbering.picture_order(packet))
+            numbers.append(numbering.slice_head(packet))
     if any(r[0] is None for r in rows):
         table = sequential_table(len(rows))
     else:
         pts, dts, key, cut, pos, size = (np.array(c) for c in zip(*rows)) if rows else [np.zeros(0, np.int64)] * 6
         pts, dts, keep, lost, unread = _check_index(stream, pts.astype(np.int64), dts, pos.astype(np.int64),
                                                     size.astype(np.int64), cut.astype(bool))
-        order = _H264Numbering.display_numbers(numbers)
+        steps = np.diff(np.unique(pts))
+        # the picture numbering is read only where it can matter: a timeline whose steps are not all equal
+        order = None if numbering is None or len(np.unique(steps)) <= 1 else \
+            _H264Numbering.display_numbers(numbering.picture_orders(numbers))
         table = table_from_packets(pts[keep], key[keep].astype(bool), cut[keep].astype(bool), pos[keep],
                                    size[keep], lost, os.path.getsize(path), None if dts is None else dts[keep],
                                    None if order is None else order[keep], _byte_holes(covered, unread))
@@ -284,7 +287,7 @@ class _Bits:
     """MSB-first bit reader over the first bytes of an H.264 NAL unit payload (emulation prevention removed)."""
 
     def __init__(self, data: bytes):
-        self.bits = "".join(f"{b:08b}" for b in data.replace(b"\x00\x00\x03", b"\x00\x00"))
+        self.bits = bin(int.from_bytes(b"\x01" + data.replace(b"\x00\x00\x03", b"\x00\x00"), "big"))[3:]
         self.pos = 0
 
     def u(self, n: int) -> int:
@@ -373,20 +376,29 @@ class _H264Numbering:
         return sps_id, dict(separate_planes=separate_planes, log2_frame_num=log2_frame_num, poc_type=poc_type,
                             log2_poc_lsb=log2_poc_lsb, frame_mbs_only=frame_mbs_only)
 
-    def picture_order(self, packet) -> Optional[int]:
-        """POC of the packet's picture (in decode order, call for every packet), None when unreadable."""
+    def slice_head(self, packet) -> Optional[bytes]:
+        """The first bytes of the packet's first slice NAL unit (enough for the header fields read here)."""
         try:
             data = memoryview(packet)
-            at, n = 0, len(data)
-            while at + self.length_size < n:
-                size = int.from_bytes(data[at:at + self.length_size], "big")
-                head = bytes(data[at + self.length_size:at + self.length_size + min(size, 64)])
-                at += self.length_size + size
-                if head and head[0] & 0x1F in (1, 5):
-                    return self._poc(head)
-        except Exception:  # any header this cannot read is no evidence, never a reason to lose the video
+            at, n, k = 0, len(data), self.length_size
+            while at + k < n:
+                size = int.from_bytes(data[at:at + k], "big")
+                if data[at + k] & 0x1F in (1, 5):
+                    return bytes(data[at + k:at + k + min(size, 32)])
+                at += k + size
+        except Exception:  # a packet this cannot walk is no evidence, never a reason to lose the video
             return None
         return None
+
+    def picture_orders(self, heads: List[Optional[bytes]]) -> List[Optional[int]]:
+        """POC of each packet's picture from :meth:`slice_head` (in decode order), None where unreadable."""
+        out: List[Optional[int]] = []
+        for head in heads:
+            try:
+                out.append(None if head is None else self._poc(head))
+            except Exception:  # a header this cannot read is no evidence
+                out.append(None)
+        return out
 
     def _poc(self, head: bytes) -> int:
         ref_idc, idr = head[0] >> 5 & 3, head[0] & 0x1F == 5
