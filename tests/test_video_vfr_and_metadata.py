@@ -39,6 +39,8 @@ def test_a_packet_dropped_from_a_vfr_file_is_still_found(tmp_path, ext):
     full = reference_frames(src)
     bad = remux(src, str(tmp_path / f"dropped{ext}"), drop=[22])
     clear_index_cache()
+    assert probe(bad, exact=False).num_frames == 60  # a worker's demux index numbers the frames the same way
+    clear_index_cache()
     info = probe(bad)
     assert info.num_frames == 60 and any(a <= 22 < b for a, b in info.damaged)
     np.testing.assert_array_equal(read_clip(bad, 40, 8).numpy(), full[40:48])
@@ -65,3 +67,14 @@ def test_a_still_picture_listed_first_does_not_cost_the_video(tmp_path):
     clip = read_clip(path, 5, 4).numpy().astype(int)
     expected = np.stack([synthetic_frame(i) for i in range(5, 9)]).astype(int)
     assert np.abs(clip - expected).mean() < 8  # the encoded pattern of frames 5-8 (lossy), not the still
+
+
+def test_picture_numbering_that_is_not_one_step_a_picture_is_no_evidence():
+    """The encoder's POC step is the most common one; a numbering with other steps proves nothing (no frame is
+    added from it), and a skip of whole steps counts the pictures skipped."""
+    from lightning_temporal.data.video import _H264Numbering
+
+    assert _H264Numbering.display_numbers([0, 4, 2, 8, 6, 12, 10, 14]).tolist() == [0, 2, 1, 4, 3, 6, 5, 7]
+    assert _H264Numbering.display_numbers([0, 4, 2, 6, 10]).tolist() == [0, 2, 1, 3, 5]  # picture 8 skipped
+    assert _H264Numbering.display_numbers([0, 2, 4, 5, 7]) is None  # steps 2 and 1: not one step a picture
+    assert _H264Numbering.display_numbers([None, None]) is None
