@@ -245,3 +245,13 @@ def test_a_list_given_as_csv_names_the_formats(tmp_path, text, kind):
     (tmp_path / "bad.csv").write_text("file;class\na.mp4;x\n")
     with pytest.raises(ManifestError, match=r"header \['file;class'\] is not valid.*supported formats"):
         read_csv_manifest(str(tmp_path / "bad.csv"))
+
+
+def test_cache_folder_default_is_the_users_cache(tmp_path, monkeypatch):
+    from lightning_temporal.data.manifest import cache_folder
+
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_folder() == str(tmp_path / ".cache" / "lightning_temporal" / "frames")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_folder() == str(tmp_path / "xdg" / "lightning_temporal" / "frames")
