@@ -73,8 +73,10 @@ def _unreadable(path: str) -> Optional[str]:
     import torch
 
     try:
-        torch.load(path, map_location="cpu", weights_only=False)
+        torch.load(path, map_location="cpu", weights_only=True)  # tensors only: nothing of the file is executed
     except Exception as err:  # any failure to load is what this reports
+        if "Weights only load failed" in str(err):
+            return None  # whole, but holds objects besides tensors: the loader's own rules decide
         return f"it is not a complete checkpoint ({type(err).__name__}: {str(err)[:200]})"
     return None
 
