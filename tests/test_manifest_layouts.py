@@ -255,3 +255,21 @@ def test_cache_folder_default_is_the_users_cache(tmp_path, monkeypatch):
     assert cache_folder() == str(tmp_path / ".cache" / "lightning_temporal" / "frames")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert cache_folder() == str(tmp_path / "xdg" / "lightning_temporal" / "frames")
+
+
+def test_count_of_a_video_that_cannot_be_read_is_kept_and_named(clips):
+    """A row that gives a count for a file that cannot be read keeps its row and count (its clips are skipped and
+    counted in training, as before), with a warning naming the row; on_bad_video='skip' leaves it out."""
+    d, _ = clips
+    (d / "garbage.mp4").write_bytes(bytes(range(256)) * 20)
+    csv = d / "with_garbage.csv"
+    csv.write_text("path,label,num_frames\na.mp4,x,26\ngarbage.mp4,y,22\n")
+    with pytest.warns(UserWarning, match=rf"1 manifest row\(s\) give a frame count that cannot be checked.*{csv}, row "
+                                         r"3: .*garbage.mp4.*Their counts are kept"):
+        m = read_csv_manifest(str(csv), progress=False)
+    assert m.num_frames.tolist() == [26, 22]
+    ds = ClipDataset(m, clip_len=4)
+    with pytest.warns(UserWarning, match="skipping a clip"):
+        assert isinstance(ds[(1, 0)], SkippedClip)
+    with pytest.warns(UserWarning, match=r"1 of 2 manifest rows left out \(on_bad_video='skip'\)"):
+        assert read_csv_manifest(str(csv), progress=False, on_bad_video="skip").num_frames.tolist() == [26]

@@ -554,6 +554,7 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
     need = [i for i, rec in records.items() if rec.num_frames is None] if probe else []
     claimed = [i for i, rec in records.items() if rec.num_frames is not None] if probe else []
     over: List[str] = []
+    unchecked: List[str] = []
     # Counts a row gives are claims: checked against the file (a demux pass, ~1 ms a video, cached) before
     # anything is sized by them; the file's count wins over a larger claim.
     for rows_of, fn, cache in ((need, probe_fn, cache_path),
@@ -565,6 +566,12 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
                                              num_workers=num_workers, progress=progress,
                                              stat_keys=[keys[i] for i in rows_of])
         for j in sorted(errors):
+            if rows_of is claimed and on_bad_video == "raise" and os.path.isfile(rows[claimed[j]].path):
+                # a video file that cannot be read: the row's count stays (unchecked), training skips and counts
+                # its clips and evaluation skips it, as for a file that breaks after the manifest was read (a
+                # frame folder that cannot be listed is a setting to fix, e.g. frame_pattern: it raises)
+                unchecked.append(f"{rows[claimed[j]].source}: {errors[j]}")
+                continue
             bad(rows[rows_of[j]], f"cannot probe the video ({errors[j]}); re-encode or remove the row")
             del records[rows_of[j]]
         for j, i in enumerate(rows_of):
@@ -578,6 +585,11 @@ def _build(rows: List[_Row], *, file: str, classes, cache_path: str, probe: bool
                 n = claim  # fewer frames than the file holds: the row's choice
             records[i] = dataclasses.replace(records[i], num_frames=n, height=h if h > 0 else None,
                                              width=w if w > 0 else None)
+    if unchecked:
+        warnings.warn(f"{len(unchecked)} manifest row(s) give a frame count that cannot be checked, the video cannot be "
+                      f"read: {'; '.join(unchecked[:5])}{' ...' if len(unchecked) > 5 else ''}. Their counts are kept; "
+                      "in training their clips are skipped and counted, in evaluation the videos are skipped. Fix or "
+                      "remove the files (on_bad_video='skip' leaves such rows out)")
     if over:
         warnings.warn(f"{len(over)} manifest row(s) claim more frames than the video holds, so the video's own count "
                       f"is used: {'; '.join(over[:5])}{' ...' if len(over) > 5 else ''}. Fix the num_frames column "
@@ -616,7 +628,8 @@ def _join(root: str, p: str) -> str:
 _COMMON_DOC = """
     ``probe``: probe the exact frame count of videos whose count is not given, and check every count a row
     gives against its file (a demux pass, ~1 ms a video): a count above the file's is a warning naming the row,
-    and the file's count is used. Probed counts are cached per list file in :func:`cache_folder`
+    and the file's count is used; a count whose file cannot be read is kept with a warning naming the row (its
+    clips are skipped and counted in training). Probed counts are cached per list file in :func:`cache_folder`
     (``$XDG_CACHE_HOME/lightning_temporal/frames``), keyed by path + size + mtime; ``probe=False`` trusts the
     counts given (nothing is checked).
     ``probe_fn``: replaces :func:`lightning_temporal.data.video.probe`, which decodes each file once for an
