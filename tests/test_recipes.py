@@ -57,7 +57,8 @@ def _stand_in(root, clips, recipe):
             for i, (src, label) in enumerate(zip(clips, labels)):
                 os.makedirs(root / "videos" / label, exist_ok=True)
                 shutil.copy(src, root / "videos" / label / f"yt{i}_{0:06d}_{10:06d}.mp4")
-                w.writerow([label, f"yt{i}", 0, 10, "train"])
+                for split in ("train", "val", "test"):  # one CSV, each split reads its own rows
+                    w.writerow([label, f"yt{i}", 0, 10, split])
         over += [f"--data.init_args.{s}_manifest={root / 'k.csv'}" for s in ("train", "val", "test")]
         over += [f"--data.init_args.data_root={root / 'videos'}"]
     else:  # ucf101 / hmdb51 official split files
