@@ -278,3 +278,69 @@ class StagedBackbone(TemporalInsertion):
         """``x [N, 3, T, H, W]`` -> logits ``[N, K]``."""
         feat, mask = self.forward_features(x)
         return self.head(feat, mask)
+
+
+def _forced_bins(count: int):
+    """A stand-in for SGS's bin compaction that keeps exactly ``count`` bins per clip (rows that stay distinct
+    after normalisation, so no bins merge): a counting run then costs what a clip with B' = count costs."""
+
+    def compact(weights: torch.Tensor, keep: Optional[torch.Tensor] = None):
+        m, _, t = weights.shape
+        i = torch.arange(count, device=weights.device)
+        rows = F.one_hot(i % t, t) + (i // t).clamp(max=1)[:, None] * F.one_hot((i + 1) % t, t)
+        rows = rows.to(weights.dtype).expand(m, count, t)
+        mask = torch.ones(m, count, dtype=torch.bool, device=weights.device)
+        return rows, mask, torch.full((m,), count, dtype=torch.long, device=weights.device)
+
+    return compact
+
+
+def gmacs_by_bins(model: nn.Module, clip_shape: Tuple[int, ...]) -> Tuple[torch.Tensor, float]:
+    """GMACs per clip of ``model`` as a function of the B' its SGS layer keeps, and without SGS.
+
+    ``model``: a :class:`StagedBackbone` whose temporal module is one ``SimilarityGuidedSampling`` layer
+    without temporal blocks. ``clip_shape``: ``(C, T, H, W)`` of one clip (or ``(N, C, T, H, W)``).
+
+    Returns ``(table, base)``: ``table [B + 1]`` float64 with ``table[b]`` the GMACs of one clip whose SGS
+    keeps b bins (``table[0]`` is NaN; B is the layer's ``num_bins`` or the temporal size at its input, and
+    b runs up to ``min(B, 2 T_in)``, beyond which no assignment reaches), counted as
+    :func:`lightning_temporal.flops.gmacs_per_clip` counts a clip run alone (``table[B'] ==
+    gmacs_per_clip(model, clip)`` for a clip keeping B' bins); ``base`` is the GMACs of the same backbone with
+    the SGS layer removed. Each entry is one counting run of a zero clip with the layer's compaction replaced by
+    one that keeps exactly b bins: B + 2 forward passes of one clip, in eval mode without gradients.
+
+    Raises:
+        ValueError: a model that is not a :class:`StagedBackbone` with one such layer.
+    """
+    from lightning_temporal.flops import count_gmacs
+    from lightning_temporal.models.sgs import SimilarityGuidedSampling
+
+    sgs = getattr(model, "temporal", None)
+    if not isinstance(model, StagedBackbone) or not isinstance(sgs, SimilarityGuidedSampling):
+        raise ValueError(f"gmacs_by_bins needs a StagedBackbone with a SimilarityGuidedSampling layer, got "
+                         f"{type(model).__name__} with temporal module {type(sgs).__name__}")
+    clip = torch.zeros((1, *clip_shape[-4:]), device=next(model.parameters()).device)
+    seen = {}
+    handle = sgs.register_forward_pre_hook(lambda m, inp: seen.update(t=inp[0].shape[2]))
+    try:
+        count_gmacs(model, clip)  # records the temporal size at the layer's input
+    finally:
+        handle.remove()
+    t_in = seen["t"]
+    if sgs.block_size is not None and sgs.block_size != t_in:
+        raise ValueError(f"gmacs_by_bins: the SGS layer works on blocks of {sgs.block_size} of {t_in} positions; "
+                         "its cost is not a function of the clip's B' alone")
+    top = min(sgs.num_bins or t_in, 2 * t_in)
+    table = torch.full((top + 1,), float("nan"), dtype=torch.float64)
+    try:
+        for b in range(1, top + 1):  # one counting run per possible B' (at most 2 T), not per clip
+            sgs._compact = _forced_bins(b)
+            table[b] = count_gmacs(model, clip)
+    finally:
+        del sgs._compact  # back to the class's compaction
+    model.temporal = None
+    try:
+        base = count_gmacs(model, clip)
+    finally:
+        model.temporal = sgs
+    return table, base
