@@ -103,3 +103,24 @@ def test_plan_bin_groups_is_the_least_cost_partition():
         assert sum(len(i) * l for i, l in zip(idx, lengths)) + overhead * len(lengths) == pytest.approx(best)
     with pytest.raises(ValueError, match="overhead"):
         plan_bin_groups(counts, overhead=-1)
+
+
+def test_speed_benchmark_parts_run_on_a_tiny_model():
+    """benchmarks/sgs_speed.py's parts on simple3d (no timing asserted): the variants alternate in every round,
+    the grouped and padded variants give the same logits, memory and the stage profile come out positive."""
+    from tests.bench import load_benchmark
+
+    bench = load_benchmark("sgs_speed")
+    g = torch.Generator().manual_seed(0)
+    clips = torch.randn(4, 3, 8, 32, 32, generator=g) * torch.rand(4, 1, 8, 1, 1, generator=g)
+    clips[:2] = clips[:2, :, :1]
+    nets = {v: bench.build("simple3d", v, "cpu") for v in bench.VARIANTS}
+    assert nets["sgs"].group_bins and not nets["sgs padded"].group_bins and nets["base"].temporal is None
+    with torch.no_grad():
+        torch.testing.assert_close(nets["sgs"](clips), nets["sgs padded"](clips))
+    times = bench.time_interleaved(nets, clips, rounds=2, device="cpu")
+    assert set(times) == set(bench.VARIANTS) and all(len(t) == 2 for t in times.values())
+    assert bench.peak_memory(nets["sgs"], clips, "train", "cpu") > bench.peak_memory(nets["sgs"], clips, "eval", "cpu") > 0
+    assert nets["sgs"].training is False  # flags restored
+    prof = bench.stage_profile(nets["sgs"], clips, rounds=2)
+    assert set(prof) == {"stem + res2", "SGS", "later stages", "head"} and all(v >= 0 for v in prof.values())
