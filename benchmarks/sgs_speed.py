@@ -245,7 +245,8 @@ def bench(args) -> Tuple[str, dict]:
                        f"base {clock} ms", "CPU time ratio", "wall time ratio", "time ratio / GMACs ratio",
                        "mean B'", "max B'"], rows))
     if mem_rows:
-        text.append("\n## Peak tensor memory of one step (MiB, weights excluded; training step: train mode, ungrouped)\n")
+        text.append("\n## Peak tensor memory of one step (MiB, weights excluded; training step: train mode, "
+                    "ungrouped)\n")
         text.append(table(["model", "input", "eval base", "eval sgs", "eval sgs padded", "train base",
                            "train sgs", "train sgs / base"], mem_rows))
     if profiles:

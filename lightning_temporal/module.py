@@ -146,9 +146,9 @@ class VideoClassifier(LightningModule):
             num_classes, prefix=self.metric_prefix(stage, g)) for stage in ("val", "test") for g in self.gammas})
         self.train_metrics = nn.ModuleDict({"loss": MeanMetric(), "top1": MeanMetric()})
         self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
-        sgs_layers = [m for m in self.backbone.modules() if isinstance(m, SimilarityGuidedSampling)]
-        self.sgs_metrics = nn.ModuleDict({f"{stage}_{key}": MeanMetric() for stage in ("train", "val", "test")
-                                          for key in ("sgs_bins", "gmacs", "gmacs_saved")}) if sgs_layers else None
+        self.sgs_metrics = None if not self._sgs_layers() else nn.ModuleDict({
+            f"{stage}_{key}": MeanMetric() for stage in ("train", "val", "test")
+            for key in ("sgs_bins", "gmacs", "gmacs_saved")})
         self._gmacs_tables: Dict[Tuple[int, ...], Optional[Tuple[Tensor, float]]] = {}
         self.skips = SkipCounter()
         self.epochs_trained: Optional[int] = None
@@ -239,8 +239,9 @@ class VideoClassifier(LightningModule):
                 and sgs.block_size is None)
 
     def _log_sgs(self, stage: str, bins: List[Tensor], clip_shape: Sequence[int], n: int) -> None:
-        """Update and log ``<stage>/sgs_bins``, ``/gmacs``, ``/gmacs_saved``: every rank logs the same keys on
-        every batch (the epoch means are reduced over ranks)."""
+        """Update and log ``<stage>/sgs_bins``, ``/gmacs``, ``/gmacs_saved`` from the batch's B' (``bins`` from
+        :meth:`sgs_bins`, empty for a batch without clips) of clips shaped ``clip_shape`` ``(C, T, H, W)``: every
+        rank logs the same keys on every batch (the epoch means are reduced over ranks)."""
         if self.sgs_metrics is None:
             return
         counted = self._gmacs_counted()
@@ -415,8 +416,9 @@ class VideoClassifier(LightningModule):
         # hang the others.
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True,
                  batch_size=max(labels.numel(), 1))
-        video = batch["video"]
-        self._log_sgs(stage, bins, (video.shape[1], int(batch["clip_len"]), *video.shape[-2:]), labels.numel())
+        if self.sgs_metrics is not None:
+            shape = (batch["video"].shape[1], int(batch["clip_len"]), *batch["video"].shape[-2:]) if bins else ()
+            self._log_sgs(stage, bins, shape, labels.numel())
 
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:

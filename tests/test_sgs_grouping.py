@@ -120,7 +120,8 @@ def test_speed_benchmark_parts_run_on_a_tiny_model():
         torch.testing.assert_close(nets["sgs"](clips), nets["sgs padded"](clips))
     times = bench.time_interleaved(nets, clips, rounds=2, device="cpu")
     assert set(times) == set(bench.VARIANTS) and all(len(t) == 2 for t in times.values())
-    assert bench.peak_memory(nets["sgs"], clips, "train", "cpu") > bench.peak_memory(nets["sgs"], clips, "eval", "cpu") > 0
+    train, infer = (bench.peak_memory(nets["sgs"], clips, mode, "cpu") for mode in ("train", "eval"))
+    assert train > infer > 0
     assert nets["sgs"].training is False  # flags restored
     prof = bench.stage_profile(nets["sgs"], clips, rounds=2)
     assert set(prof) == {"stem + res2", "SGS", "later stages", "head"} and all(v >= 0 for v in prof.values())
