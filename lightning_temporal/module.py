@@ -1,9 +1,10 @@
 """``VideoClassifier``: the LightningModule users subclass; clip training, whole-video evaluation."""
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,8 @@ from lightning_temporal.checks import check_int, check_number
 from lightning_temporal.data.dataset import SkipCounter
 from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.metrics import classification_metrics
+from lightning_temporal.models.backbone import StagedBackbone, gmacs_by_bins
+from lightning_temporal.models.sgs import SimilarityGuidedSampling
 from lightning_temporal.pooling import softmax_temporal_pool
 from lightning_temporal.sampling.sampler import counter_seed
 
@@ -78,6 +81,15 @@ class VideoClassifier(LightningModule):
     (``train/skipped_clips``). ``train/loss_epoch`` and ``train/top1`` are torchmetrics means over the clips
     of all ranks; ``train/loss_step`` is this rank's batch loss.
 
+    SGS, what it saved. With a Similarity Guided Sampling layer in the backbone, training, validation and test
+    log the mean over clips (all ranks) of ``<stage>/sgs_bins`` (the temporal positions each clip kept, B',
+    read from the masks the layers return; summed over the layers, e.g. SlowFast's two pathways) and, for a
+    backbone with one SGS layer on whole clips, ``<stage>/gmacs`` (GMACs per clip of what ran for that clip's
+    own B', :func:`~lightning_temporal.models.backbone.gmacs_by_bins`, as
+    :func:`~lightning_temporal.flops.gmacs_per_clip` counts it) and ``<stage>/gmacs_saved`` (1 - those GMACs /
+    the GMACs of the same backbone without SGS). ``sgs_bins`` and ``gmacs`` show in the progress bar;
+    ``predict`` returns them per video.
+
     Randomness. Before each training batch the global torch RNG is seeded from (the run's seed, epoch, batch
     index, rank) (:func:`~lightning_temporal.sampling.sampler.counter_seed`), so dropout masks and any other
     global-RNG draw of a training step are a function of the step: a run resumed from a checkpoint draws the
@@ -134,6 +146,10 @@ class VideoClassifier(LightningModule):
             num_classes, prefix=self.metric_prefix(stage, g)) for stage in ("val", "test") for g in self.gammas})
         self.train_metrics = nn.ModuleDict({"loss": MeanMetric(), "top1": MeanMetric()})
         self.eval_loss = nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+        self.sgs_metrics = None if not self._sgs_layers() else nn.ModuleDict({
+            f"{stage}_{key}": MeanMetric() for stage in ("train", "val", "test")
+            for key in ("sgs_bins", "gmacs", "gmacs_saved")})
+        self._gmacs_tables: Dict[Tuple[int, ...], Optional[Tuple[Tensor, float]]] = {}
         self.skips = SkipCounter()
         self.epochs_trained: Optional[int] = None
         self.rng_seed: Optional[int] = None  # seeds the per-step global RNG; set at the first fit, checkpointed
@@ -181,6 +197,66 @@ class VideoClassifier(LightningModule):
                              f"model.num_classes: {k} if the data has only these)")
         raise ValueError(f"{head}; set model.num_classes: {k} if the data really has these classes")
 
+    # ------------------------------------------------------------------------------------------- SGS
+    def _sgs_layers(self) -> List[SimilarityGuidedSampling]:
+        return [m for m in self.backbone.modules() if isinstance(m, SimilarityGuidedSampling)]
+
+    @contextlib.contextmanager
+    def sgs_bins(self) -> Iterator[List[Tensor]]:
+        """Within the block, every forward pass records each clip's B' (int64 ``[N]``, the valid positions of
+        the masks the SGS layers return, summed over the layers); after the block the list holds one tensor, all
+        clips in call order (empty list without SGS)."""
+        layers = self._sgs_layers()
+        seen: Dict[int, List[Tensor]] = {id(m): [] for m in layers}
+        handles = [m.register_forward_hook(lambda mod, inp, out: seen[id(mod)].append(out[1].sum(dim=1)))
+                   for m in layers]
+        result: List[Tensor] = []
+        try:
+            yield result
+        finally:
+            for h in handles:
+                h.remove()
+        if layers and all(seen.values()):
+            result.append(torch.stack([torch.cat(v) for v in seen.values()]).sum(dim=0))
+
+    def gmacs_table(self, clip_shape: Sequence[int]) -> Optional[Tuple[Tensor, float]]:
+        """``(GMACs per clip indexed by B', GMACs without SGS)`` for clips of shape ``(C, T, H, W)``
+        (:func:`~lightning_temporal.models.backbone.gmacs_by_bins`, computed once per shape), or None where the
+        backbone's cost is not a function of one B' (no SGS, several SGS layers, temporal blocks)."""
+        key = tuple(int(v) for v in clip_shape[-4:])
+        if key not in self._gmacs_tables:
+            try:
+                table, base = gmacs_by_bins(self.backbone, key)
+                self._gmacs_tables[key] = (table.to(self.device), base)
+            except ValueError:
+                self._gmacs_tables[key] = None
+        return self._gmacs_tables[key]
+
+    def _gmacs_counted(self) -> bool:
+        """True if GMACs per clip are a function of the clip's B' (one SGS layer on whole clips)."""
+        sgs = getattr(self.backbone, "temporal", None)
+        return (isinstance(self.backbone, StagedBackbone) and isinstance(sgs, SimilarityGuidedSampling)
+                and sgs.block_size is None)
+
+    def _log_sgs(self, stage: str, bins: List[Tensor], clip_shape: Sequence[int], n: int) -> None:
+        """Update and log ``<stage>/sgs_bins``, ``/gmacs``, ``/gmacs_saved`` from the batch's B' (``bins`` from
+        :meth:`sgs_bins`, empty for a batch without clips) of clips shaped ``clip_shape`` ``(C, T, H, W)``: every
+        rank logs the same keys on every batch (the epoch means are reduced over ranks)."""
+        if self.sgs_metrics is None:
+            return
+        counted = self._gmacs_counted()
+        if bins:
+            b = bins[0]
+            self.sgs_metrics[f"{stage}_sgs_bins"].update(b.float())
+            table = self.gmacs_table(clip_shape) if counted else None
+            if table is not None:
+                gmacs = table[0][b]
+                self.sgs_metrics[f"{stage}_gmacs"].update(gmacs)
+                self.sgs_metrics[f"{stage}_gmacs_saved"].update(1.0 - gmacs / table[1])
+        for key in ("sgs_bins", "gmacs", "gmacs_saved") if counted else ("sgs_bins",):
+            self.log(f"{stage}/{key}", self.sgs_metrics[f"{stage}_{key}"], on_step=False, on_epoch=True,
+                     prog_bar=key != "gmacs_saved", batch_size=max(n, 1))
+
     # ---------------------------------------------------------------------------------------- training
     def on_fit_start(self) -> None:
         if self.rng_seed is None:  # not restored from a checkpoint
@@ -198,8 +274,10 @@ class VideoClassifier(LightningModule):
         self.skips.update(batch)
         clips, labels = batch["clip"], batch["label"]
         n = clips.shape[0]
+        bins: List[Tensor] = []
         if n:
-            logits = self(clips)
+            with self.sgs_bins() as bins:
+                logits = self(clips)
             loss = self.compute_loss(logits, labels)
             self.log("train/loss_step", loss.detach(), on_step=True, on_epoch=False, prog_bar=True, batch_size=n)
             self.train_metrics["loss"].update(loss.detach(), weight=n)
@@ -208,6 +286,7 @@ class VideoClassifier(LightningModule):
         # collective that one rank skips hangs the others).
         self.log("train/loss_epoch", self.train_metrics["loss"], on_step=False, on_epoch=True, batch_size=max(n, 1))
         self.log("train/top1", self.train_metrics["top1"], on_step=False, on_epoch=True, batch_size=max(n, 1))
+        self._log_sgs("train", bins, clips.shape[1:], n)
         if n:
             return {"loss": loss, "logits": logits.detach()}
         # every clip of this batch failed to decode: nothing to train on
@@ -323,8 +402,10 @@ class VideoClassifier(LightningModule):
             warnings.warn(f"{stage}: {skipped} video(s) could not be decoded and are left out of the metrics: "
                           + "; ".join(batch["skip_errors"]))
         labels = batch["label"]
+        bins: List[Tensor] = []
         if labels.numel():
-            scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
+            with self.sgs_bins() as bins:
+                scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
             gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
             pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
             for g, video_logits in zip(self.gammas, pooled):
@@ -335,6 +416,9 @@ class VideoClassifier(LightningModule):
         # hang the others.
         self.log(f"{stage}/loss", self.eval_loss[stage], on_step=False, on_epoch=True,
                  batch_size=max(labels.numel(), 1))
+        if self.sgs_metrics is not None:
+            shape = (batch["video"].shape[1], int(batch["clip_len"]), *batch["video"].shape[-2:]) if bins else ()
+            self._log_sgs(stage, bins, shape, labels.numel())
 
     def _eval_epoch_end(self, stage: str) -> None:
         for g in self.gammas:
@@ -365,7 +449,9 @@ class VideoClassifier(LightningModule):
         * ``weights`` float ``[T]``: the pooling weights of the predicted class,
           ``softmax_t(gamma_p * curve[:, pred])`` (the softmax temporal pooling of Ayral et al., seed §S.2): how
           much each clip position counts in the prediction (uniform at ``gamma_p = 0``, one-hot at max pooling);
-        * ``num_frames``: frames of the video.
+        * ``num_frames``: frames of the video;
+        * with SGS in the backbone (clips mode): ``clip_bins`` int64 ``[T]``, the B' of each clip position,
+          ``sgs_bins`` their mean and ``gmacs`` the mean GMACs per clip (one SGS layer on whole clips).
 
         A video that failed to decode gives ``{"video_idx", "error"}`` instead, so it is reported, not lost.
         """
@@ -373,7 +459,8 @@ class VideoClassifier(LightningModule):
                                      for v, e in zip(batch["skipped"].tolist(), batch["skip_errors"])]
         if batch["label"].numel() == 0:
             return out
-        scores, mask, starts = self.video_clip_scores(batch)  # V, T, K; V, T; V, T
+        with self.sgs_bins() as bins:
+            scores, mask, starts = self.video_clip_scores(batch)  # V, T, K; V, T; V, T
         pooled = softmax_temporal_pool(scores, self.gamma_p, mask=mask)
         probs = pooled.softmax(-1)
         pred = probs.argmax(-1)  # V
@@ -383,8 +470,29 @@ class VideoClassifier(LightningModule):
         weights = z.masked_fill(~mask, -math.inf).softmax(-1)
         n = mask.sum(1).tolist()
         frames = batch.get("num_frames", torch.full((len(n),), -1))
-        out += [{"video_idx": int(v), "label": int(y), "pred": int(c), "probs": p.cpu(), "curve": sc[:k].cpu(),
-                 "positions": t[:k].cpu(), "weights": w[:k].cpu(), "num_frames": int(f)}
-                for v, y, c, p, sc, t, w, k, f in zip(batch["video_idx"], batch["label"], pred, probs, scores,
-                                                       starts, weights, n, frames)]
-        return out
+        videos = [{"video_idx": int(v), "label": int(y), "pred": int(c), "probs": p.cpu(), "curve": sc[:k].cpu(),
+                   "positions": t[:k].cpu(), "weights": w[:k].cpu(), "num_frames": int(f)}
+                  for v, y, c, p, sc, t, w, k, f in zip(batch["video_idx"], batch["label"], pred, probs, scores,
+                                                         starts, weights, n, frames)]
+        if bins and "clip_counts" in batch:
+            self._add_sgs_columns(videos, bins[0], batch)
+        return out + videos
+
+    def _add_sgs_columns(self, videos: List[Dict[str, Any]], bins: Tensor, batch: Dict[str, Any]) -> None:
+        """Each video's ``clip_bins`` (B' of each clip position), ``sgs_bins`` (their mean) and ``gmacs`` (mean
+        GMACs per clip, where :meth:`gmacs_table` applies), from the clips' B' in batch order."""
+        counts = batch["clip_counts"]
+        per_clip = bins.float()[:, None]
+        table = None
+        if self._gmacs_counted():
+            video = batch["video"]
+            table = self.gmacs_table((video.shape[1], int(batch["clip_len"]), *video.shape[-2:]))
+        if table is not None:
+            per_clip = torch.cat([per_clip, table[0][bins][:, None].to(per_clip)], dim=1)
+        padded, valid = pad_clip_scores(per_clip, counts)  # V, T, 1 or 2
+        means = (padded * valid[..., None]).sum(1) / valid.sum(1, keepdim=True).clamp_min(1)  # V, 1 or 2
+        for item, b, k, m in zip(videos, padded[..., 0], valid.sum(1).tolist(), means.tolist()):
+            item["clip_bins"] = b[:k].long().cpu()
+            item["sgs_bins"] = m[0]
+            if table is not None:
+                item["gmacs"] = m[1]

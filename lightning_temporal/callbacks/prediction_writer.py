@@ -27,7 +27,9 @@ class PredictionWriter(BasePredictionWriter):
     ``video_idx`` (row of the manifest), ``video`` (path), ``label`` (class name from the manifest), ``pred``
     (predicted class), ``prob_<class>`` for every class (softmax of the video logits pooled at the model's ``gamma_p``), and the relevance curve:
     ``clip_starts`` (first frame of each clip position), ``clip_scores`` (the predicted class's clip logit
-    there) and ``clip_weights`` (its softmax-pooling weight), each a space-separated list, plus ``error`` for a
+    there) and ``clip_weights`` (its softmax-pooling weight), each a space-separated list; with SGS in the model,
+    ``clip_bins`` (the B' each clip kept, a list), ``sgs_bins`` (their mean) and ``gmacs_per_clip`` (the mean
+    GMACs per clip of what ran, empty where the model's cost is not a function of one B'); and ``error`` for a
     video that could not be decoded (its other columns empty). With ``figures=True`` it also draws each video's
     relevance curve to ``<out_dir>/curves/<video>.png``. The path written is printed at the end.
 
@@ -91,8 +93,10 @@ class PredictionWriter(BasePredictionWriter):
     def on_predict_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         names = self._class_names(trainer, int(getattr(pl_module, "num_classes", 0) or 0))
         self._names = names
+        self._sgs = getattr(pl_module, "sgs_metrics", None) is not None
+        sgs = ["clip_bins", "sgs_bins", "gmacs_per_clip"] if self._sgs else []
         self._header = (["video_idx", "video", "label", "pred"] + [f"prob_{n}" for n in names]
-                        + ["clip_starts", "clip_scores", "clip_weights", "error"])
+                        + ["clip_starts", "clip_scores", "clip_weights"] + sgs + ["error"])
         self._records = self._manifest(trainer)
         self._drawn = 0
         self._part_path = os.path.join(self._dir, f".{self.filename}.rank{trainer.global_rank}.part")
@@ -109,13 +113,18 @@ class PredictionWriter(BasePredictionWriter):
             label = self._names[record.label] if record is not None else (
                 self._names[item["label"]] if "label" in item else "")
             if "error" in item:
-                self._writer.writerow([v, path, label, ""] + [""] * len(self._names) + ["", "", "", item["error"]])
+                self._writer.writerow([v, path, label, ""] + [""] * (len(self._header) - 5) + [item["error"]])
                 continue
             pred = int(item["pred"])
             scores = item["curve"][:, pred]
+            sgs = []
+            if self._sgs:
+                sgs = [_numbers(item["clip_bins"], "{:.0f}") if "clip_bins" in item else "",
+                       f"{item['sgs_bins']:.4g}" if "sgs_bins" in item else "",
+                       f"{item['gmacs']:.6g}" if "gmacs" in item else ""]
             self._writer.writerow([v, path, label, self._names[pred]] + [f"{float(p):.6g}" for p in item["probs"]]
                                   + [_numbers(item["positions"], "{:.0f}"), _numbers(scores),
-                                     _numbers(item["weights"]), ""])
+                                     _numbers(item["weights"])] + sgs + [""])
             if self.figures and (self.max_figures is None or self._drawn < self.max_figures):
                 self._draw(trainer, v, path, record, item, scores, pred)
         self._part.flush()
@@ -130,7 +139,7 @@ class PredictionWriter(BasePredictionWriter):
             num_frames = int(item["positions"].max()) + (span["clip_len"] - 1) * span["stride"] + 1
         fig = plot_relevance_curve(item["positions"], scores, weights=item["weights"], num_frames=num_frames,
                                    class_name=self._names[pred], event=event, title=video_name(path),
-                                   **span)
+                                   bins=item.get("clip_bins"), **span)
         folder = os.path.join(self._dir, "curves")
         os.makedirs(folder, exist_ok=True)
         stem = os.path.splitext(video_name(path))[0] if record is not None else "video"

@@ -4,13 +4,16 @@ them, and the validity mask that follows the features through the later stages.
 After SGS the samples of a batch have different numbers of temporal positions (B'); each is padded with zero
 bins at the end. The mask keeps every later layer from letting the padding change a real sample's result
 (eval mode): padded positions are re-zeroed after every block and inside blocks before a temporal conv or a
-pool over time, so that a sample's logits do not depend on what it is batched with.
+pool over time, so that a sample's logits do not depend on what it is batched with. Where BatchNorm runs on
+running statistics, :class:`StagedBackbone` also splits the batch by B' (:func:`plan_bin_groups`) so that the
+later stages do not spend time on the padding.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from lightning_temporal.models.head import ClassifierHead
@@ -148,16 +151,83 @@ class TemporalInsertion(nn.Module):
         return self.temporal if pathway is None else self.temporal[pathway]
 
 
+def plan_bin_groups(counts: torch.Tensor, overhead: float = 1.0) -> Tuple[List[torch.Tensor], List[int]]:
+    """Split a batch into groups of clips that run the stages after SGS together, each at its own B'.
+
+    ``counts [N]`` (int): B' of each clip. Clips are sorted by B' and cut into runs of neighbouring B' values; a
+    run runs at its largest B' (the others are padded and masked). The runs minimise ``sum over runs of
+    (clips in the run x its largest B') + overhead x (number of runs)``, exactly, by dynamic programming over the
+    distinct B' values (at most ``min(N, B)`` of them; the loop is over those values, not over clips).
+    ``overhead`` is the cost of one more forward call, in clip-positions: 0 gives one group per distinct B',
+    a large value one group (the ungrouped batch).
+
+    Returns ``(indices, lengths)``: for each run, the batch indices of its clips (``int64 [n_g]``, ascending
+    B') and the B' it runs at.
+    """
+    if counts.dim() != 1 or counts.numel() == 0:
+        raise ValueError(f"counts must be a non-empty [N] tensor of B' values, got shape {tuple(counts.shape)}")
+    if not overhead >= 0:
+        raise ValueError(f"overhead must be >= 0 clip-positions, got {overhead!r}")
+    order = torch.argsort(counts, stable=True)
+    values, sizes = torch.unique_consecutive(counts[order], return_counts=True)
+    values, sizes = values.tolist(), sizes.tolist()
+    k = len(values)
+    # best[j]: least cost of the first j distinct values; cut[j]: where the last run starts
+    best, cut = [0.0] + [float("inf")] * k, [0] * (k + 1)
+    for j in range(1, k + 1):  # over distinct B' values (<= B), never over clips
+        clips = 0
+        for i in range(j - 1, -1, -1):
+            clips += sizes[i]
+            cost = best[i] + clips * values[j - 1] + overhead
+            if cost <= best[j]:  # ties: the longer run, fewer calls
+                best[j], cut[j] = cost, i
+    runs: List[Tuple[int, int]] = []
+    j = k
+    while j > 0:
+        runs.append((cut[j], j))
+        j = cut[j]
+    runs.reverse()
+    group_sizes = [sum(sizes[i:j]) for i, j in runs]
+    return list(torch.split(order, group_sizes)), [int(values[j - 1]) for _, j in runs]
+
+
+def _uses_batch_statistics(modules) -> bool:
+    """True if a normalisation layer among ``modules`` normalises with the batch's statistics (training mode,
+    or no running statistics): then the batch cannot be split without changing the result."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and (m.training or m.running_mean is None)
+               for mod in modules for m in mod.modules())
+
+
+def _is_prefix(mask: torch.Tensor, counts: torch.Tensor) -> bool:
+    """True if each clip's valid positions are its first ``counts`` ones (SGS puts the kept bins first)."""
+    return bool(torch.equal(mask, torch.arange(mask.shape[1], device=mask.device) < counts[:, None]))
+
+
 class StagedBackbone(TemporalInsertion):
     """A sequence of named stages (``stem``, ``res2`` ...) and a :class:`ClassifierHead`.
 
     Subclasses fill ``self.stages`` (an ``nn.ModuleDict`` in forward order), ``self.stage_out`` (channels
     after each stage) and ``self.head``. ``insert_temporal(after, module)`` puts a module with
     ``forward(x) -> (x, mask)`` after a stage; the later stages then run on its output.
+
+    Grouping by B' (``group_bins``, default True). After SGS the clips of a batch keep different numbers of
+    bins B'; run as one padded batch, every clip would cost the batch's largest B' in the later stages. Where
+    grouping applies, the batch is split by B' (:func:`plan_bin_groups`; ``group_overhead`` is the cost of one
+    more forward call in clip-positions) and each group runs the later stages at its own B'; the features come
+    back in batch order, zero-padded to the longest, with the mask. A clip's result is the same as in the padded
+    batch (the mask already makes every clip independent of its batch; ``tests/test_sgs_grouping.py`` compares
+    the logits), so the switch only changes time. It applies when every normalisation layer of the later
+    stages uses running statistics (eval mode, or BatchNorm frozen): in training, BatchNorm normalises with the
+    statistics of the whole padded batch, which per-group batches would change, so training runs ungrouped.
+    Set ``model.group_bins = False`` to always run the padded batch.
     """
 
     stages: nn.ModuleDict
     head: ClassifierHead
+    #: run the stages after SGS on groups of clips of equal B' (eval / frozen BatchNorm); see the class docstring
+    group_bins: bool = True
+    #: cost of one more group's forward call, in clip-positions (see :func:`plan_bin_groups`)
+    group_overhead: float = 1.0
 
     def stage_channels(self, name: str) -> int:
         """Channels of the output of stage ``name``."""
@@ -172,11 +242,105 @@ class StagedBackbone(TemporalInsertion):
         if x.dim() != 5 or x.shape[1] != 3:
             raise ValueError(f"expected a clip [N, 3, T, H, W], got shape {tuple(x.shape)}")
         mask: Optional[torch.Tensor] = None
-        for name, stage in self.stages.items():
-            x, mask = run_stage_then(stage, x, mask, self._temporal_after(name))
+        names = list(self.stages)
+        for i, name in enumerate(names):
+            x, mask = run_stage_then(self.stages[name], x, mask, self._temporal_after(name))
+            rest = [self.stages[n] for n in names[i + 1:]]
+            if mask is not None and rest and self.group_bins and not _uses_batch_statistics(rest):
+                counts = mask.sum(dim=1)
+                if _is_prefix(mask, counts):
+                    return self._run_grouped(rest, x, mask, counts)
         return x, mask
+
+    def _run_grouped(self, stages, x: torch.Tensor, mask: torch.Tensor,
+                     counts: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Run ``stages`` on the groups of :func:`plan_bin_groups`, each cut to its own B', then put the clips
+        back in batch order, padded with zeros to the longest output (``mask`` marks the valid positions)."""
+        indices, lengths = plan_bin_groups(counts, self.group_overhead)
+        feats, masks = [], []
+        for idx, length in zip(indices, lengths):  # over groups of distinct B' (<= min(N, B)), not clips
+            xg = x[:, :, :length].index_select(0, idx)  # n_g, C, B'_g, H, W
+            mg: Optional[torch.Tensor] = mask[:, :length].index_select(0, idx)
+            if bool(mg.all()):
+                mg = None  # every clip of the group has B'_g bins: no padding, the stages run whole
+            for stage in stages:
+                xg, mg = run_stage_then(stage, xg, mg)
+            feats.append(xg)
+            masks.append(mg if mg is not None else torch.ones(xg.shape[0], xg.shape[2], dtype=torch.bool,
+                                                               device=xg.device))
+        longest = max(f.shape[2] for f in feats)
+        feat = torch.cat([F.pad(f, (0, 0, 0, 0, 0, longest - f.shape[2])) for f in feats])
+        out_mask = torch.cat([F.pad(m, (0, longest - m.shape[1]), value=False) for m in masks])
+        back = torch.argsort(torch.cat(indices))  # sorted position of each clip of the batch
+        return feat.index_select(0, back), out_mask.index_select(0, back)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x [N, 3, T, H, W]`` -> logits ``[N, K]``."""
         feat, mask = self.forward_features(x)
         return self.head(feat, mask)
+
+
+def _forced_bins(count: int):
+    """A stand-in for SGS's bin compaction that keeps exactly ``count`` bins per clip (rows that stay distinct
+    after normalisation, so no bins merge): a counting run then costs what a clip with B' = count costs."""
+
+    def compact(weights: torch.Tensor, keep: Optional[torch.Tensor] = None):
+        m, _, t = weights.shape
+        i = torch.arange(count, device=weights.device)
+        rows = F.one_hot(i % t, t) + (i // t).clamp(max=1)[:, None] * F.one_hot((i + 1) % t, t)
+        rows = rows.to(weights.dtype).expand(m, count, t)
+        mask = torch.ones(m, count, dtype=torch.bool, device=weights.device)
+        return rows, mask, torch.full((m,), count, dtype=torch.long, device=weights.device)
+
+    return compact
+
+
+def gmacs_by_bins(model: nn.Module, clip_shape: Tuple[int, ...]) -> Tuple[torch.Tensor, float]:
+    """GMACs per clip of ``model`` as a function of the B' its SGS layer keeps, and without SGS.
+
+    ``model``: a :class:`StagedBackbone` whose temporal module is one ``SimilarityGuidedSampling`` layer
+    without temporal blocks. ``clip_shape``: ``(C, T, H, W)`` of one clip (or ``(N, C, T, H, W)``).
+
+    Returns ``(table, base)``: ``table [B + 1]`` float64 with ``table[b]`` the GMACs of one clip whose SGS
+    keeps b bins (``table[0]`` is NaN; B is the layer's ``num_bins`` or the temporal size at its input, and
+    b runs up to ``min(B, 2 T_in)``, beyond which no assignment reaches), counted as
+    :func:`lightning_temporal.flops.gmacs_per_clip` counts a clip run alone (``table[B'] ==
+    gmacs_per_clip(model, clip)`` for a clip keeping B' bins); ``base`` is the GMACs of the same backbone with
+    the SGS layer removed. Each entry is one counting run of a zero clip with the layer's compaction replaced by
+    one that keeps exactly b bins: B + 2 forward passes of one clip, in eval mode without gradients.
+
+    Raises:
+        ValueError: a model that is not a :class:`StagedBackbone` with one such layer.
+    """
+    from lightning_temporal.flops import count_gmacs
+    from lightning_temporal.models.sgs import SimilarityGuidedSampling
+
+    sgs = getattr(model, "temporal", None)
+    if not isinstance(model, StagedBackbone) or not isinstance(sgs, SimilarityGuidedSampling):
+        raise ValueError(f"gmacs_by_bins needs a StagedBackbone with a SimilarityGuidedSampling layer, got "
+                         f"{type(model).__name__} with temporal module {type(sgs).__name__}")
+    clip = torch.zeros((1, *clip_shape[-4:]), device=next(model.parameters()).device)
+    seen = {}
+    handle = sgs.register_forward_pre_hook(lambda m, inp: seen.update(t=inp[0].shape[2]))
+    try:
+        count_gmacs(model, clip)  # records the temporal size at the layer's input
+    finally:
+        handle.remove()
+    t_in = seen["t"]
+    if sgs.block_size is not None and sgs.block_size != t_in:
+        raise ValueError(f"gmacs_by_bins: the SGS layer works on blocks of {sgs.block_size} of {t_in} positions; "
+                         "its cost is not a function of the clip's B' alone")
+    top = min(sgs.num_bins or t_in, 2 * t_in)
+    table = torch.full((top + 1,), float("nan"), dtype=torch.float64)
+    try:
+        for b in range(1, top + 1):  # one counting run per possible B' (at most 2 T), not per clip
+            sgs._compact = _forced_bins(b)
+            table[b] = count_gmacs(model, clip)
+    finally:
+        del sgs._compact  # back to the class's compaction
+    model.temporal = None
+    try:
+        base = count_gmacs(model, clip)
+    finally:
+        model.temporal = sgs
+    return table, base

@@ -25,6 +25,7 @@ def plot_relevance_curve(
     clip_len: int,
     stride: int = 1,
     weights: Optional[ArrayLike] = None,
+    bins: Optional[ArrayLike] = None,
     class_name: str = "predicted class",
     event: Optional[Tuple[int, int]] = None,
     title: Optional[str] = None,
@@ -43,8 +44,10 @@ def plot_relevance_curve(
         positions: int ``[T]``, first frame of each clip position.
         scores: float ``[T]``, the clip logits of the predicted class.
         num_frames, clip_len, stride: the video's length and the clip's frames / temporal stride.
-        weights: float ``[T]``, softmax pooling weights of the predicted class (bottom panel, from 0); None
-            draws the top panel only.
+        weights: float ``[T]``, softmax pooling weights of the predicted class (a panel below, from 0); None
+            leaves that panel out.
+        bins: int ``[T]``, the temporal positions SGS kept (B') for the clip at each position (a last panel,
+            from 0); None leaves it out.
         class_name: the predicted class, for the axis label.
         event: ``(start, end)`` frames (end exclusive) of a known event window, shaded.
         title: figure title (e.g. the video's file name).
@@ -52,7 +55,7 @@ def plot_relevance_curve(
     Raises:
         ValueError: lengths that differ, or a position outside the video.
     """
-    # Over 60 lines for its docstring (21 lines); the code is ~50.
+    # Over 60 lines for its docstring (23 lines); the code is ~55.
     pos = _np(positions, "positions")
     s = _np(scores, "scores")
     if pos.ndim != 1 or s.shape != pos.shape:
@@ -66,21 +69,25 @@ def plot_relevance_curve(
     FigureCanvasAgg(fig)
     if title:
         fig.suptitle(title)
-    if weights is None:
-        axes = [fig.subplots(1, 1)]
-    else:
-        axes = list(fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]}))
+    w = None if weights is None else _np(weights, "weights")
+    b = None if bins is None else _np(bins, "bins")
+    for name, arr in (("weights", w), ("bins", b)):
+        if arr is not None and arr.shape != pos.shape:
+            raise ValueError(f"{name} must be [T] like positions ({pos.shape}), got {arr.shape}")
+    ratios = [3] + [2] * ((w is not None) + (b is not None))
+    axes = list(np.atleast_1d(fig.subplots(len(ratios), 1, sharex=True, gridspec_kw={"height_ratios": ratios})))
     top = axes[0]
     top.plot(centre, s, "o-", color="tab:red", markersize=3, linewidth=1.2, label="clip logit", gid="curve")
     top.set_ylabel(f'logit of "{class_name}"')
-    if weights is not None:
-        w = _np(weights, "weights")
-        if w.shape != pos.shape:
-            raise ValueError(f"weights must be [T] like positions ({pos.shape}), got {w.shape}")
-        width = max(1.0, float(np.min(np.diff(centre))) * 0.8) if pos.size > 1 else 1.0
+    width = max(1.0, float(np.min(np.diff(centre))) * 0.8) if pos.size > 1 else 1.0
+    if w is not None:
         axes[1].bar(centre, w, width=width, color="tab:blue", alpha=0.7, label="pooling weight", gid="weights")
         axes[1].set_ylim(0, max(1e-9, float(w.max())) * 1.05)
         axes[1].set_ylabel("pooling weight")
+    if b is not None:
+        axes[-1].bar(centre, b, width=width, color="tab:green", alpha=0.7, label="SGS bins kept", gid="bins")
+        axes[-1].set_ylim(0, max(1.0, float(b.max())) * 1.1)
+        axes[-1].set_ylabel("SGS bins B'")
     axes[-1].set_xlabel("frame (clip centre)")
     axes[-1].set_xlim(-0.5, num_frames - 0.5)
     if event is not None:
