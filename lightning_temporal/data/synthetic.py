@@ -29,7 +29,7 @@ Variants:
   shape (as ``"appearance"``) of a textured object (a grating at a random angle and period, grey levels
   0.55-0.95), rotated, of random width (25-45 % of the frame) and position, shown during the event window
   (``event_fraction``, e.g. 30-60 % of the frames); the whole scene (a background of random gratings, the
-  object, the distractors) pans with the camera (0.2-0.8 px/frame x size/32, plus a slow drift of 1-3 px);
+  object, the distractors) pans with the camera (0.6-1.0 px/frame x size/32, plus a slow drift of 0.5-1.5 px);
   noise on every frame; no frozen frame. Frame scores are 1 on the object's frames, 0 elsewhere.
 * ``"order"`` – as ``"textured"``, but the class is the order of two events: a disc for the first half of the
   window then a cross for the second half (``disc_then_cross``), or the reverse (``cross_then_disc``). Every
@@ -418,13 +418,14 @@ def _render_appearance(
 
 
 def _camera(rng: np.random.Generator, L: int, S: int) -> np.ndarray:
-    """Camera offset [L, 2] (y, x) in px: a pan at 0.2-0.8 px/frame (x size/32) in a random direction plus a
-    slow drift (a sinusoid of 1-3 px over 1-3 clip lengths)."""
+    """Camera offset [L, 2] (y, x) in px: a pan at 0.6-1.0 px/frame (x size/32) in a random direction plus a
+    slow drift (a sinusoid of 0.5-1.5 px over 1-3 clip lengths, at most 0.3 px/frame for L = 32: the camera
+    never stops, so no two frames are the same)."""
     unit = S / 32.0
     t = np.arange(L, dtype=np.float64)[:, None]
     angle = rng.uniform(0, 2 * np.pi)
-    pan = rng.uniform(0.2, 0.8) * unit * np.array([np.sin(angle), np.cos(angle)])
-    amp = rng.uniform(1.0, 3.0, size=2) * unit
+    pan = rng.uniform(0.6, 1.0) * unit * np.array([np.sin(angle), np.cos(angle)])
+    amp = rng.uniform(0.5, 1.5, size=2) * unit
     period = rng.uniform(1.0, 3.0, size=2) * L
     return pan[None, :] * t + amp * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi, size=2))
 
