@@ -3,7 +3,7 @@
 Temporally redundant feature maps are grouped into similarity bins; bins that no frame reaches are dropped, so
 the layers after SGS run on B' <= B temporal positions per clip (the seed's Eq. 2-4, supplementary §C-§E).
 
-Two assignments of frames to bins (``assignment=``):
+Four assignments of frames to bins (``assignment=``); the first two bin a similarity coordinate Delta:
 
 * ``"released"`` reproduces the authors' released code (the PySlowFast fork "Similarity-Guided-Sampling",
   ``sgs/models/TemporalSampler.py``, ``sampling_kernels.py``, ``distance_functions.py``,
@@ -22,14 +22,29 @@ Two assignments of frames to bins (``assignment=``):
   identical (so are their outputs) are merged, and each output bin is the weighted *mean* of its frames. A
   clip whose Delta are all equal (to 64 float eps relative to the embedding's size) is one bin, explicitly.
 
-What neither assignment can keep: bins are ordered by similarity, not by time, so a class defined only by the
-order of positions (the direction of a motion) is averaged away. And Delta is one number per frame (its
-distance to the clip's mean with ``l2_to_mean``): states that are equally far from the mean share a bin, e.g. a
-clip of two equally long states gives one bin, their mean (``interpolate``) or ~1e-5 x it (``released``).
+What neither can keep: bins are ordered by similarity, not by time, so a class defined only by the order of
+positions (the direction of a motion) is averaged away. And Delta is one number per frame (its distance to the
+clip's mean with ``l2_to_mean``): states that are equally far from the mean share a bin, e.g. a clip of two
+equally long states gives one bin, their mean (``interpolate``) or ~1e-5 x it (``released``). Both rescale
+Delta per clip, so B' follows the shape of the Delta values, not how much the clip changes.
+
+* ``"ordered"`` (this package, from the SPEC's "what SGS must do"): bins are contiguous stretches of time, in
+  time order, of equal cumulative change of the embedding (path length sum_t ||z_t - z_{t-1}||), with linear
+  (soft) weights between neighbouring bins so that gradients reach the embedding; each bin is the weighted
+  mean of its frames. The number of bins follows the amount of change in the absolute units of the
+  batch-normalised embedding: min(B, 1 + floor(total change / min_change)). A static clip is one bin; A | B | A
+  is three bins in that order. With ``block_size`` each block is binned on its own and bins of neighbouring
+  blocks that do not differ (by min_change) are merged again.
+* ``"fixed"``: no content, a temporal average pooling to min(B, T) positions at the same place, with the same
+  masks and GMAC accounting: the baseline an adaptive assignment must beat at equal GMACs.
+
+In a backbone the convs before SGS pad time by repeating edge frames (``temporal_padding="replicate"``, the
+default; :func:`replicate_time_padding`): with zero padding a static clip's edge frames differ after them, and
+SGS keeps 4-8 bins of a clip that has nothing to compress.
 
 Pure math: no Lightning, no I/O. The functional pieces (`similarity_coordinates`, `scale_to_bins`,
-`bin_weights`, `interpolate_weights`, `compact_bins`, `merge_identical_bins`, `sample_bins`) are exposed so that
-they can be tested on their own.
+`bin_weights`, `interpolate_weights`, `ordered_weights`, `fixed_weights`, `compact_bins`, `merge_identical_bins`,
+`merge_adjacent_bins`, `sample_bins`) are exposed so that they can be tested on their own.
 """
 from __future__ import annotations
 
