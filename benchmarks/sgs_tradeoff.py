@@ -360,6 +360,39 @@ def tables(records: List[dict], seeds: List[int]) -> str:
     return "\n".join(out)
 
 
+def readme_table(records: List[dict], dataset: str) -> str:
+    """The README's table for one variant, from the result records (mean over seeds): top-1, its gap to no SGS
+    and to the fixed pooling at the same B, GMACs per clip and the saving, mean B', train top-1, best epochs,
+    and the bin-purity probe (clips having a bin >= 90 % on object frames). The README's tables are this
+    function's output on the results file (a test checks it)."""
+    rs = [r for r in records if r["dataset"] == dataset]
+    base = [r for r in rs if r["sgs"] is None]
+    b_top1 = statistics.fmean(r["top1"] for r in base)
+    b_g = statistics.fmean(r["gmacs"] for r in base)
+    seeds = sorted({r["seed"] for r in rs})
+    lines = [f"| {dataset} variant | top-1 % (seeds {', '.join(map(str, seeds))}) | vs no SGS | vs fixed | "
+             "GMACs / clip | fewer GMACs | mean B' | train top-1 % | best epochs | clips with a ≥ 90 % object bin |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    configs = sorted({config(r) for r in rs}, key=lambda c: (c[0] is not None, c[1] or 0, c[2] or 0,
+                                                            ASSIGNMENTS.index(c[0]) if c[0] else -1))
+    for c in configs:
+        grp = sorted((r for r in rs if config(r) == c), key=lambda r: r["seed"])
+        top1, g = statistics.fmean(r["top1"] for r in grp), statistics.fmean(r["gmacs"] for r in grp)
+        fixed = [r for r in rs if config(r) == ("fixed", c[1], c[2])]
+        vs_fixed = (f"{100 * (top1 - statistics.fmean(r['top1'] for r in fixed)):+.1f}"
+                    if fixed and c[0] not in (None, "fixed") else "")
+        name = "no SGS" if c[0] is None else f"{c[0]}, B = {c[1]}" + (f", block {c[2]}" if c[2] else "")
+        pure = _mean(grp, "pure_bin_clips")
+        lines.append(
+            f"| {name} | {fmt_pct(top1)} ({', '.join(fmt_pct(r['top1']) for r in grp)}) "
+            f"| {'' if c[0] is None else f'{100 * (top1 - b_top1):+.1f}'} | {vs_fixed} | {g:.4f} "
+            f"| {'' if c[0] is None else f'{100 * (1 - g / b_g):.0f} %'} "
+            f"| {statistics.fmean(r['mean_bins'] for r in grp):.1f} | {fmt_pct(_mean(grp, 'train_top1') or 0.0)} "
+            f"| {', '.join(str(r['best_epoch']) for r in grp)} of {grp[0]['epochs']} "
+            f"| {'' if pure is None or c[0] is None else fmt_pct(pure)} |")
+    return "\n".join(lines).replace("+-", "−").replace("| -", "| −")
+
+
 def verdict_lines(records: List[dict]) -> str:
     """Per variant and B: each adaptive assignment against the fixed pooling at the same B and against no SGS."""
     lines = ["\nSGS against a fixed temporal average pooling at the same B (mean top-1 over seeds, points; "
@@ -494,6 +527,10 @@ def main(argv=None) -> None:
     with open(args.out, "w") as f:
         json.dump({"rows": rows, "a4_rows": a4_rows, "details": details, "conditions": conditions}, f, indent=1)
     text = tables(records, args.seeds) + "\n" + verdict_lines(records) + "\n" + goal_lines(records)
+    if any("train_top1" in r for r in records):
+        text += "\n\nREADME tables:\n\n" + "\n\n".join(
+            readme_table(records, d) for d in sorted({r["dataset"] for r in records})
+            if any(r["sgs"] is None for r in records if r["dataset"] == d))
     head = (f"SGS trade-off ({len(records)} runs, {trained['trained_now']} trained by this invocation and "
             f"{trained['from_cache']} read from the run cache; {BACKBONE}, 1 thread per run, runs in parallel: "
             f"{trained['jobs']}; load average when the runs ended: {trained['load_end']}; total CPU "
