@@ -12,8 +12,8 @@ What runs. For each dataset seed s (the dataset and the training run both follow
   distractors, noise, an event of 20-30 % of the video). Each video is decoded once (``read_clip``) into memory
   and cached as .npz; a clip is the whole video.
 * models: the quickstart CNN ``simple3d`` (stem, res2, res3, res4; max pooling head) without SGS, and with SGS
-  after res2 for B in {4, 8, 16, 32} x assignment in {released, interpolate} (``released`` = the authors'
-  released layer, ``interpolate`` = this package's assignment). Same seed, same data order for every model.
+  after res2 for B in {4, 8, 16, 32} x assignment in {fixed, interpolate, ordered, released} (``released`` =
+  the authors' released layer, ``fixed`` = a temporal average pooling to B positions, the baseline). Same seed, same data order for every model.
 * training: Adam (lr 1e-3, cosine decay over ``--max-epochs``), batch 16, one thread per run; each clip gets a
   random symmetry of the square (flips, transpose; a motion's label is mapped with it) and each batch a random
   circular shift (the frames are a torus): without them the CNN learnt the 384 training clips by heart (100 %
@@ -26,6 +26,14 @@ What runs. For each dataset seed s (the dataset and the training run both follow
 * test: video top-1 on the test split; GMACs per clip = multiply-accumulates of what actually ran, each clip
   on its own B' (``count_gmacs``), averaged over the test clips. Table A.4: the B = 32 models, tested with
   B in {4, 8, 16} set on the trained model (``model.temporal.num_bins = b``).
+
+The textured and order variants (data that does not flatter SGS: no frozen frames, camera pan, noise on every
+frame, evidence in 30-60 % of the frames; order: the class is the order of two events), with the fixed pooling
+baseline and the ordered assignment, ran as ``--datasets textured order --bins 8 --sizes 256 64 200
+--max-epochs 24 --min-epochs 24`` (results: ``sgs_tradeoff_mixed``). Every run then also records its train
+top-1 and, where the generator's per-frame ground truth is cached, the bin-purity probe (``bin_purity``).
+``--block-size`` adds SGS-on-blocks runs (the B bins shared out between the blocks). The README's tables of
+these variants are ``readme_table`` of the results file.
 
 Writes ``--out`` (JSON: ``{"rows": [{"dataset", "sgs", "num_bins", "seed", "top1", "gmacs"}, ...], "a4_rows":
 [... + "train_num_bins"], "details": [...], "conditions": {...}}``) and ``--markdown`` (the tables). Finished runs
@@ -251,7 +259,7 @@ def run_one(spec: dict) -> dict:
     }
     if "test_scores" in data:
         record["pure_bin_clips"], record["bin_purity"] = bin_purity(model, xte, data["test_scores"])
-    if options is not None and spec["num_bins"] == 32 and not spec.get("block_size"):  # Table A.4: fewer bins on the trained model
+    if options is not None and spec["num_bins"] == 32 and not spec.get("block_size"):  # Table A.4: fewer bins
         record["a4"] = []
         for b in A4_BINS:
             model.temporal.num_bins = b

@@ -437,7 +437,8 @@ def _textured_background(rng: np.random.Generator, S: int, offset: np.ndarray) -
     img = np.full((len(offset), S, S), rng.uniform(0.15, 0.45))
     for _ in range(3):
         ky, kx = rng.integers(-3, 4, size=2)
-        phase = 2 * np.pi * (ky * (yy[None] + offset[:, 0, None, None]) + kx * (xx[None] + offset[:, 1, None, None])) / S
+        y, x = yy[None] + offset[:, 0, None, None], xx[None] + offset[:, 1, None, None]  # [L, S, S]
+        phase = 2 * np.pi * (ky * y + kx * x) / S
         img += rng.uniform(0.02, 0.06) * np.cos(phase + rng.uniform(0, 2 * np.pi))
     return img
 
