@@ -256,3 +256,26 @@ def test_replicate_padding_only_before_sgs_and_only_with_sgs():
     names = {n for n, m in slowfast.named_modules() if isinstance(m, ReplicateTimeConv3d)}
     assert "fusions.stem.conv" in names and not any(n.startswith(("fusions.res2", "fast.res3", "slow.res3"))
                                                      for n in names)
+
+
+def test_fixed_pooling_gmacs_are_counted_like_sgs():
+    """GMACs of simple3d with fixed pooling to 8 positions after res2 = stem + res2 on 32 frames (torch's own
+    counter on the plain network) + the pooling matmul + res3, res4 and the head on 8 frames."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lightning_temporal.flops import count_gmacs
+
+    def macs(fn):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            fn()
+        return fc.get_total_flops() / 2e9
+
+    torch.manual_seed(0)
+    plain = build_backbone("simple3d", 4).eval()
+    fixed = build_backbone("simple3d", 4, sgs={"assignment": "fixed", "num_bins": 8}).eval()
+    x = torch.randn(1, 3, 32, 32, 32)
+    pre = macs(lambda: plain.stages["res2"](plain.stages["stem"](x)))
+    h = torch.randn(1, 32, 8, 8, 8)
+    post = macs(lambda: plain.head(plain.stages["res4"](plain.stages["res3"](h))))
+    pool = 8 * 32 * 32 * 8 * 8 / 1e9  # [8 x 32 weights] @ [32 frames x C*H*W = 32*8*8] (res2 output: 8x8)
+    assert count_gmacs(fixed, x) == pytest.approx(pre + pool + post, rel=1e-6)
