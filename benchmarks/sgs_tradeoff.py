@@ -474,6 +474,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cache", default="data_cache/sgs_tradeoff")
     ap.add_argument("--out", default="benchmarks/results/sgs_tradeoff.json")
     ap.add_argument("--markdown", default="benchmarks/results/sgs_tradeoff.md")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="train nothing: write the results of the runs already in the cache, leave the rest out")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 epochs, B = 4 and 32, one seed")
     args = ap.parse_args(argv)
     if args.quick:
@@ -495,6 +497,8 @@ def main(argv=None) -> None:
                     if args.block_size and b * args.block_size >= FRAMES:  # >= 1 bin per block
                         specs.append({**specs[-1], "block_size": args.block_size})
     done = read_cache(cache_path)
+    if args.cached_only:
+        specs = [s for s in specs if spec_key(s) in done]
     todo = [s for s in specs if spec_key(s) not in done]
     print(f"# SGS trade-off: {len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to train "
           f"({args.jobs} in parallel, 1 thread each); load average {os.getloadavg()}", flush=True)
