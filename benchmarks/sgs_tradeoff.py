@@ -375,7 +375,6 @@ def readme_table(records: List[dict], dataset: str) -> str:
     function's output on the results file (a test checks it)."""
     rs = [r for r in records if r["dataset"] == dataset]
     base = [r for r in rs if r["sgs"] is None]
-    b_top1 = statistics.fmean(r["top1"] for r in base)
     b_g = statistics.fmean(r["gmacs"] for r in base)
     seeds = sorted({r["seed"] for r in rs})
     lines = [f"| {dataset} variant | top-1 % (seeds {', '.join(map(str, seeds))}) | vs no SGS | vs fixed | "
@@ -385,11 +384,15 @@ def readme_table(records: List[dict], dataset: str) -> str:
                                                             ASSIGNMENTS.index(c[0]) if c[0] else -1))
     for c in configs:
         grp = sorted((r for r in rs if config(r) == c), key=lambda r: r["seed"])
+        own = {r["seed"] for r in grp}  # a setting run on fewer seeds is compared on its own seeds
         top1, g = statistics.fmean(r["top1"] for r in grp), statistics.fmean(r["gmacs"] for r in grp)
-        fixed = [r for r in rs if config(r) == ("fixed", c[1], c[2])]
+        fixed = [r for r in rs if config(r) == ("fixed", c[1], c[2]) and r["seed"] in own]
         vs_fixed = (f"{100 * (top1 - statistics.fmean(r['top1'] for r in fixed)):+.1f}"
                     if fixed and c[0] not in (None, "fixed") else "")
+        b_top1 = statistics.fmean(r["top1"] for r in base if r["seed"] in own)
         name = "no SGS" if c[0] is None else f"{c[0]}, B = {c[1]}" + (f", block {c[2]}" if c[2] else "")
+        if own != set(seeds):
+            name += f" (seed {', '.join(map(str, sorted(own)))} only)"
         pure = _mean(grp, "pure_bin_clips")
         lines.append(
             f"| {name} | {fmt_pct(top1)} ({', '.join(fmt_pct(r['top1']) for r in grp)}) "
