@@ -164,7 +164,7 @@ def compact_bins_lean_loop(weights):
 
 
 class LoopSGS(SimilarityGuidedSampling):
-    _compact = staticmethod(compact_bins_loop)
+    drop_empty_bins = staticmethod(compact_bins_loop)
 
 
 def bench_dropping(quick: bool) -> None:

@@ -74,7 +74,7 @@ def make_clips(n: int, generator: torch.Generator, frames: int = 32, size: int =
 class _IdentityBins(sgs_lib.SimilarityGuidedSampling):
     def weights(self, x):
         n, t = x.shape[0], x.shape[2]
-        return self._compact(torch.eye(t, dtype=x.dtype, device=x.device).expand(n, t, t).contiguous())
+        return self.drop_empty_bins(torch.eye(t, dtype=x.dtype, device=x.device).expand(n, t, t).contiguous())
 
 
 class _DetachedBins(sgs_lib.SimilarityGuidedSampling):
@@ -95,13 +95,15 @@ def _time_ordered(weights: torch.Tensor):
 def build(kind: str, after: str, bins: int, assignment: str = "released"):
     if kind == "none":
         return build_backbone("simple3d", 4)
-    extra = {"dirac": {"kernel": "dirac", "assignment": "released"}, "block4": {"block_size": 4}}.get(kind, {})
+    # the identity control must compute the plain CNN, so the convs before it keep their zero temporal padding
+    extra = {"dirac": {"kernel": "dirac", "assignment": "released"}, "block4": {"block_size": 4},
+             "identity": {"temporal_padding": "zeros"}}.get(kind, {})
     base = dict(sgs_lib.RELEASED_CONFIG) if assignment == "released" else {"assignment": assignment}
     model = build_backbone("simple3d", 4, sgs={**base, "after": after, "num_bins": bins, **extra})
     if kind == "identity":
         model.temporal.__class__ = _IdentityBins
     elif kind == "time":
-        model.temporal._compact = _time_ordered  # instance attribute: this model only
+        model.temporal.drop_empty_bins = _time_ordered  # instance attribute: this model only
     elif kind == "detach":
         model.temporal.__class__ = _DetachedBins
     return model

@@ -12,8 +12,8 @@ What runs. For each dataset seed s (the dataset and the training run both follow
   distractors, noise, an event of 20-30 % of the video). Each video is decoded once (``read_clip``) into memory
   and cached as .npz; a clip is the whole video.
 * models: the quickstart CNN ``simple3d`` (stem, res2, res3, res4; max pooling head) without SGS, and with SGS
-  after res2 for B in {4, 8, 16, 32} x assignment in {released, interpolate} (``released`` = the authors'
-  released layer, ``interpolate`` = this package's assignment). Same seed, same data order for every model.
+  after res2 for B in {4, 8, 16, 32} x assignment in {fixed, interpolate, ordered, released} (``released`` =
+  the authors' released layer, ``fixed`` = a temporal average pooling to B positions, the baseline). Same seed, same data order for every model.
 * training: Adam (lr 1e-3, cosine decay over ``--max-epochs``), batch 16, one thread per run; each clip gets a
   random symmetry of the square (flips, transpose; a motion's label is mapped with it) and each batch a random
   circular shift (the frames are a torus): without them the CNN learnt the 384 training clips by heart (100 %
@@ -26,6 +26,14 @@ What runs. For each dataset seed s (the dataset and the training run both follow
 * test: video top-1 on the test split; GMACs per clip = multiply-accumulates of what actually ran, each clip
   on its own B' (``count_gmacs``), averaged over the test clips. Table A.4: the B = 32 models, tested with
   B in {4, 8, 16} set on the trained model (``model.temporal.num_bins = b``).
+
+The textured and order variants (data that does not flatter SGS: no frozen frames, camera pan, noise on every
+frame, evidence in 30-60 % of the frames; order: the class is the order of two events), with the fixed pooling
+baseline and the ordered assignment, ran as ``--datasets textured order --bins 8 --sizes 256 64 200
+--max-epochs 24 --min-epochs 24`` (results: ``sgs_tradeoff_mixed``). Every run then also records its train
+top-1 and, where the generator's per-frame ground truth is cached, the bin-purity probe (``bin_purity``).
+``--block-size`` adds SGS-on-blocks runs (the B bins shared out between the blocks). The README's tables of
+these variants are ``readme_table`` of the results file.
 
 Writes ``--out`` (JSON: ``{"rows": [{"dataset", "sgs", "num_bins", "seed", "top1", "gmacs"}, ...], "a4_rows":
 [... + "train_num_bins"], "details": [...], "conditions": {...}}``) and ``--markdown`` (the tables). Finished runs
@@ -58,8 +66,12 @@ from lightning_temporal.data.synthetic import class_names, ensure_dataset  # noq
 from lightning_temporal.data.video import read_clip  # noqa: E402
 from lightning_temporal.flops import gmacs_per_clip  # noqa: E402
 from lightning_temporal.models.registry import build_backbone  # noqa: E402
+from lightning_temporal.models.sgs import block_diagonal  # noqa: E402
 
-DATASETS = {"appearance": "appearance", "motion": "redundancy"}  # table name -> generator variant
+# table name -> generator variant; textured and order: redundancy partial and mixed (no frozen frames, camera
+# pan, noise everywhere), evidence in 30-60 % of the frames; order: the class is the order of two events
+DATASETS = {"appearance": "appearance", "motion": "redundancy", "textured": "textured", "order": "order"}
+ASSIGNMENTS = ("fixed", "interpolate", "ordered", "released")
 FRAMES, SIZE = 32, 32
 BACKBONE = "simple3d"
 A4_BINS = (4, 8, 16)
@@ -69,13 +81,15 @@ A4_BINS = (4, 8, 16)
 # Data: generated once, decoded once, cached
 # --------------------------------------------------------------------------------------------------------
 def data_params(dataset: str, seed: int, sizes: Tuple[int, int, int]) -> dict:
+    fraction = (0.3, 0.6) if dataset in ("textured", "order") else (0.2, 0.3)
     return dict(variant=DATASETS[dataset], num_train=sizes[0], num_val=sizes[1], num_test=sizes[2], seed=seed,
-                size=SIZE, min_frames=FRAMES, max_frames=FRAMES, event_fraction=(0.2, 0.3),
+                size=SIZE, min_frames=FRAMES, max_frames=FRAMES, event_fraction=fraction,
                 num_distractors=(1, 2), noise=0.03)
 
 
 def load_data(cache: str, dataset: str, seed: int, sizes: Tuple[int, int, int]) -> Dict[str, Tuple[torch.Tensor, torch.Tensor]]:
-    """{split: (clips uint8 [N, T, S, S], labels int64 [N])}, decoded from the generated videos once."""
+    """{split: (clips uint8 [N, T, S, S], labels int64 [N])}, decoded from the generated videos once; also
+    "test_scores": the per-frame ground truth float32 [N, T] of the test clips (> 0 on the event's frames)."""
     params = data_params(dataset, seed, sizes)
     key = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:12]
     root = os.path.join(cache, "data", f"{dataset}_s{seed}_{key}")
@@ -90,10 +104,15 @@ def load_data(cache: str, dataset: str, seed: int, sizes: Tuple[int, int, int]) 
             clips = [read_clip(os.path.join(root, r[0]), 0, FRAMES)[..., 0].numpy() for r in rows]  # grey
             arrays[f"x_{split}"] = np.stack(clips).astype(np.uint8)  # [N, T, S, S]
             arrays[f"y_{split}"] = np.array([names.index(r[1]) for r in rows], dtype=np.int64)
+            arrays[f"s_{split}"] = np.stack([np.load(os.path.join(root, r[5]))[:FRAMES] for r in rows]
+                                            ).astype(np.float32)
         np.savez(npz + ".part.npz", **arrays)
         os.replace(npz + ".part.npz", npz)
     with np.load(npz) as f:
-        return {s: (torch.from_numpy(f[f"x_{s}"]), torch.from_numpy(f[f"y_{s}"])) for s in ("train", "val", "test")}
+        out = {s: (torch.from_numpy(f[f"x_{s}"]), torch.from_numpy(f[f"y_{s}"])) for s in ("train", "val", "test")}
+        if "s_test" in f:
+            out["test_scores"] = torch.from_numpy(f["s_test"])
+        return out
 
 
 # Label permutations of the motion classes (up, down, left, right) under the 8 symmetries of the square:
@@ -136,10 +155,47 @@ def to_input(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------
 # One run
 # --------------------------------------------------------------------------------------------------------
-def sgs_options(assignment: Optional[str], num_bins: Optional[int]) -> Optional[dict]:
+def sgs_options(assignment: Optional[str], num_bins: Optional[int], block_size: Optional[int] = None) -> Optional[dict]:
+    """SGS's constructor arguments; with `block_size` the B bins of a clip are shared out equally between its
+    T / block_size blocks (B * block_size / T per block), so that a block run costs what a clip run costs."""
     if assignment is None:
         return None
-    return {"after": "res2", "num_bins": num_bins, "assignment": assignment}
+    options = {"after": "res2", "num_bins": num_bins, "assignment": assignment}
+    if block_size:
+        options["block_size"] = block_size
+        options["num_bins"] = max(1, num_bins * block_size // FRAMES)
+    return options
+
+
+@torch.no_grad()
+def bin_purity(model, x: torch.Tensor, scores: torch.Tensor, batch: int = 64) -> Tuple[float, float]:
+    """The bin-purity probe on clips x uint8 [N, T, S, S] with per-frame ground truth scores [N, T] (> 0: an
+    object / event frame): (fraction of clips having a bin whose weight is >= 90 % on object frames, mean over
+    bins of max(p, 1 - p), p a bin's object share). Reads SGS's own sampling matrix on its input (simple3d has
+    no temporal stride before SGS, so SGS's frames are the clip's frames). Without SGS every frame is a bin."""
+    temporal = getattr(model, "temporal", None)
+    obj = (scores > 0).float()
+    if temporal is None:
+        return 1.0, 1.0
+    model.eval()
+    seen = []
+    handle = temporal.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    has, purity = [], []
+    try:
+        for i in range(0, len(x), batch):
+            seen.clear()
+            model(to_input(x[i : i + batch]))
+            w, mask, _ = temporal.weights(seen[0])  # [n, B', T], or [n * blocks, B', block] on blocks
+            n, t = seen[0].shape[0], seen[0].shape[2]
+            if w.shape[0] != n:
+                w, mask = block_diagonal(w, w.shape[0] // n), mask.reshape(n, -1)
+            w = w / w.sum(-1, keepdim=True).clamp_min(1e-30)
+            p = torch.matmul(w, obj[i : i + batch].unsqueeze(-1)).squeeze(-1)  # object share per bin
+            has.append(((p >= 0.9) & mask).any(dim=1).float())
+            purity.append(torch.where(mask, torch.maximum(p, 1 - p), torch.zeros_like(p)).sum(1) / mask.sum(1))
+    finally:
+        handle.remove()
+    return float(torch.cat(has).mean()), float(torch.cat(purity).mean())
 
 
 @torch.no_grad()
@@ -170,7 +226,7 @@ def run_one(spec: dict) -> dict:
     data = load_data(spec["cache"], spec["dataset"], spec["seed"], sizes)
     (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
     torch.manual_seed(spec["seed"])
-    options = sgs_options(spec["assignment"], spec["num_bins"])
+    options = sgs_options(spec["assignment"], spec["num_bins"], spec.get("block_size"))
     num_classes = len(class_names(DATASETS[spec["dataset"]]))
     model = build_backbone(BACKBONE, num_classes, sgs=copy.deepcopy(options))
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
@@ -194,12 +250,16 @@ def run_one(spec: dict) -> dict:
             break
     model.load_state_dict(best_state)
     top1, bprime = evaluate(model, xte, yte)
+    train_top1, _ = evaluate(model, xtr, ytr)
     record = {
         "dataset": spec["dataset"], "sgs": options, "num_bins": spec["num_bins"], "seed": spec["seed"],
         "top1": top1, "gmacs": gmacs(model, xte, options is not None),
         "mean_bins": bprime, "epochs": len(curve), "best_epoch": best_epoch + 1, "val_curve": curve,
+        "train_top1": train_top1,
     }
-    if options is not None and spec["num_bins"] == 32:  # Table A.4: fewer bins on the trained model
+    if "test_scores" in data:
+        record["pure_bin_clips"], record["bin_purity"] = bin_purity(model, xte, data["test_scores"])
+    if options is not None and spec["num_bins"] == 32 and not spec.get("block_size"):  # Table A.4: fewer bins
         record["a4"] = []
         for b in A4_BINS:
             model.temporal.num_bins = b
@@ -233,6 +293,23 @@ def fmt_pct(v: float) -> str:
     return f"{100 * v:.1f}"
 
 
+def config(r: dict) -> Tuple[Optional[str], Optional[int], Optional[int]]:
+    """(assignment, B, block_size) of a record; (None, None, None) without SGS."""
+    sgs = r["sgs"] or {}
+    return sgs.get("assignment"), r["num_bins"], sgs.get("block_size")
+
+
+def config_name(c: Tuple[Optional[str], Optional[int], Optional[int]]) -> str:
+    if c[0] is None:
+        return "no SGS"
+    return f"SGS {c[0]}, B = {c[1]}" + (f", block {c[2]}" if c[2] else "")
+
+
+def _mean(group: List[dict], key: str) -> Optional[float]:
+    vals = [r[key] for r in group if key in r]
+    return statistics.fmean(vals) if vals else None
+
+
 def tables(records: List[dict], seeds: List[int]) -> str:
     out = []
     for dataset in sorted({r["dataset"] for r in records}):
@@ -241,26 +318,35 @@ def tables(records: List[dict], seeds: List[int]) -> str:
         base_top1 = statistics.fmean(r["top1"] for r in base) if base else float("nan")
         base_g = statistics.fmean(r["gmacs"] for r in base) if base else float("nan")
         out.append(f"\n### {dataset} variant (video top-1 %, T = {FRAMES}, {SIZE}x{SIZE}, {BACKBONE}, SGS after res2)\n")
+        probe = any("pure_bin_clips" in r for r in rs)
         out.append("| model | " + " | ".join(f"seed {s}" for s in seeds)
-                   + " | mean top-1 | vs no SGS (goal >= -1.0) | GMACs / clip | fewer GMACs (goal >= 40 %) "
-                     "| mean B' | epochs (best) |")
-        out.append("|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|")
-        configs = sorted({((r["sgs"] or {}).get("assignment"), r["num_bins"]) for r in rs},
-                         key=lambda c: (c[0] is not None, c[0] or "", c[1] or 0))
-        for assignment, b in configs:
-            group = [r for r in rs if (r["sgs"] or {}).get("assignment") == assignment and r["num_bins"] == b]
+                   + " | mean top-1 | vs no SGS (goal >= -1.0) | vs fixed, same B | GMACs / clip "
+                     "| fewer GMACs (goal >= 40 %) | mean B' | train top-1 | epochs (best) |"
+                   + (" clips with a >= 90 % object bin | mean bin purity |" if probe else ""))
+        out.append("|---|" + "---|" * len(seeds) + "---|---|---|---|---|---|---|---|" + ("---|---|" if probe else ""))
+        configs = sorted({config(r) for r in rs}, key=lambda c: (c[0] is not None, c[1] or 0, c[0] or "", c[2] or 0))
+        for c in configs:
+            group = [r for r in rs if config(r) == c]
             by_seed = {r["seed"]: r for r in group}
             top1 = statistics.fmean(r["top1"] for r in group)
             g = statistics.fmean(r["gmacs"] for r in group)
-            name = "no SGS" if assignment is None else f"SGS {assignment}, B = {b}"
-            delta = "" if assignment is None else f"{100 * (top1 - base_top1):+.1f}"
-            fewer = "" if assignment is None else f"{100 * (1 - g / base_g):.0f} %"
+            fixed = [r for r in rs if config(r) == ("fixed", c[1], c[2])]
+            vs_fixed = (f"{100 * (top1 - statistics.fmean(r['top1'] for r in fixed)):+.1f}"
+                        if fixed and c[0] not in (None, "fixed") else "")
+            delta = "" if c[0] is None else f"{100 * (top1 - base_top1):+.1f}"
+            fewer = "" if c[0] is None else f"{100 * (1 - g / base_g):.0f} %"
             epochs = ", ".join(f"{r['epochs']} ({r['best_epoch']})" for r in sorted(group, key=lambda r: r["seed"]))
-            out.append(
-                f"| {name} | " + " | ".join(fmt_pct(by_seed[s]["top1"]) if s in by_seed else "–" for s in seeds)
-                + f" | {fmt_pct(top1)} | {delta} | {g:.4f} | {fewer} "
-                f"| {statistics.fmean(r['mean_bins'] for r in group):.1f} | {epochs} |"
-            )
+            train = _mean(group, "train_top1")
+            row = (f"| {config_name(c)} | "
+                   + " | ".join(fmt_pct(by_seed[s]["top1"]) if s in by_seed else "–" for s in seeds)
+                   + f" | {fmt_pct(top1)} | {delta} | {vs_fixed} | {g:.4f} | {fewer} "
+                   f"| {statistics.fmean(r['mean_bins'] for r in group):.1f} "
+                   f"| {'' if train is None else fmt_pct(train)} | {epochs} |")
+            if probe:
+                pure, purity = _mean(group, "pure_bin_clips"), _mean(group, "bin_purity")
+                row += (f" {'' if pure is None else fmt_pct(pure)} | "
+                        f"{'' if purity is None else fmt_pct(purity)} |")
+            out.append(row)
         a4 = [r for r in rs if r.get("a4")]
         if a4:
             out.append(f"\n**Table A.4, {dataset}**: trained with B = 32, tested with fewer bins (mean over seeds; "
@@ -280,6 +366,65 @@ def tables(records: List[dict], seeds: List[int]) -> str:
                              f"{statistics.fmean(r['mean_bins'] for r in grp):.1f}")
                 out.append(f"| {assignment} | " + " | ".join(cells) + " |")
     return "\n".join(out)
+
+
+def readme_table(records: List[dict], dataset: str) -> str:
+    """The README's table for one variant, from the result records (mean over seeds): top-1, its gap to no SGS
+    and to the fixed pooling at the same B, GMACs per clip and the saving, mean B', train top-1, best epochs,
+    and the bin-purity probe (clips having a bin >= 90 % on object frames). The README's tables are this
+    function's output on the results file (a test checks it)."""
+    rs = [r for r in records if r["dataset"] == dataset]
+    base = [r for r in rs if r["sgs"] is None]
+    b_g = statistics.fmean(r["gmacs"] for r in base)
+    seeds = sorted({r["seed"] for r in rs})
+    lines = [f"| {dataset} variant | top-1 % (seeds {', '.join(map(str, seeds))}) | vs no SGS | vs fixed | "
+             "GMACs / clip | fewer GMACs | mean B' | train top-1 % | best epochs | clips with a ≥ 90 % object bin |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    configs = sorted({config(r) for r in rs}, key=lambda c: (c[0] is not None, c[1] or 0, c[2] or 0,
+                                                            ASSIGNMENTS.index(c[0]) if c[0] else -1))
+    for c in configs:
+        grp = sorted((r for r in rs if config(r) == c), key=lambda r: r["seed"])
+        own = {r["seed"] for r in grp}  # a setting run on fewer seeds is compared on its own seeds
+        top1, g = statistics.fmean(r["top1"] for r in grp), statistics.fmean(r["gmacs"] for r in grp)
+        fixed = [r for r in rs if config(r) == ("fixed", c[1], c[2]) and r["seed"] in own]
+        vs_fixed = (f"{100 * (top1 - statistics.fmean(r['top1'] for r in fixed)):+.1f}"
+                    if fixed and c[0] not in (None, "fixed") else "")
+        b_top1 = statistics.fmean(r["top1"] for r in base if r["seed"] in own)
+        name = "no SGS" if c[0] is None else f"{c[0]}, B = {c[1]}" + (f", block {c[2]}" if c[2] else "")
+        if own != set(seeds):
+            name += f" (seed {', '.join(map(str, sorted(own)))} only)"
+        pure = _mean(grp, "pure_bin_clips")
+        lines.append(
+            f"| {name} | {fmt_pct(top1)} ({', '.join(fmt_pct(r['top1']) for r in grp)}) "
+            f"| {'' if c[0] is None else f'{100 * (top1 - b_top1):+.1f}'} | {vs_fixed} | {g:.4f} "
+            f"| {'' if c[0] is None else f'{100 * (1 - g / b_g):.0f} %'} "
+            f"| {statistics.fmean(r['mean_bins'] for r in grp):.1f} | {fmt_pct(_mean(grp, 'train_top1') or 0.0)} "
+            f"| {', '.join(str(r['best_epoch']) for r in grp)} of {grp[0]['epochs']} "
+            f"| {'' if pure is None or c[0] is None else fmt_pct(pure)} |")
+    return "\n".join(lines).replace("+-", "−").replace("| -", "| −")
+
+
+def verdict_lines(records: List[dict]) -> str:
+    """Per variant and B: each adaptive assignment against the fixed pooling at the same B and against no SGS."""
+    lines = ["\nSGS against a fixed temporal average pooling at the same B (mean top-1 over seeds, points; "
+             "GMACs per clip relative to the fixed pooling):"]
+    for dataset in sorted({r["dataset"] for r in records}):
+        rs = [r for r in records if r["dataset"] == dataset]
+        base = [r for r in rs if r["sgs"] is None]
+        for c in sorted({config(r) for r in rs if config(r)[0] == "fixed"}, key=lambda c: (c[1], c[2] or 0)):
+            fixed = [r for r in rs if config(r) == c]
+            f_top1, f_g = statistics.fmean(r["top1"] for r in fixed), statistics.fmean(r["gmacs"] for r in fixed)
+            cells = []
+            for a in ASSIGNMENTS[1:]:
+                grp = [r for r in rs if config(r) == (a, c[1], c[2])]
+                if grp:
+                    d = 100 * (statistics.fmean(r["top1"] for r in grp) - f_top1)
+                    g = statistics.fmean(r["gmacs"] for r in grp) / f_g
+                    cells.append(f"{a} {d:+.1f} ({g:.2f}x GMACs)")
+            ref = (f"; fixed vs no SGS {100 * (f_top1 - statistics.fmean(r['top1'] for r in base)):+.1f}"
+                   if base else "")
+            lines.append(f"* {dataset}, B = {c[1]}{f', block {c[2]}' if c[2] else ''}: " + ", ".join(cells) + ref)
+    return "\n".join(lines) if len(lines) > 1 else ""
 
 
 def goal_lines(records: List[dict]) -> str:
@@ -316,11 +461,12 @@ def run_conditions(records: List[dict], trained_now: int) -> dict:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    ap.add_argument("--datasets", nargs="+", default=["appearance", "motion"], choices=list(DATASETS))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--bins", nargs="+", type=int, default=[4, 8, 16, 32])
-    ap.add_argument("--assignments", nargs="+", default=["released", "interpolate"],
-                    choices=["released", "interpolate"])
+    ap.add_argument("--assignments", nargs="+", default=list(ASSIGNMENTS), choices=list(ASSIGNMENTS))
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="also train every SGS setting with SGS on temporal blocks of this length")
     ap.add_argument("--sizes", nargs=3, type=int, default=[384, 96, 192], metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--min-epochs", type=int, default=60)
@@ -331,6 +477,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cache", default="data_cache/sgs_tradeoff")
     ap.add_argument("--out", default="benchmarks/results/sgs_tradeoff.json")
     ap.add_argument("--markdown", default="benchmarks/results/sgs_tradeoff.md")
+    ap.add_argument("--cached-only", action="store_true",
+                    help="train nothing: write the results of the runs already in the cache, leave the rest out")
     ap.add_argument("--quick", action="store_true", help="smoke run: tiny data, 2 epochs, B = 4 and 32, one seed")
     args = ap.parse_args(argv)
     if args.quick:
@@ -349,7 +497,11 @@ def main(argv=None) -> None:
             for b in sorted(args.bins, reverse=True):  # B = 32 first: the A.4 evaluations come with it
                 for a in args.assignments:
                     specs.append({**base, "dataset": dataset, "seed": seed, "assignment": a, "num_bins": b})
+                    if args.block_size and b * args.block_size >= FRAMES:  # >= 1 bin per block
+                        specs.append({**specs[-1], "block_size": args.block_size})
     done = read_cache(cache_path)
+    if args.cached_only:
+        specs = [s for s in specs if spec_key(s) in done]
     todo = [s for s in specs if spec_key(s) not in done]
     print(f"# SGS trade-off: {len(specs)} runs, {len(specs) - len(todo)} cached, {len(todo)} to train "
           f"({args.jobs} in parallel, 1 thread each); load average {os.getloadavg()}", flush=True)
@@ -363,7 +515,8 @@ def main(argv=None) -> None:
         with open(cache_path, "a") as f:
             f.write(json.dumps({"key": spec_key(spec), "record": record}) + "\n")
         done[spec_key(spec)] = record
-        print(f"  {record['dataset']:10s} seed {record['seed']} {str(spec['assignment']):11s} B={record['num_bins']}: "
+        print(f"  {record['dataset']:10s} seed {record['seed']} {str(spec['assignment']):11s} B={record['num_bins']} "
+              f"block={spec.get('block_size')}: "
               f"top-1 {fmt_pct(record['top1'])} %, {record['gmacs']:.4f} GMACs, B' {record['mean_bins']:.1f}, "
               f"{record['epochs']} epochs, CPU {record['cpu_s']:.0f} s, wall {record['wall_s']:.0f} s "
               f"(load {os.getloadavg()[0]:.1f})", flush=True)
@@ -388,7 +541,11 @@ def main(argv=None) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump({"rows": rows, "a4_rows": a4_rows, "details": details, "conditions": conditions}, f, indent=1)
-    text = tables(records, args.seeds) + "\n" + goal_lines(records)
+    text = tables(records, args.seeds) + "\n" + verdict_lines(records) + "\n" + goal_lines(records)
+    if any("train_top1" in r for r in records):
+        text += "\n\nREADME tables:\n\n" + "\n\n".join(
+            readme_table(records, d) for d in sorted({r["dataset"] for r in records})
+            if any(r["sgs"] is None for r in records if r["dataset"] == d))
     head = (f"SGS trade-off ({len(records)} runs, {trained['trained_now']} trained by this invocation and "
             f"{trained['from_cache']} read from the run cache; {BACKBONE}, 1 thread per run, runs in parallel: "
             f"{trained['jobs']}; load average when the runs ended: {trained['load_end']}; total CPU "

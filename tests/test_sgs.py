@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lightning_temporal.models.sgs import (
-    ASSIGNMENTS,
+    SIMILARITY_ASSIGNMENTS,
     KERNELS,
     SIMILARITIES,
     SimilarityGuidedSampling,
@@ -197,7 +197,7 @@ def test_matches_loop_reference(similarity, assignment, kernel, normalize):
     assert min(counts) >= 1 and sum(counts) < 3 * total_bins  # some bins were empty and dropped
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", SIMILARITY_ASSIGNMENTS)
 @pytest.mark.parametrize("coords", [(2,), (0, 3), (1, 7)])
 def test_spherical_coordinate_subsets_match_reference(coords, assignment):
     layer = make_layer(similarity="spherical", coordinates=coords, assignment=assignment)
@@ -239,7 +239,7 @@ def test_degenerate_input_gives_one_bin_and_finite_gradients(similarity, assignm
         layer.zero_grad()
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", SIMILARITY_ASSIGNMENTS)
 def test_dropping_differs_per_sample_and_equals_single_sample_runs(assignment):
     layer = make_layer(similarity="l2_to_mean", assignment=assignment)
     x = repeated_frames(seed=5, n=3)
@@ -268,7 +268,7 @@ def test_kept_bins_keep_order():
     torch.testing.assert_close(cw[1], torch.stack([w[1, 0], w[1, 2], torch.zeros(3)]))
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", SIMILARITY_ASSIGNMENTS)
 @pytest.mark.parametrize("similarity", ["l2_to_mean", "spherical"])
 def test_change_num_bins_at_inference(similarity, assignment):
     layer = make_layer(similarity=similarity, assignment=assignment)
@@ -285,7 +285,7 @@ def test_change_num_bins_at_inference(similarity, assignment):
         layer.num_bins = 0
 
 
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+@pytest.mark.parametrize("assignment", SIMILARITY_ASSIGNMENTS)
 def test_block_size_equals_sgs_per_block(assignment):
     layer = make_layer(similarity="l2_to_mean", block_size=4, assignment=assignment)
     x = torch.cat([repeated_frames(seed=6), repeated_frames(seed=7)], dim=2)  # T = 16, 4 blocks

@@ -137,3 +137,43 @@ def test_readme_sgs_tables_are_the_results_files():
     table = _readme_table(readme, "| appearance variant, 90 epochs |")
     assert len(table) == 2
     _check_table(table, long["rows"])
+
+
+def test_bin_purity_probe_on_fixed_pooling_by_hand():
+    """Fixed pooling of 32 frames to 4 bins of 8: object frames 0-15 fill two bins purely; frames 0-5 fill 75 % of
+    bin 0 only (no bin >= 90 %; mean purity (0.75 + 1 + 1 + 1) / 4)."""
+    bench = load_benchmark("sgs_tradeoff")
+    model = build_backbone("simple3d", 4, sgs={"assignment": "fixed", "num_bins": 4}).eval()
+    x = torch.randint(0, 255, (2, 32, 32, 32), dtype=torch.uint8)
+    scores = torch.zeros(2, 32)
+    scores[0, :16] = 1.0
+    scores[1, :6] = 1.0
+    has, purity = bench.bin_purity(model, x[:1], scores[:1])
+    assert (has, purity) == (1.0, 1.0)
+    has, purity = bench.bin_purity(model, x[1:], scores[1:])
+    assert has == 0.0 and purity == pytest.approx((0.75 + 3) / 4)
+    has, purity = bench.bin_purity(model, x, scores)
+    assert has == 0.5
+    # on blocks of 16 frames, 2 bins per block: the same 4 stretches of 8
+    blocks = build_backbone("simple3d", 4, sgs={"assignment": "fixed", "num_bins": 2, "block_size": 16}).eval()
+    assert bench.bin_purity(blocks, x, scores) == (has, purity)
+
+
+def test_readme_tables_of_the_mixed_variants_are_the_results_file():
+    """The README's textured / order tables are `readme_table` of ``sgs_tradeoff_mixed.json`` (every row: mean
+    top-1 and per seed, gaps to no SGS and to fixed pooling, GMACs, saving, B', train top-1, best epochs, probe),
+    for no SGS, fixed, interpolate and ordered at B = 8 and at least 2 seeds each."""
+    import os
+
+    bench = load_benchmark("sgs_tradeoff")
+    root = os.path.join(os.path.dirname(__file__), "..")
+    result = json.load(open(os.path.join(root, "benchmarks", "results", "sgs_tradeoff_mixed.json")))
+    records = [{**d, **r} for r, d in zip(result["rows"], result["details"])]
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    for dataset in ("textured", "order"):
+        rs = [r for r in records if r["dataset"] == dataset]
+        for assignment in (None, "fixed", "interpolate", "ordered"):
+            seeds = {r["seed"] for r in rs if (r["sgs"] or {}).get("assignment") == assignment
+                     and (assignment is None or r["num_bins"] == 8)}
+            assert len(seeds) >= 2, (dataset, assignment)
+        assert bench.readme_table(records, dataset) in readme, dataset

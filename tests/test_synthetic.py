@@ -406,3 +406,71 @@ def test_appearance_variant_arguments(tmp_path):
     assert class_names("appearance", 2) == ("square", "disc")
     with pytest.raises(ValueError, match="num_classes"):
         generate_dataset(str(tmp_path), num_train=1, num_classes=5, **APPEARANCE)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The textured and order variants (data that does not flatter SGS) and the older variants left unchanged
+# ------------------------------------------------------------------------------------------------------------
+def render(variant, label, seed, **kw):
+    from lightning_temporal.data.synthetic import render_video
+
+    args = dict(variant=variant, label=label, size=32, min_frames=32, max_frames=32, event_fraction=(0.3, 0.6),
+                num_distractors=(1, 2), noise=0.03)
+    args.update(kw)
+    return render_video(np.random.default_rng(seed), **args)
+
+
+@pytest.mark.parametrize("variant,label,digest", [
+    ("appearance", "ring", "7843c2e83a72396498247cb7d6a2d9325e4acdf4"),
+    ("redundancy", "left", "319a7d18421a0ce13ce5529f2009db3d1a718b26"),
+])
+def test_appearance_and_motion_content_unchanged(variant, label, digest):
+    # digests of the frames and scores before the textured / order variants were added
+    import hashlib
+
+    r = render(variant, label, 7, max_frames=48, event_fraction=(0.2, 0.3))
+    assert hashlib.sha1(r.frames.tobytes() + r.scores.tobytes()).hexdigest() == digest
+
+
+@pytest.mark.parametrize("variant", ["textured", "order"])
+def test_textured_and_order_variants_have_partial_mixed_redundancy(variant):
+    labels = class_names(variant)
+    fractions = []
+    for seed in range(12):
+        label = labels[seed % len(labels)]
+        r = render(variant, label, seed)
+        s, e = r.event
+        assert r.frames.shape == (32, 32, 32) and r.frames.dtype == np.uint8
+        fractions.append((r.scores > 0).mean())
+        assert np.all(r.scores[s:e] == 1) and not r.scores[:s].any() and not r.scores[e:].any()
+        # nothing frozen, even without noise and distractors: the camera pans, every frame differs from the last
+        still = render(variant, label, seed, noise=0.0, num_distractors=(0, 0))
+        assert (np.abs(np.diff(still.frames.astype(int), axis=0)).max(axis=(1, 2)) >= 2).all()
+        # the label changes the event frames only: the same seed with the other label differs inside it alone
+        other = render(variant, labels[(seed + 1) % len(labels)], seed)
+        differs = np.abs(r.frames.astype(int) - other.frames.astype(int)).max(axis=(1, 2)) > 0
+        assert not differs[:s].any() and not differs[e:].any()
+        if variant == "order":  # both halves of the window change with the order
+            mid = s + (e - s) // 2
+            assert differs[s:mid].any() and differs[mid:e].any()
+        else:
+            assert differs[s:e].any()
+    assert 0.3 - 1 / 32 <= min(fractions) and max(fractions) <= 0.6 + 1 / 32  # evidence in 30-60 % of frames
+
+
+def test_order_variant_shows_both_shapes_in_every_clip(tmp_path):
+    assert class_names("order") == ("disc_then_cross", "cross_then_disc")
+    a, b = render("order", "disc_then_cross", 3), render("order", "cross_then_disc", 3)
+    s, e = a.event
+    mid = s + (e - s) // 2
+    # the same stretches of the two clips hold the same objects in opposite order: a's first half object is
+    # b's first half object with the other shape at the same place, so the two halves differ in both clips
+    for r in (a, b):
+        first, second = r.frames[s:mid].astype(float), r.frames[mid:e].astype(float)
+        assert np.abs(first.mean(0) - second.mean(0)).max() > 40
+    paths = generate_dataset(str(tmp_path), variant="order", num_train=4, num_val=0, num_test=0, size=32,
+                             min_frames=32, max_frames=32, event_fraction=(0.3, 0.6), num_workers=0,
+                             progress=False)
+    rows = read_rows(paths["train"])
+    assert sorted(r["label"] for r in rows) == sorted(class_names("order") * 2)
+    assert "static_fraction" not in rows[0]

@@ -25,6 +25,15 @@ Variants:
   where the object appears and disappears); small diagonal distractor squares, the drifting background and
   pixel noise change the dynamic frames. One event frame reveals the class. Frame scores are 1 inside the
   window, 0 outside; the ``static_fraction`` column as for ``"redundancy"``. ``event_speed`` is unused.
+* ``"textured"`` – appearance data that does not flatter SGS: redundancy is partial and mixed. The class is the
+  shape (as ``"appearance"``) of a textured object (a grating at a random angle and period, grey levels
+  0.55-0.95), rotated, of random width (25-45 % of the frame) and position, shown during the event window
+  (``event_fraction``, e.g. 30-60 % of the frames); the whole scene (a background of random gratings, the
+  object, the distractors) pans with the camera (0.6-1.0 px/frame x size/32, plus a slow drift of 0.5-1.5 px);
+  noise on every frame; no frozen frame. Frame scores are 1 on the object's frames, 0 elsewhere.
+* ``"order"`` – as ``"textured"``, but the class is the order of two events: a disc for the first half of the
+  window then a cross for the second half (``disc_then_cross``), or the reverse (``cross_then_disc``). Every
+  clip holds both shapes, so no frame and no unordered set of frames reveals the class.
 
 Layout under ``root``::
 
@@ -85,11 +94,12 @@ __all__ = [
 # Bump whenever the rendered content or the layout changes, so ensure_dataset regenerates old copies.
 GENERATOR_VERSION = 4
 SPLITS = ("train", "val", "test")
-VARIANTS = ("multiclass", "binary", "redundancy", "appearance")
+VARIANTS = ("multiclass", "binary", "redundancy", "appearance", "textured", "order")
 # (dy, dx) unit steps in image coordinates (y grows downwards).
 DIRECTIONS = {"up": (-1.0, 0.0), "down": (1.0, 0.0), "left": (0.0, -1.0), "right": (0.0, 1.0)}
 BINARY_CLASSES = ("no_event", "event")
-SHAPES = ("square", "disc", "cross", "ring")  # the classes of the appearance variant
+SHAPES = ("square", "disc", "cross", "ring")  # the classes of the appearance and textured variants
+ORDER_CLASSES = ("disc_then_cross", "cross_then_disc")  # the classes of the order variant
 
 _SPLIT_CODE = {"train": 0, "val": 1, "test": 2}
 _OBJECT_LEVEL = 0.9  # grey level of the object and of the distractors (identical on purpose)
@@ -103,7 +113,9 @@ def class_names(variant: str, num_classes: int = 4) -> Tuple[str, ...]:
     _check_variant(variant)
     if variant == "binary":
         return BINARY_CLASSES
-    if variant == "appearance":
+    if variant == "order":
+        return ORDER_CLASSES
+    if variant in ("appearance", "textured"):
         if not 2 <= int(num_classes) <= len(SHAPES):
             raise ValueError(f"num_classes={num_classes!r}: the appearance classes are {SHAPES}, so pick 2 to "
                              f"{len(SHAPES)}")
@@ -265,6 +277,8 @@ def render_video(
     event = (s, s + w) if has_event else None
     if variant == "appearance":
         return _render_appearance(rng, label, S, L, (s, s + w), num_distractors, noise)
+    if variant in ("textured", "order"):
+        return _render_textured(rng, variant, label, S, L, (s, s + w), num_distractors, noise)
     if variant == "binary":
         direction = tuple(DIRECTIONS)[int(rng.integers(0, len(DIRECTIONS)))] if has_event else None
     else:
@@ -401,6 +415,96 @@ def _render_appearance(
     scores = np.zeros(L, dtype=np.float32)
     scores[s:e] = 1.0
     return RenderedVideo(frames, scores, event, None, float(frozen.mean()))
+
+
+def _camera(rng: np.random.Generator, L: int, S: int) -> np.ndarray:
+    """Camera offset [L, 2] (y, x) in px: a pan at 0.6-1.0 px/frame (x size/32) in a random direction plus a
+    slow drift (a sinusoid of 0.5-1.5 px over 1-3 clip lengths, at most 0.3 px/frame for L = 32: the camera
+    never stops, so no two frames are the same)."""
+    unit = S / 32.0
+    t = np.arange(L, dtype=np.float64)[:, None]
+    angle = rng.uniform(0, 2 * np.pi)
+    pan = rng.uniform(0.6, 1.0) * unit * np.array([np.sin(angle), np.cos(angle)])
+    amp = rng.uniform(0.5, 1.5, size=2) * unit
+    period = rng.uniform(1.0, 3.0, size=2) * L
+    return pan[None, :] * t + amp * np.sin(2 * np.pi * t / period + rng.uniform(0, 2 * np.pi, size=2))
+
+
+def _textured_background(rng: np.random.Generator, S: int, offset: np.ndarray) -> np.ndarray:
+    """A panning background [L, S, S]: mean level 0.15-0.45 plus 3 random gratings (periodic on the torus,
+    amplitude <= 0.06 each), seen through the camera `offset` [L, 2]."""
+    yy, xx = np.mgrid[0:S, 0:S].astype(np.float64)
+    img = np.full((len(offset), S, S), rng.uniform(0.15, 0.45))
+    for _ in range(3):
+        ky, kx = rng.integers(-3, 4, size=2)
+        y, x = yy[None] + offset[:, 0, None, None], xx[None] + offset[:, 1, None, None]  # [L, S, S]
+        phase = 2 * np.pi * (ky * y + kx * x) / S
+        img += rng.uniform(0.02, 0.06) * np.cos(phase + rng.uniform(0, 2 * np.pi))
+    return img
+
+
+def _textured_object(rng: np.random.Generator, shape: str, S: int, centre: np.ndarray, supersample: int = 4
+                     ) -> Tuple[np.ndarray, np.ndarray]:
+    """A rotated, textured object of `shape` at positions `centre` [F, 2] (y, x) on the torus: (coverage
+    [F, S, S] in [0, 1], grey level [F, S, S]). Width 25-45 % of the frame, random rotation; the texture is a
+    grating at a random angle and period, grey between two random levels in 0.55-0.95 (it moves with the
+    object)."""
+    side = S * rng.uniform(0.25, 0.45)
+    rot = rng.uniform(0, np.pi / 2)
+    o = (np.arange(S * supersample, dtype=np.float64) + 0.5) / supersample
+    dy = np.mod(o[None, :, None] - centre[:, 0, None, None] + S / 2.0, S) - S / 2.0  # [F, S*ss, 1]
+    dx = np.mod(o[None, None, :] - centre[:, 1, None, None] + S / 2.0, S) - S / 2.0  # [F, 1, S*ss]
+    v = np.cos(rot) * dy + np.sin(rot) * dx  # object coordinates
+    u = -np.sin(rot) * dy + np.cos(rot) * dx
+    r = side / 2.0
+    if shape == "square":
+        inside = (np.abs(v) <= r) & (np.abs(u) <= r)
+    elif shape == "disc":
+        inside = v * v + u * u <= r * r
+    elif shape == "cross":
+        inside = ((np.abs(v) <= r) & (np.abs(u) <= r / 3)) | ((np.abs(u) <= r) & (np.abs(v) <= r / 3))
+    elif shape == "ring":
+        rr = v * v + u * u
+        inside = (rr <= r * r) & (rr >= (0.55 * r) ** 2)
+    else:
+        raise ValueError(f"shape={shape!r}: choose one of {SHAPES}")
+    tex_angle, period = rng.uniform(0, np.pi), rng.uniform(2.5, 6.0) * S / 32.0
+    grating = 0.5 + 0.5 * np.cos(2 * np.pi * (np.cos(tex_angle) * v + np.sin(tex_angle) * u) / period)
+    lo, hi = np.sort(rng.uniform(0.55, 0.95, size=2))
+    f = len(centre)
+    cov = inside.reshape(f, S, supersample, S, supersample).mean(axis=(2, 4))
+    level = (lo + (hi - lo) * grating).reshape(f, S, supersample, S, supersample).mean(axis=(2, 4))
+    return cov, level
+
+
+def _render_textured(
+    rng: np.random.Generator, variant: str, label: str, S: int, L: int, event: Tuple[int, int],
+    num_distractors: Tuple[int, int], noise: float,
+) -> RenderedVideo:
+    """The textured and order variants (module docstring): a panning, drifting textured scene with noise on
+    every frame and no frozen frame; a textured, rotated object of the class shape during `event` (textured),
+    or a disc and a cross one after the other in the class order, each for half of `event` (order)."""
+    s, e = event
+    cam = _camera(rng, L, S)
+    img = _textured_background(rng, S, cam)
+    img = _add_distractors(rng, img, np.arange(L, dtype=np.float64), num_distractors, S / 8.0, S / 32.0)
+    if variant == "textured":
+        parts = [(label, s, e)]
+    else:
+        first, second = ("disc", "cross") if label == "disc_then_cross" else ("cross", "disc")
+        mid = s + (e - s) // 2
+        parts = [(first, s, mid), (second, mid, e)]
+    for shape, a, b in parts:
+        if b <= a:
+            continue
+        # still in the scene (it moves with the camera) plus a small own jitter
+        centre = rng.uniform(0, S, size=2)[None, :] - cam[a:b] + rng.uniform(-0.3, 0.3, size=(b - a, 2)) * S / 32.0
+        cov, level = _textured_object(rng, shape, S, centre)
+        img[a:b] = img[a:b] * (1.0 - cov) + cov * level
+    frames = _quantise(rng, img, noise, np.arange(L))
+    scores = np.zeros(L, dtype=np.float32)
+    scores[s:e] = 1.0
+    return RenderedVideo(frames, scores, event, None, 0.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -551,14 +655,15 @@ def generate_dataset(
     """Write a synthetic dataset under `root`; returns ``{"train": csv, "val": csv, "test": csv}``.
 
     Args:
-        variant: ``"multiclass"`` | ``"binary"`` | ``"redundancy"`` | ``"appearance"`` (module docstring).
+        variant: ``"multiclass"`` | ``"binary"`` | ``"redundancy"`` | ``"appearance"`` | ``"textured"`` |
+            ``"order"`` (module docstring).
         num_train / num_val / num_test: videos per split (labels balanced within each split).
         seed: everything (lengths, windows, positions, noise, label order) follows from it; video ``i``
             of a split is seeded from ``(seed, split, i)``, so results do not depend on `num_workers`.
         size: frame height = width in pixels (even). min_frames / max_frames: video length range (frames).
         event_fraction: (low, high) fraction of the video covered by the event window.
-        num_classes: number of classes (2–4): motions for multiclass/redundancy, shapes for appearance;
-            ignored by binary.
+        num_classes: number of classes (2–4): motions for multiclass/redundancy, shapes for appearance and
+            textured; ignored by binary and order (2 classes).
         num_distractors: (low, high) inclusive number of diagonally moving distractor squares per video.
         noise: std of Gaussian pixel noise in grey levels / 255. fps: frame rate stored in the files.
         event_speed: peak speed of the event's motion in units of ``size/32`` px per frame.

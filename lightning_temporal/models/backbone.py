@@ -334,10 +334,10 @@ def gmacs_by_bins(model: nn.Module, clip_shape: Tuple[int, ...]) -> Tuple[torch.
     table = torch.full((top + 1,), float("nan"), dtype=torch.float64)
     try:
         for b in range(1, top + 1):  # one counting run per possible B' (at most 2 T), not per clip
-            sgs._compact = _forced_bins(b)
+            sgs.drop_empty_bins = _forced_bins(b)
             table[b] = count_gmacs(model, clip)
     finally:
-        del sgs._compact  # back to the class's compaction
+        del sgs.drop_empty_bins  # back to the class's compaction
     model.temporal = None
     try:
         base = count_gmacs(model, clip)

@@ -3,7 +3,7 @@
 Temporally redundant feature maps are grouped into similarity bins; bins that no frame reaches are dropped, so
 the layers after SGS run on B' <= B temporal positions per clip (the seed's Eq. 2-4, supplementary §C-§E).
 
-Two assignments of frames to bins (``assignment=``):
+Four assignments of frames to bins (``assignment=``); the first two bin a similarity coordinate Delta:
 
 * ``"released"`` reproduces the authors' released code (the PySlowFast fork "Similarity-Guided-Sampling",
   ``sgs/models/TemporalSampler.py``, ``sampling_kernels.py``, ``distance_functions.py``,
@@ -22,14 +22,29 @@ Two assignments of frames to bins (``assignment=``):
   identical (so are their outputs) are merged, and each output bin is the weighted *mean* of its frames. A
   clip whose Delta are all equal (to 64 float eps relative to the embedding's size) is one bin, explicitly.
 
-What neither assignment can keep: bins are ordered by similarity, not by time, so a class defined only by the
-order of positions (the direction of a motion) is averaged away. And Delta is one number per frame (its
-distance to the clip's mean with ``l2_to_mean``): states that are equally far from the mean share a bin, e.g. a
-clip of two equally long states gives one bin, their mean (``interpolate``) or ~1e-5 x it (``released``).
+What neither can keep: bins are ordered by similarity, not by time, so a class defined only by the order of
+positions (the direction of a motion) is averaged away. And Delta is one number per frame (its distance to the
+clip's mean with ``l2_to_mean``): states that are equally far from the mean share a bin, e.g. a clip of two
+equally long states gives one bin, their mean (``interpolate``) or ~1e-5 x it (``released``). Both rescale
+Delta per clip, so B' follows the shape of the Delta values, not how much the clip changes.
+
+* ``"ordered"`` (this package, from the SPEC's "what SGS must do"): bins are contiguous stretches of time, in
+  time order, of equal cumulative change of the embedding (path length sum_t ||z_t - z_{t-1}||), with linear
+  (soft) weights between neighbouring bins so that gradients reach the embedding; each bin is the weighted
+  mean of its frames. The number of bins follows the amount of change in the absolute units of the
+  batch-normalised embedding: min(B, 1 + floor(total change / min_change)). A static clip is one bin; A | B | A
+  is three bins in that order. With ``block_size`` each block is binned on its own and bins of neighbouring
+  blocks that do not differ (by min_change) are merged again.
+* ``"fixed"``: no content, a temporal average pooling to min(B, T) positions at the same place, with the same
+  masks and GMAC accounting: the baseline an adaptive assignment must beat at equal GMACs.
+
+In a backbone the convs before SGS pad time by repeating edge frames (``temporal_padding="replicate"``, the
+default; :func:`replicate_time_padding`): with zero padding a static clip's edge frames differ after them, and
+SGS keeps 4-8 bins of a clip that has nothing to compress.
 
 Pure math: no Lightning, no I/O. The functional pieces (`similarity_coordinates`, `scale_to_bins`,
-`bin_weights`, `interpolate_weights`, `compact_bins`, `merge_identical_bins`, `sample_bins`) are exposed so that
-they can be tested on their own.
+`bin_weights`, `interpolate_weights`, `ordered_weights`, `fixed_weights`, `compact_bins`, `merge_identical_bins`,
+`merge_adjacent_bins`, `sample_bins`) are exposed so that they can be tested on their own.
 """
 from __future__ import annotations
 
@@ -43,6 +58,7 @@ from torch import Tensor, nn
 __all__ = [
     "SimilarityGuidedSampling",
     "ASSIGNMENTS",
+    "SIMILARITY_ASSIGNMENTS",
     "DEFAULT_ASSIGNMENT",
     "RELEASED_CONFIG",
     "RELEASED_DISTANCE_EPS",
@@ -55,12 +71,28 @@ __all__ = [
     "interpolate_weights",
     "compact_bins",
     "merge_identical_bins",
+    "merge_adjacent_bins",
     "sample_bins",
+    "fixed_weights",
+    "cumulative_change",
+    "ordered_weights",
+    "block_diagonal",
+    "ORDERED_MIN_CHANGE",
+    "TEMPORAL_PADDINGS",
+    "ReplicateTimeConv3d",
+    "replicate_time_padding",
+    "replicate_padding_before",
 ]
 
 SIMILARITIES = ("magnitude", "l2_to_mean", "l1_to_mean", "cosine_to_mean", "spherical")
 KERNELS = ("linear", "dirac")
-ASSIGNMENTS = ("interpolate", "released")
+ASSIGNMENTS = ("interpolate", "released", "ordered", "fixed")
+# the assignments that bin a similarity coordinate Delta (``similarity``, ``coordinates`` apply to them)
+SIMILARITY_ASSIGNMENTS = ("interpolate", "released")
+TEMPORAL_PADDINGS = ("replicate", "zeros")
+# ordered: the change of the batch-normalised embedding (unit variance per coordinate over the training
+# batches, D = 8) that one more bin costs; see `ordered_weights`.
+ORDERED_MIN_CHANGE = 1.0
 # Chosen by benchmarks/sgs_tradeoff.py (benchmarks/results/sgs_tradeoff.json): see the README's SGS section.
 DEFAULT_ASSIGNMENT = "interpolate"
 # The released linear kernel is max(0, 1 + 1e-7 - |Delta - beta|): a Delta on a bin edge (the largest Delta
@@ -272,6 +304,109 @@ def interpolate_weights(delta: Tensor, reference: Tensor, num_bins: int) -> Tens
     return _outer_over_coordinates(per_coord)
 
 
+def fixed_weights(num_frames: int, num_bins: int, dtype: torch.dtype = torch.float32,
+                  device: Optional[torch.device] = None) -> Tensor:
+    """The fixed temporal average pooling to B positions as a sampling matrix W [B'', T], B'' = min(B, T).
+
+    Bin b averages frames floor(b T / B'') .. ceil((b + 1) T / B'') - 1 (end exclusive), the windows of
+    ``torch.nn.functional.adaptive_avg_pool1d``: with T a multiple of B'' a plain stride of T / B''. No content:
+    every clip gets the same B'' bins, in time order. Rows sum to 1.
+    """
+    b = min(int(num_bins), int(num_frames))
+    idx = torch.arange(b, device=device)
+    start = (idx * num_frames) // b  # floor(b T / B)
+    end = -((-(idx + 1) * num_frames) // b)  # ceil((b + 1) T / B)
+    t = torch.arange(num_frames, device=device)
+    inside = (t.unsqueeze(0) >= start.unsqueeze(1)) & (t.unsqueeze(0) < end.unsqueeze(1))  # [B, T]
+    return inside.to(dtype) / (end - start).unsqueeze(1).to(dtype)
+
+
+def cumulative_change(z: Tensor) -> Tuple[Tensor, Tensor]:
+    """Path length of the embedding along time: z [M, T, D] -> (c [M, T], total [M, 1]).
+
+    c_0 = 0, c_t = sum_{s=1..t} ||z_s - z_{s-1}||_2, total = c_{T-1}. A step within float rounding of the
+    embedding's size (<= 64 eps x max_t ||z_t||) counts as 0, so that a static clip has no change at all.
+    """
+    m, t, _ = z.shape
+    if t == 1:
+        zero = z.new_zeros(m, 1)
+        return zero, zero
+    step = torch.linalg.vector_norm(z[:, 1:] - z[:, :-1], dim=-1)  # [M, T-1]; backward 0 at an exact 0
+    ref = torch.linalg.vector_norm(z.detach(), dim=-1).amax(dim=1, keepdim=True)  # [M, 1]
+    step = torch.where(_constant(step.detach(), ref), torch.zeros_like(step), step)
+    c = torch.cat([z.new_zeros(m, 1), step.cumsum(dim=1)], dim=1)
+    return c, c[:, -1:]
+
+
+def ordered_weights(z: Tensor, num_bins: int, min_change: Optional[float] = ORDERED_MIN_CHANGE) -> Tensor:
+    """Order-preserving sampling weights W [M, B, T] from embeddings z [M, T, D] (this package's ``ordered``).
+
+    Bins are contiguous stretches of time, in time order, of equal cumulative change of the embedding
+    (:func:`cumulative_change`): u_t = c_t / total * (B_eff - 1); frame t gives weight 1 - frac(u_t) to bin
+    floor(u_t) and frac(u_t) to the next (linear binning, as ``interpolate``, so the weights of a frame sum to
+    1 and gradients reach the embedding through c_t / total). The number of bins used follows the amount of
+    change, in the absolute units of the batch-normalised embedding: B_eff = min(B, 1 + floor(total /
+    min_change)); a clip that changes by less than `min_change` along its whole length is one bin (its mean),
+    a static clip (total 0) always. ``min_change=None``: scale-free, B_eff = B whenever the clip changes.
+    Rows are not normalised (see :meth:`SimilarityGuidedSampling.weights`); bins no frame reaches are empty.
+    """
+    m, t, _ = z.shape
+    c, total = cumulative_change(z)
+    if num_bins == 1 or t == 1:
+        return torch.ones_like(c).unsqueeze(1)
+    with torch.no_grad():
+        if min_change is None:
+            b_eff = torch.full_like(total, float(num_bins))
+        else:
+            b_eff = (1.0 + torch.floor(total / min_change)).clamp(max=num_bins)
+        b_eff = torch.where(total > 0, b_eff, torch.ones_like(b_eff))  # [M, 1]
+    safe = torch.where(total > 0, total, torch.ones_like(total))
+    u = c / safe * (b_eff - 1.0)  # [M, T] in [0, B_eff - 1]
+    low = torch.minimum(u.detach().floor(), (b_eff - 2.0).clamp(min=0.0))
+    frac = u - low  # in [0, 1]; carries the gradient
+    low = low.long()
+    w = F.one_hot(low, num_bins).to(u.dtype) * (1.0 - frac).unsqueeze(-1)
+    w = w + F.one_hot((low + 1).clamp(max=num_bins - 1), num_bins).to(u.dtype) * frac.unsqueeze(-1)
+    return w.transpose(1, 2)  # [M, B, T]
+
+
+def block_diagonal(weights: Tensor, num_blocks: int) -> Tensor:
+    """Per-block weights [N * nb, B, bs] -> weights over the whole clip [N, nb * B, nb * bs] (block b's bins
+    read only block b's frames; bins in block order)."""
+    mb, b, bs = weights.shape
+    n = mb // num_blocks
+    eye = torch.eye(num_blocks, dtype=weights.dtype, device=weights.device)
+    w = weights.reshape(n, num_blocks, b, bs)
+    return torch.einsum("nkbs,kj->nkbjs", w, eye).reshape(n, num_blocks * b, num_blocks * bs)
+
+
+def merge_adjacent_bins(weights: Tensor, mask: Tensor, z: Tensor, min_change: float,
+                        block_size: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
+    """Merge consecutive bins whose mean embeddings differ by less than `min_change` (time-ordered bins).
+
+    weights [M, B', T] >= 0 (compacted, in time order, `mask` [M, B']), z [M, T, D] -> (weights, mask, counts)
+    compacted again; merged rows are summed. With `block_size` only bins of different temporal blocks are
+    merged (SGS on blocks, where the block edges are boundaries that no change asked for): a static clip
+    binned block by block becomes one bin again.
+    """
+    m, b, t = weights.shape
+    if b <= 1:
+        return weights, mask, mask.sum(dim=1)
+    with torch.no_grad():
+        total = weights.sum(dim=-1, keepdim=True)
+        rows = weights / torch.where(total > 0, total, torch.ones_like(total))
+        means = torch.matmul(rows, z.to(rows.dtype))  # [M, B', D]
+        close = torch.linalg.vector_norm(means[:, 1:] - means[:, :-1], dim=-1) < min_change  # [M, B'-1]
+        link = close & mask[:, 1:] & mask[:, :-1]
+        if block_size is not None:
+            block = (weights > 0).to(torch.int8).argmax(dim=-1) // block_size  # block of a bin's first frame
+            link &= block[:, 1:] != block[:, :-1]
+        group = torch.cat([torch.zeros_like(mask[:, :1], dtype=torch.long), (~link).long().cumsum(dim=1)], dim=1)
+    merged = torch.zeros_like(weights).scatter_add(1, group.unsqueeze(-1).expand(m, b, t), weights)
+    keep = torch.zeros_like(mask).scatter(1, group, mask)
+    return compact_bins(merged, keep)
+
+
 def merge_identical_bins(weights: Tensor, mask: Tensor, atol: float = MERGE_ATOL) -> Tuple[Tensor, Tensor, Tensor]:
     """Merge the bins whose weight rows are proportional: their weighted means, so their outputs, are equal.
 
@@ -324,6 +459,56 @@ def sample_bins(x: Tensor, weights: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Temporal padding of the layers that feed SGS
+# --------------------------------------------------------------------------------------------------------
+class ReplicateTimeConv3d(nn.Conv3d):
+    """A Conv3d that pads time by repeating the edge frames (space keeps its zero padding).
+
+    Same parameters and state-dict keys as the ``nn.Conv3d`` it replaces (:func:`replicate_time_padding` swaps
+    the class in place); ``time_padding`` frames are repeated at each end, then the conv runs with temporal
+    padding 0. Why: with zero padding the edge frames of a static clip differ from the middle ones after a
+    temporal conv (by 36-63 % in x3d_s's res2), so SGS sees change where there is none.
+    """
+
+    time_padding: int = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        p = self.time_padding
+        if p:
+            x = F.pad(x, (0, 0, 0, 0, p, p), mode="replicate")
+        return self._conv_forward(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", time_padding={self.time_padding} (replicate)"
+
+
+def replicate_padding_before(layers: Sequence[nn.Module], *temporal: nn.Module) -> int:
+    """Apply :func:`replicate_time_padding` to `layers` (the layers that feed the temporal modules) when one
+    of `temporal` asks for it (``temporal_padding == "replicate"``, the SGS default); returns the number of
+    convs changed. The backbones call it from ``insert_temporal``."""
+    if not any(getattr(m, "temporal_padding", None) == "replicate" for m in temporal):
+        return 0
+    return sum(replicate_time_padding(layer) for layer in layers)
+
+
+def replicate_time_padding(module: nn.Module) -> int:
+    """Make every ``nn.Conv3d`` inside `module` with temporal padding p > 0 repeat its edge frames instead of
+    padding time with zeros (:class:`ReplicateTimeConv3d`, in place; weights and state-dict keys unchanged).
+    Returns the number of convs changed. Backbones call it on the layers before SGS when SGS is inserted with
+    ``temporal_padding="replicate"`` (its default); the layers after SGS keep zero padding, which the masking
+    of padded bins relies on.
+    """
+    changed = 0
+    for m in module.modules():
+        if type(m) is nn.Conv3d and m.padding_mode == "zeros" and isinstance(m.padding, tuple) and m.padding[0] > 0:
+            m.__class__ = ReplicateTimeConv3d
+            m.time_padding = int(m.padding[0])
+            m.padding = (0, *m.padding[1:])
+            changed += 1
+    return changed
+
+
+# --------------------------------------------------------------------------------------------------------
 # Module
 # --------------------------------------------------------------------------------------------------------
 class SimilarityGuidedSampling(nn.Module):
@@ -349,9 +534,13 @@ class SimilarityGuidedSampling(nn.Module):
             "cosine_to_mean" (distance of z_t to the temporal mean of z), "magnitude" (||z_t||, the seed's
             §5.2.1 choice), "spherical" (seed §D).
         assignment: "interpolate" (default, this package's improvement: min / max of Delta on the first / last
-            centre, linear split between two centres, bins are weighted means, identical bins merged) or
+            centre, linear split between two centres, bins are weighted means, identical bins merged),
             "released" (the released code: Delta * 2B / max Delta, width-2 bins, ``kernel``, bins are weighted
-            sums). See the module docstring.
+            sums), "ordered" (bins are contiguous stretches of time in time order, of equal cumulative change
+            of the embedding, as many as the change pays for: :func:`ordered_weights`; weighted means,
+            identical bins merged) or "fixed" (no content: a temporal average pooling to min(B, T) positions,
+            :func:`fixed_weights`; the baseline an adaptive assignment must beat at the same GMACs; it has no
+            embedding). See the module docstring.
         kernel: released assignment only: "linear" (max(0, 1 + 1e-7 - |Delta - beta|), every released config)
             or "dirac" (1[|Delta - beta| <= 1], gradient passed straight through inside the bin).
         normalize: released assignment only: divide each bin's weights by the number of frames active in it
@@ -365,6 +554,12 @@ class SimilarityGuidedSampling(nn.Module):
             fast pathway, 2 on the slow one); T must be a multiple of it.
         coordinates: `spherical` only: which spherical coordinates form the bins, 0 = radius,
             k = the k-th angle (1 .. D-1). Default (0, 1). There are B**K bins; (0,) is exactly `magnitude`.
+        min_change: "ordered" only: the embedding change one more bin costs (absolute units of the
+            batch-normalised embedding; None: ``ORDERED_MIN_CHANGE`` = 1.0). With `block_size`, bins of
+            neighbouring blocks whose mean embeddings differ by less than it are merged.
+        temporal_padding: "replicate" (default): in a backbone, the convs before SGS repeat the edge frames
+            instead of padding time with zeros (:func:`replicate_time_padding`), so a static clip reaches
+            SGS as identical frames; "zeros" leaves the backbone as it is. The module itself only records it.
 
     Shapes: forward(x [N, C, T, H, W]) -> (out [N, C, B', H, W], mask [N, B'] bool). Each sample's real bins
     come first and the rest is zero padding up to the largest B' of the batch; with `block_size` the kept bins
@@ -389,6 +584,8 @@ class SimilarityGuidedSampling(nn.Module):
         assignment: str = DEFAULT_ASSIGNMENT,
         distance_eps: Optional[float] = None,
         pre_activation: bool = True,
+        min_change: Optional[float] = None,
+        temporal_padding: str = "replicate",
     ) -> None:
         # Over 60 lines: one check per argument, where the user passes it (as the other public classes do), then
         # the embedding layers; a helper would only move the checks away from the arguments they name.
@@ -403,12 +600,26 @@ class SimilarityGuidedSampling(nn.Module):
             raise ValueError(f"kernel={kernel!r} is unknown; use one of {KERNELS}")
         if assignment not in ASSIGNMENTS:
             raise ValueError(f"assignment={assignment!r} is unknown; use one of {ASSIGNMENTS}")
-        if assignment == "interpolate" and (kernel != "linear" or normalize):
+        if assignment != "released" and (kernel != "linear" or normalize):
             raise ValueError(
-                f"kernel={kernel!r}, normalize={normalize!r}: assignment='interpolate' always splits a frame "
-                "linearly between two centres and averages each bin; kernel and normalize apply to "
+                f"kernel={kernel!r}, normalize={normalize!r}: assignment={assignment!r} always splits a frame "
+                "linearly between two bins and averages each bin; kernel and normalize apply to "
                 "assignment='released' only"
             )
+        if assignment in ("ordered", "fixed") and (similarity != "l2_to_mean" or coordinates is not None):
+            raise ValueError(
+                f"similarity={similarity!r}, coordinates={coordinates!r}: assignment={assignment!r} does not use "
+                "a similarity coordinate (ordered bins the cumulative change of the embedding, fixed pools time)"
+            )
+        if min_change is not None and assignment != "ordered":
+            raise ValueError(f"min_change={min_change!r} only applies to assignment='ordered', not {assignment!r}")
+        if min_change is None and assignment == "ordered":
+            min_change = ORDERED_MIN_CHANGE
+        if min_change is not None and (isinstance(min_change, bool) or not isinstance(min_change, (int, float))
+                                       or not math.isfinite(min_change) or min_change <= 0):
+            raise ValueError(f"min_change must be a finite number > 0, got {min_change!r}")
+        if temporal_padding not in TEMPORAL_PADDINGS:
+            raise ValueError(f"temporal_padding={temporal_padding!r} is unknown; use one of {TEMPORAL_PADDINGS}")
         if distance_eps is None:
             distance_eps = RELEASED_DISTANCE_EPS if assignment == "released" else 0.0
         if not isinstance(distance_eps, (int, float)) or not math.isfinite(distance_eps) or distance_eps < 0:
@@ -439,20 +650,27 @@ class SimilarityGuidedSampling(nn.Module):
         self.pre_activation = bool(pre_activation)
         self.block_size = block_size
         self.coordinates = coordinates
+        self.min_change = None if min_change is None else float(min_change)
+        self.temporal_padding = temporal_padding
         self._num_bins: Optional[int] = None
         self.num_bins = num_bins
 
         hidden = max(1, in_channels // 2)
-        # z_t = BN(MLP(avgpool_HW(I_t))): C -> C/2 -> D with ReLU, BatchNorm over D (released TSLayer)
-        self.embed = nn.Sequential(
-            nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, embed_dim)
-        )
-        self.norm = nn.BatchNorm1d(embed_dim)
+        # z_t = BN(MLP(avgpool_HW(I_t))): C -> C/2 -> D with ReLU, BatchNorm over D (released TSLayer); the
+        # fixed pooling reads no content, so it has no embedding (and no parameter DDP would find unused)
+        self.embed: Optional[nn.Module] = None
+        self.norm: Optional[nn.Module] = None
+        if assignment != "fixed":
+            self.embed = nn.Sequential(
+                nn.Linear(in_channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, embed_dim)
+            )
+            self.norm = nn.BatchNorm1d(embed_dim)
         # a plain attribute, not a buffer: its size follows the batch, and DDP would broadcast a buffer
         self.last_num_bins: Tensor = torch.zeros(0, dtype=torch.long)
 
-    # how empty bins are dropped; a class attribute so that benchmarks can swap in a per-sample loop
-    _compact = staticmethod(compact_bins)
+    # how empty bins are dropped (weights [M, B, T] -> (weights, mask, counts)); a class attribute so that a
+    # subclass or an instance can swap in another rule (e.g. a per-sample loop, to time the batch-wide one)
+    drop_empty_bins = staticmethod(compact_bins)
 
     # -- number of bins ------------------------------------------------------------------------------------
     @property
@@ -484,6 +702,10 @@ class SimilarityGuidedSampling(nn.Module):
         )
         if self.assignment == "released":
             s += f", kernel={self.kernel!r}, normalize={self.normalize}"
+        if self.min_change is not None:
+            s += f", min_change={self.min_change:g}"
+        if self.temporal_padding != "replicate":
+            s += f", temporal_padding={self.temporal_padding!r}"
         if self.distance_eps:
             s += f", distance_eps={self.distance_eps:g}"
         s += f", pre_activation={self.pre_activation}"
@@ -495,22 +717,31 @@ class SimilarityGuidedSampling(nn.Module):
 
     # -- forward -------------------------------------------------------------------------------------------
     def embedding(self, x: Tensor) -> Tensor:
-        """x [N, C, T, H, W] -> z [N, T, D]."""
+        """x [N, C, T, H, W] -> z [N, T, D]. Raises RuntimeError for assignment="fixed" (no embedding)."""
+        if self.embed is None:
+            raise RuntimeError("assignment='fixed' reads no content and has no embedding")
         n, c, t = x.shape[:3]
         pooled = x.mean(dim=(3, 4)).transpose(1, 2)  # N, T, C
         z = self.embed(pooled).reshape(n * t, self.embed_dim)
         return self.norm(z).reshape(n, t, self.embed_dim)
 
     def weights(self, x: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        """Sampling matrix of x [N, C, T, H, W]: ([N * nblocks, B'max, bs], mask, counts).
+        """Sampling matrix of x [N, C, T, H, W]: ([N * nblocks, B'max, bs], mask, counts), or, for "ordered"
+        with more than one block, over the whole clip: ([N, B'max, T], mask, counts).
 
         Row b of a sample holds the weights with which its frames form output bin b: the kernel values Psi
-        (released) or the normalised linear-binning weights (interpolate, rows sum to 1).
+        (released) or the normalised linear-binning / pooling weights (interpolate, ordered, fixed: rows sum
+        to 1).
         """
         n, c, t = x.shape[:3]
         bs = self.block_size or t
         nb = t // bs
         num_bins = self._num_bins if self._num_bins is not None else bs
+        if self.assignment == "fixed":
+            w = fixed_weights(bs, num_bins, torch.promote_types(x.dtype, torch.float32), x.device)
+            w = w.expand(n * nb, *w.shape)
+            return w, torch.ones(w.shape[:2], dtype=torch.bool, device=x.device), \
+                torch.full((n * nb,), w.shape[1], dtype=torch.long, device=x.device)
         if self.coordinates is not None and num_bins ** len(self.coordinates) > MAX_TOTAL_BINS:
             raise ValueError(
                 f"B={num_bins} (from T={bs}) with {len(self.coordinates)} spherical coordinates gives "
@@ -520,11 +751,19 @@ class SimilarityGuidedSampling(nn.Module):
         # the binning math runs in at least float32: under bf16/fp16 autocast a coordinate scaled to [0, 2B]
         # would keep only ~3 significant digits and the kernel weights would be coarse
         z = z.to(torch.promote_types(z.dtype, torch.float32))
+        if self.assignment == "ordered":
+            w, mask, counts = self.drop_empty_bins(ordered_weights(z, num_bins, self.min_change))
+            w, mask, counts = merge_identical_bins(w, mask)
+            if nb > 1:  # the whole clip, bins in time order; merge across block edges that hold no change
+                w, mask, counts = self.drop_empty_bins(block_diagonal(w, nb), mask.reshape(n, -1))
+                w, mask, counts = merge_adjacent_bins(w, mask, z.reshape(n, t, -1), self.min_change, bs)
+            total = w.sum(dim=-1, keepdim=True)
+            return w / torch.where(mask.unsqueeze(-1), total, torch.ones_like(total)), mask, counts
         delta, ref = similarity_coordinates(z, self.similarity, self.coordinates, self.distance_eps)
         if self.assignment == "released":
             w = bin_weights(scale_to_bins(delta, ref, num_bins), num_bins, self.kernel, self.normalize)
-            return self._compact(w)
-        w, mask, counts = self._compact(interpolate_weights(delta, ref, num_bins))
+            return self.drop_empty_bins(w)
+        w, mask, counts = self.drop_empty_bins(interpolate_weights(delta, ref, num_bins))
         w, mask, counts = merge_identical_bins(w, mask)
         total = w.sum(dim=-1, keepdim=True)
         return w / torch.where(mask.unsqueeze(-1), total, torch.ones_like(total)), mask, counts
@@ -540,6 +779,8 @@ class SimilarityGuidedSampling(nn.Module):
             raise ValueError(f"T={t} is not a multiple of block_size={bs}; pad the clip or change block_size")
         nb = t // bs
         weights, mask, counts = self.weights(x)  # [N*nb, B', bs], [N*nb, B'], [N*nb]
+        if weights.shape[0] != n * nb:  # ordered over blocks: one sampling matrix over the whole clip
+            nb, bs = 1, t
         bprime = weights.shape[1]
         # x viewed as blocks [N, C, nb, bs, HW] (no copy); weights broadcast over C
         xb = x.reshape(n, c, nb, bs, h * w_)

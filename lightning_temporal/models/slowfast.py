@@ -167,6 +167,14 @@ class SlowFast(TemporalInsertion):
         """Insert one module per pathway (``forward(x) -> (x, mask)``) after stage ``after``, before its
         lateral connection."""
         self._insert(after, nn.ModuleDict({"slow": slow, "fast": fast}))
+        # SGS with temporal_padding="replicate": the temporal convs that feed it (the stages up to `after` and
+        # the laterals before it) repeat edge frames instead of padding time with zeros
+        from lightning_temporal.models.sgs import replicate_padding_before
+
+        names = list(self.slow)
+        upto = names[: names.index(after) + 1]
+        replicate_padding_before([self.slow[k] for k in upto] + [self.fusions[k] for k in upto[:-1]], slow)
+        replicate_padding_before([self.fast[k] for k in upto], fast)
 
     def _head_input(self, xs: torch.Tensor, ms: Mask, xf: torch.Tensor, mf: Mask) -> Tuple[torch.Tensor, Mask]:
         """Average the fast features over groups of alpha positions (masked), then merge with the slow ones."""
