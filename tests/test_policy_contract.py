@@ -157,3 +157,11 @@ def test_bootstrap_policy_phase_is_logged_as_decided():
     assert [m["phase"] for m in cb.metrics] == expected
     assert 2 in expected, "the gate should open on this data (fixed weights, accuracy 1/3)"
     assert cb.history.phases.tolist() == expected
+
+
+def test_bootstrap_docstring_example_runs():
+    import doctest
+
+    from lightning_temporal.sampling import bootstrap
+    res = doctest.testmod(bootstrap, verbose=False)
+    assert res.attempted >= 4 and res.failed == 0
