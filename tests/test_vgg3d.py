@@ -126,3 +126,11 @@ def test_one_pass_over_a_video_gives_every_clip_score_and_the_module_scores_dens
     expected = torch.stack([frames[:, t:t + 4].amax(1) for t in range(9)], 1)   # max over each clip's frames
     torch.testing.assert_close(scores, expected)
     assert mask[1].tolist() == [True] * 7 + [False] * 2
+
+
+def test_readme_figures_of_vgg3d():
+    """README: 164.2 M parameters for 7 classes, 186 GMACs per 16 x 112 x 112 clip."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in VGG3D(num_classes=7).parameters())
+    assert round(n / 1e6, 1) == 164.2
+    assert round(vgg3d_gmacs(7, 16, 112, 112)) == 186

@@ -570,7 +570,7 @@ class StochasticSoftmaxCallback(Callback):
             "nonfinite": int(counts.get("nonfinite", 0)),
             "duplicates": n_dup,
         }
-        if self.policy.learns:  # how peaked the learned tables are after this epoch's update, whatever the phase
+        if self.policy.learns and self.policy.table is not None:  # how peaked the learned tables are, any phase
             m["score_entropy"] = float(self.policy.table.entropy(self.policy.temperature).mean())
         if scored is not None and scored["margin"].numel() and bool((scored["predicted"] >= 0).all()):
             m["clean_top1"] = float((scored["margin"] > 0).float().mean())  # accuracy of the scored clean clips
