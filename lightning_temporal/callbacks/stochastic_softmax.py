@@ -37,7 +37,7 @@ from torch import Tensor
 from lightning_temporal.callbacks.tss_history import HistoryBuffer, SamplingHistory
 from lightning_temporal.callbacks.tss_manifest import EventWindows, ManifestFingerprint
 from lightning_temporal.callbacks.tss_records import EpochRecords, global_plan_order, pending_state
-from lightning_temporal.callbacks.tss_scoring import batch_field, check_logits, clean_logits, load_clean_clips
+from lightning_temporal.callbacks.tss_scoring import ExtraPositions, batch_field, check_logits, clean_logits
 from lightning_temporal.checks import check_choice, check_int, fail
 from lightning_temporal.distributed import gather_records
 from lightning_temporal.sampling.phases import PHASE_CODES, Phase, PhaseSchedule
@@ -51,7 +51,6 @@ from lightning_temporal.sampling.policies import (
 from lightning_temporal.sampling.policy import PolicyContext, SamplingPolicy
 from lightning_temporal.sampling.records import logit_summary
 from lightning_temporal.sampling.registry import POLICIES, build_policy, policy_class, policy_name
-from lightning_temporal.sampling.sampler import counter_seed
 
 __all__ = ["StochasticSoftmaxCallback", "SamplingHistory", "PHASE_CODES", "POLICIES"]
 
@@ -60,7 +59,6 @@ _KEEP_HISTORY = ("all", "tracked")
 # 2: + manifest fingerprint, + pending records of the epoch in progress; 3: every policy keeps its table under
 # "table"; 4: + predicted class and margin of each pending scored record
 _STATE_FORMAT = 4
-_EXTRA_STREAM = 0x5C0BE  # the counter that tells the extra positions' generator from the sampler's
 
 
 def _check_track_videos(track_videos) -> Union[int, list]:
@@ -212,7 +210,7 @@ class StochasticSoftmaxCallback(Callback):
         self._rank, self._world_size = 0, 1
         self._records = EpochRecords()
         self._history = HistoryBuffer(keep_all=self.keep_history == "all")
-        self._extra: Optional[tuple] = None         # (epoch, int64 [V, k - 1]) extra positions of that epoch
+        self._extra = ExtraPositions(self.seed)     # the further positions a policy has scored
         #: per-epoch numbers (also logged): list of dicts
         self.metrics: list[dict] = []
         #: the gathered records applied at the last epoch end: {"video_idx", "start", "score", "predicted",
@@ -413,33 +411,7 @@ class StochasticSoftmaxCallback(Callback):
     def extra_starts(self, epoch: int) -> Tensor:
         """The further positions the policy scores in ``epoch``: int64 ``[V, k - 1]``, drawn once per epoch from a
         generator seeded by (seed, epoch) (the same on every rank and after a resume)."""
-        if self._extra is None or self._extra[0] != epoch:
-            g = torch.Generator().manual_seed(counter_seed(self.seed, epoch, _EXTRA_STREAM))
-            self._extra = (epoch, self.policy.extra_starts(epoch, g).to(torch.int64))
-        return self._extra[1]
-
-    def _score_extra(self, trainer, pl_module, batch, vid: Tensor, ordinal: Tensor, epoch: int) -> None:
-        """Score the batch's videos' further positions clean, one batch of ``len(vid)`` clips at a time."""
-        extra = self.extra_starts(epoch)
-        k1 = extra.shape[1]
-        if k1 == 0 or vid.numel() == 0:
-            return
-        v_cpu = vid.cpu()
-        v = v_cpu.repeat_interleave(k1)
-        s = extra[v_cpu].reshape(-1)
-        ords = ordinal.cpu().repeat_interleave(k1)
-        labels = batch_field(batch, "label").cpu().repeat_interleave(k1)
-        dataset = getattr(trainer.train_dataloader, "dataset", None)
-        if dataset is None:
-            raise RuntimeError("positions_per_video > 1 needs the train loader's dataset to read further clips")
-        clips, kept = load_clean_clips(dataset, v, s)
-        if clips is None:
-            return
-        device = batch["clean"].device if "clean" in batch else pl_module.device
-        n = max(int(vid.numel()), 1)
-        logits = torch.cat([clean_logits(trainer, pl_module, clips[i:i + n].to(device)).float().cpu()
-                            for i in range(0, clips.shape[0], n)])
-        self._records.add_extra(v[kept], s[kept], ords[kept], logit_summary(logits, labels[kept]))
+        return self._extra.starts(self.policy, epoch)
 
     def _record(self, batch, summary: Optional[tuple]) -> Tensor:
         skipped = batch.get("skipped") if isinstance(batch, Mapping) else None
@@ -462,7 +434,9 @@ class StochasticSoftmaxCallback(Callback):
             return  # recorded in on_train_batch_end, from the training step's logits
         ordinal = self._record(batch, summary)
         if summary is not None and int(self.policy.positions_per_video) > 1:
-            self._score_extra(trainer, pl_module, batch, vid.detach(), ordinal, epoch)
+            extra = self._extra.score(trainer, pl_module, batch, vid.detach(), ordinal, self.policy, epoch)
+            if extra is not None:
+                self._records.add_extra(*extra)
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -655,5 +629,5 @@ class StochasticSoftmaxCallback(Callback):
         self._history.load_state_dict(state["history"], n.numel())
         self.metrics = [dict(m) for m in state.get("metrics", [])]
         self._records.reset()
-        self._extra = None
+        self._extra.reset()
         self._pending_stash = state.get("pending")  # this rank's part is taken in on_train_start

@@ -10,8 +10,12 @@ import torch
 from torch import Tensor
 
 from lightning_temporal.modes import eval_mode
+from lightning_temporal.sampling.records import logit_summary
+from lightning_temporal.sampling.sampler import counter_seed
 
-__all__ = ["batch_field", "check_logits", "clean_logits", "load_clean_clips"]
+__all__ = ["batch_field", "check_logits", "clean_logits", "load_clean_clips", "ExtraPositions"]
+
+_EXTRA_STREAM = 0x5C0BE  # the counter that tells the extra positions' generator from the sampler's
 
 
 def batch_field(batch, key: str) -> Tensor:
@@ -62,3 +66,50 @@ def load_clean_clips(dataset, video_idx: Tensor, starts: Tensor) -> Tuple[Option
         items.append(item["clean"])
         kept.append(i)
     return (torch.stack(items) if items else None), torch.tensor(kept, dtype=torch.long)
+
+
+class ExtraPositions:
+    """The k - 1 further positions per video a policy has scored each epoch (``policy.positions_per_video`` = k).
+
+    :meth:`starts` draws them once per epoch from a generator seeded by (seed, epoch) through
+    ``policy.extra_starts`` (the same on every rank and after a resume); :meth:`score` scores those of a batch's
+    videos clean, one batch of ``len(video_idx)`` clips at a time.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self._cache: Optional[tuple] = None  # (epoch, int64 [V, k - 1])
+
+    def reset(self) -> None:
+        self._cache = None
+
+    def starts(self, policy, epoch: int) -> Tensor:
+        """int64 ``[V, k - 1]``: the further positions of every video in ``epoch``."""
+        if self._cache is None or self._cache[0] != epoch:
+            g = torch.Generator().manual_seed(counter_seed(self.seed, epoch, _EXTRA_STREAM))
+            self._cache = (epoch, policy.extra_starts(epoch, g).to(torch.int64))
+        return self._cache[1]
+
+    def score(self, trainer, pl_module, batch, video_idx: Tensor, ordinal: Tensor, policy, epoch: int):
+        """Score the further positions of the batch's videos: ``(video_idx, start, ordinal, (score, predicted,
+        margin))`` of the clips that decoded (1-D CPU tensors), or None when there are none."""
+        extra = self.starts(policy, epoch)
+        k1 = extra.shape[1]
+        if k1 == 0 or video_idx.numel() == 0:
+            return None
+        vid = video_idx.cpu()
+        v = vid.repeat_interleave(k1)
+        s = extra[vid].reshape(-1)
+        ords = ordinal.cpu().repeat_interleave(k1)
+        labels = batch_field(batch, "label").cpu().repeat_interleave(k1)
+        dataset = getattr(trainer.train_dataloader, "dataset", None)
+        if dataset is None:
+            raise RuntimeError("positions_per_video > 1 needs the train loader's dataset to read further clips")
+        clips, kept = load_clean_clips(dataset, v, s)
+        if clips is None:
+            return None
+        device = batch["clean"].device if "clean" in batch else pl_module.device
+        n = max(int(video_idx.numel()), 1)
+        logits = torch.cat([clean_logits(trainer, pl_module, clips[i:i + n].to(device)).float().cpu()
+                            for i in range(0, clips.shape[0], n)])
+        return v[kept], s[kept], ords[kept], logit_summary(logits, labels[kept])
