@@ -49,7 +49,7 @@ METHODS = {
     "uniform": dict(method="uniform"),
     "tss": dict(method="tss", gamma_s=1.0),
     "bootstrap": dict(method="bootstrap", gamma_s=1.0,
-                      policy_args={"positions_per_video": 3, "epsilon": 0.1, "patience": 2, "z": 2.0}),
+                      policy_args={"positions_per_video": 3, "epsilon": 0.1, "patience": 2, "z": 2.0, "normalise": True}),
 }
 
 
@@ -117,16 +117,29 @@ def _mean_sd(xs: List[float]) -> str:
     return f"{statistics.mean(xs):.3f} ± {statistics.stdev(xs):.3f}"
 
 
+LABELS = ("uniform", "tss", "bootstrap-raw", "bootstrap")
+
+
+def _label(r: Dict[str, Any]) -> str:
+    """The method of a run; ``bootstrap-raw``: the bootstrap policy drawing from the raw table (normalise off)."""
+    if r["method"] == "bootstrap" and not (r["config"].get("policy_args") or {}).get("normalise", False):
+        return "bootstrap-raw"
+    return r["method"]
+
+
 def report(args) -> None:
     runs = list(_load(sorted(set(glob.glob(args.cache)) | {args.cache})).values())
+    for r in runs:
+        r["method"] = _label(r)
     rows = []
-    for r in sorted(runs, key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"],
-                                         list(METHODS).index(r["method"]))):
+    for r in sorted(runs, key=lambda r: (r["config"]["max_epochs"], list(VARIANTS).index(r["variant"]), r["seed"],
+                                         LABELS.index(r["method"]))):
         hits = r["hit_rate_per_epoch"]
         comp = _compute_per_video(r)
         first = _first_above(hits)
         rows.append({
             "variant": r["variant"], "seed": r["seed"], "method": r["method"], "epochs": r["epochs"],
+            "max_epochs": r["config"]["max_epochs"],
             "top1": {g: v["top1"] for g, v in r["test"].items()},
             "hit_rate_per_epoch": hits, "phase_per_epoch": r["phase_per_epoch"],
             "scored_per_epoch": r["scored_per_epoch"], "clean_top1_per_epoch": r.get("clean_top1_per_epoch"),
@@ -144,29 +157,29 @@ def report(args) -> None:
              f"Data: synthetic multiclass, {DATA['num_train']} train / {DATA['num_test']} test videos of 32x32, "
              "4 classes; simple3d, clip 16, Adam lr 1e-3, batch 8, one torch thread per run; "
              "tss: W = 3, E = 5, γ_s = 1; bootstrap: k = 3 scored positions per video per epoch, ε = 0.1, gate "
-             "patience 2 at z = 2 above chance. Hit rate: fraction of the epoch's trained clips overlapping the "
+             "patience 2 at z = 2 above chance, each video's table standardised before the softmax (bootstrap-raw: "
+             "the same on the raw table, the first version). Hit rate: fraction of the epoch's trained clips overlapping the "
              "event. Compute: forward-pass equivalents per video (3 per trained clip, 1 per clean-scored clip).", "",
              "## Per run", "",
-             "| variant | seed | method | top-1 γ_p = 0 / 1 / 1e6 | first epoch hit > 0.5 (fwd-eq./video) | "
-             "hit rate, last 5 epochs | hit rate per epoch | fit CPU s |", "|---|---|---|---|---|---|---|---|"]
+             "| epochs | variant | seed | method | top-1 γ_p = 0 / 1 / 1e6 | first epoch hit > 0.5 (fwd-eq./video) | "
+             "hit rate, last 5 epochs | hit rate per epoch | fit CPU s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r["top1"]
         first = ("never" if r["first_epoch_hit_above_0.5"] is None else
                  f"{r['first_epoch_hit_above_0.5']} ({r['forward_equivalents_at_first']:.0f})")
         per = " ".join(f"{h:.2f}" for h in r["hit_rate_per_epoch"])
-        lines.append(f"| {r['variant']} | {r['seed']} | {r['method']} | {t.get('gp0', 0):.3f} / {t.get('gp1', 0):.3f}"
+        lines.append(f"| {r['max_epochs']} | {r['variant']} | {r['seed']} | {r['method']} | "
+                     f"{t.get('gp0', 0):.3f} / {t.get('gp1', 0):.3f}"
                      f" / {t.get('gp1e06', 0):.3f} | {first} | {r['hit_rate_last5']:.3f} | {per} | "
                      f"{r['fit_cpu_seconds']} |")
     lines += ["", "## Mean ± sd over seeds", "",
-              "| variant | method | seeds | top-1 γ_p = 1 | top-1 γ_p = 1e6 | hit rate, last 5 epochs | "
-              "first epoch hit > 0.5 (runs reaching it) | fit CPU s |", "|---|---|---|---|---|---|---|---|"]
-    for v in VARIANTS:
-        for m in METHODS:
-            sub = [r for r in rows if r["variant"] == v and r["method"] == m]
-            if not sub:
-                continue
+              "| epochs | variant | method | seeds | top-1 γ_p = 1 | top-1 γ_p = 1e6 | hit rate, last 5 epochs | "
+              "first epoch hit > 0.5 (runs reaching it) | fit CPU s |", "|---|---|---|---|---|---|---|---|---|"]
+    for ep, v, m in [(e, v, m) for e in sorted({r["max_epochs"] for r in rows}) for v in VARIANTS for m in LABELS]:
+        sub = [r for r in rows if r["variant"] == v and r["method"] == m and r["max_epochs"] == ep]
+        if sub:
             firsts = [r["first_epoch_hit_above_0.5"] for r in sub if r["first_epoch_hit_above_0.5"] is not None]
-            lines.append(f"| {v} | {m} | {len(sub)} | {_mean_sd([r['top1'].get('gp1') for r in sub])} | "
+            lines.append(f"| {ep} | {v} | {m} | {len(sub)} | {_mean_sd([r['top1'].get('gp1') for r in sub])} | "
                          f"{_mean_sd([r['top1'].get('gp1e06') for r in sub])} | "
                          f"{_mean_sd([r['hit_rate_last5'] for r in sub])} | "
                          f"{_mean_sd([float(x) for x in firsts])} ({len(firsts)}/{len(sub)}) | "

@@ -87,7 +87,8 @@ def test_tss_bootstrap_report_counts_the_extra_clean_scoring(tmp_path, capsys):
     runs = []
     for method, scored in (("uniform", [0, 0, 0]), ("tss", [0, 4, 4]), ("bootstrap", [12, 12, 12])):
         runs.append({"key": method, "variant": "default", "seed": 0, "method": method, "epochs": 3,
-                     "config": {"data": {"num_train": 4}}, "test": {"gp1": {"top1": 0.5}},
+                     "config": {"data": {"num_train": 4}, "max_epochs": 3,
+                                "policy_args": {"normalise": True} if method == "bootstrap" else {}}, "test": {"gp1": {"top1": 0.5}},
                      "hit_rate_per_epoch": [0.3, 0.6 if method == "bootstrap" else 0.4, 0.7],
                      "phase_per_epoch": [0, 0, 2], "scored_per_epoch": scored, "hit_rate": 0.7})
     cache = tmp_path / "runs.jsonl"
@@ -98,4 +99,4 @@ def test_tss_bootstrap_report_counts_the_extra_clean_scoring(tmp_path, capsys):
     assert rows["tss"]["forward_equivalents_per_video"] == [3, 7, 11]
     assert rows["bootstrap"]["forward_equivalents_per_video"] == [6, 12, 18]
     assert rows["bootstrap"]["first_epoch_hit_above_0.5"] == 1 and rows["tss"]["first_epoch_hit_above_0.5"] == 2
-    assert "| default | bootstrap | 1 |" in (tmp_path / "out.md").read_text()
+    assert "| 3 | default | bootstrap | 1 |" in (tmp_path / "out.md").read_text()

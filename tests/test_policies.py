@@ -331,7 +331,7 @@ def test_bootstrap_gate_needs_patience_epochs_above_chance_and_ignores_one_lucky
 
 def test_bootstrap_first_record_fills_the_video_then_eq_s2_and_the_floor_of_uniform():
     from lightning_temporal.sampling import BootstrapPolicy
-    p = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.2, gamma_s=1.0)
+    p = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.2, gamma_s=1.0, normalise=False)
     p.update(0, torch.tensor([0, 0]), torch.tensor([1, 4]), torch.tensor([2.0, 5.0]))
     # video 0: filled with 2 by its first record, then Eq. S.2 of both records (reach |i| < 2, weights 1/2, 1, 1/2)
     assert p.table[0].tolist() == [2.0, 2.0, 2.0, 3.5, 5.0, 3.5]
@@ -348,3 +348,21 @@ def test_bootstrap_first_record_fills_the_video_then_eq_s2_and_the_floor_of_unif
     freq = torch.bincount(draws, minlength=6).double() / 4000
     se = (expected * (1 - expected) / 4000).sqrt()
     assert bool(((freq - expected).abs() < 4 * se + 1e-3).all()), (freq, expected)
+
+
+def test_bootstrap_normalised_draws_from_each_videos_standardised_table():
+    from lightning_temporal.sampling import BootstrapPolicy
+    p = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.1, gamma_s=2.0)
+    p.update(0, torch.tensor([0, 0, 1]), torch.tensor([1, 4, 0]), torch.tensor([0.02, 0.05, 0.3]))
+    p.exploit_from = 1
+    for v, flat in ((0, False), (1, True)):
+        w = p.table[v].double()
+        z = (w - w.mean()) / w.std(unbiased=False) if w.std() > 0 else w * 0   # video 1 is one value: uniform
+        expected = 0.9 * torch.softmax(2.0 * z, 0) + 0.1 / w.numel()
+        torch.testing.assert_close(p.probabilities(v, 1), expected.float())
+        assert flat == bool(torch.allclose(expected, torch.full_like(expected, 1 / w.numel())))
+    # scale-free: the same table times 100 gives the same distribution
+    q = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.1, gamma_s=2.0)
+    q.update(0, torch.tensor([0, 0, 1]), torch.tensor([1, 4, 0]), torch.tensor([2.0, 5.0, 30.0]))
+    q.exploit_from = 1
+    torch.testing.assert_close(q.probabilities(0, 1), p.probabilities(0, 1))

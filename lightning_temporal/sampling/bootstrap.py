@@ -13,7 +13,11 @@ exploitation then revisits mostly where those happened to be high (supplementary
 2. **a data-driven start of exploitation**: uniform starts until the clean clips' accuracy (margin > 0) is above
    chance, 1/C, by ``z`` binomial standard errors, sqrt(c (1 - c) / R) over the epoch's R records, in ``patience``
    consecutive epochs (one lucky epoch does not open it); exploitation starts with the next epoch and stays;
-3. **a floor of uniform**: in exploitation t ~ (1 - ε) softmax(γ_s w) + ε Uniform{0 … N - 1}.
+3. **a floor of uniform**: in exploitation t ~ (1 - ε) softmax(γ_s w̃) + ε Uniform{0 … N - 1};
+4. **scale-free scores** (``normalise=True``): w̃ is each video's table standardised, (w - mean_v) / std_v, so
+   the softmax focuses as soon as the scores rank the positions, however small the logits still are (early in
+   training the target logits of all clips differ by a fraction of a unit, and softmax(γ_s w) with the seed's
+   γ_s = 1 is then close to uniform). ``normalise=False``: w̃ = w.
 
 Its phases are decided from data, so ``phase_of`` returns None and :meth:`BootstrapPolicy.phase` answers from the
 learned state (the callback logs that phase). Pure torch: no Lightning.
@@ -60,6 +64,7 @@ class BootstrapPolicy(SamplingPolicy):
         patience: consecutive epochs above chance before exploitation starts (>= 1).
         z: standard errors above chance that count as above (>= 0).
         min_warmup_epochs: exploitation never starts before this epoch (>= 0).
+        normalise: draw from each video's standardised table (see the module docstring); False: the raw table.
         schedule, seed: accepted for the constructor signature shared with the other TSS policies (the callback
             gives them); the phases here come from data, and the draws from the sampler's generator.
     """
@@ -68,7 +73,7 @@ class BootstrapPolicy(SamplingPolicy):
 
     def __init__(self, num_positions: IntsLike, clip_len: int, gamma_s: float = 1.0,
                  num_classes: Optional[int] = None, positions_per_video: int = 3, epsilon: float = 0.1,
-                 patience: int = 2, z: float = 2.0, min_warmup_epochs: int = 1,
+                 patience: int = 2, z: float = 2.0, min_warmup_epochs: int = 1, normalise: bool = True,
                  schedule: Optional[PhaseSchedule] = None, seed: int = 0):
         if num_classes is None:
             raise ValueError("BootstrapPolicy needs num_classes (C >= 2) for the chance level 1/C of its gate; the "
@@ -80,6 +85,7 @@ class BootstrapPolicy(SamplingPolicy):
         self.patience = check_int("patience", patience, minimum=1)
         self.z = check_number("z", z, minimum=0)
         self.min_warmup_epochs = check_int("min_warmup_epochs", min_warmup_epochs, minimum=0)
+        self.normalise = bool(normalise)
         if schedule is not None:
             check_instance("schedule", schedule, PhaseSchedule)
         self.seed = check_int("seed", seed)
@@ -109,14 +115,29 @@ class BootstrapPolicy(SamplingPolicy):
         if self.phase(epoch) is Phase.WARMUP:
             return uniform_starts(self.num_positions, generator)
         floor = torch.rand(self.num_videos, generator=generator, dtype=torch.float64) < self.epsilon
-        soft = self.table.sample(self.temperature, generator)
+        soft = self._drawn_table().sample(self.temperature, generator)
         flat = uniform_starts(self.num_positions, generator)
         return torch.where(floor, flat, soft)
 
+    def _drawn_table(self) -> ScoreTable:
+        """The table exploitation draws from: each video's standardised scores (``normalise``), or the table."""
+        if not self.normalise:
+            return self.table
+        lengths = self.num_positions
+        w = self.table.values.to(torch.float64)
+        n = lengths.to(torch.float64)
+        mean = torch.segment_reduce(w, "sum", lengths=lengths) / n
+        d = w - torch.repeat_interleave(mean, lengths)
+        std = torch.sqrt(torch.segment_reduce(d * d, "sum", lengths=lengths) / n)
+        out = ScoreTable(lengths, self.table.clip_len)
+        # a flat table (std 0) stays flat: uniform
+        out.values.copy_(d / torch.repeat_interleave(torch.where(std > 0, std, torch.ones_like(std)), lengths))
+        return out
+
     def _mixture(self) -> Tensor:
-        """(1 - ε) softmax(γ_s w) + ε / N of every video, flat float64 ``[P]``."""
-        lengths, off = self.num_positions, self.table.offsets
-        x = self.table.values.to(torch.float64) * self.temperature
+        """(1 - ε) softmax(γ_s w̃) + ε / N of every video, flat float64 ``[P]``."""
+        lengths = self.num_positions
+        x = self._drawn_table().values.to(torch.float64) * self.temperature
         top = torch.segment_reduce(x, "max", lengths=lengths)
         e = torch.exp(x - torch.repeat_interleave(top, lengths))
         z = torch.segment_reduce(e, "sum", lengths=lengths)
@@ -167,7 +188,8 @@ class BootstrapPolicy(SamplingPolicy):
     def hyperparameters(self) -> dict:
         return {"gamma_s": self.gamma_s, "num_classes": self.num_classes,
                 "positions_per_video": self.positions_per_video, "epsilon": self.epsilon,
-                "patience": self.patience, "z": self.z, "min_warmup_epochs": self.min_warmup_epochs}
+                "patience": self.patience, "z": self.z, "min_warmup_epochs": self.min_warmup_epochs,
+                "normalise": self.normalise}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "seen": self.seen.clone(), "streak": self.streak,
