@@ -100,3 +100,9 @@ def test_tss_bootstrap_report_counts_the_extra_clean_scoring(tmp_path, capsys):
     assert rows["bootstrap"]["forward_equivalents_per_video"] == [6, 12, 18]
     assert rows["bootstrap"]["first_epoch_hit_above_0.5"] == 1 and rows["tss"]["first_epoch_hit_above_0.5"] == 2
     assert "| 3 | default | bootstrap | 1 |" in (tmp_path / "out.md").read_text()
+
+
+def test_tss_bootstrap_first_run_of_epochs_above_a_level():
+    tb = load_benchmark("tss_bootstrap")
+    assert tb._first_run_above([0.6, 0.4, 0.6, 0.7, 0.8, 0.2]) == 2
+    assert tb._first_run_above([0.6, 0.6, None, 0.7, 0.8]) is None
