@@ -78,7 +78,7 @@ def batch_interleaved(args) -> Parts:
     tss = copy.deepcopy(uniform)
     opt_u = torch.optim.SGD(uniform.parameters(), lr=0.01)
     opt_t = torch.optim.SGD(tss.parameters(), lr=0.01)
-    score = StochasticSoftmaxCallback(log_every_epoch=False, track_videos=0)._score_clean  # the callback's scoring
+    score = StochasticSoftmaxCallback(log_every_epoch=False, track_videos=0).score_clean  # the callback's scoring
 
     def tss_step(batch, parts):
         with parts("tss: clean scoring"):

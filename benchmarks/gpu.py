@@ -114,7 +114,7 @@ def tss_overhead(s: dict, device: torch.device) -> dict:
     tss = copy.deepcopy(uniform)
     opt_u = torch.optim.SGD(uniform.parameters(), lr=0.01, momentum=0.9)
     opt_t = torch.optim.SGD(tss.parameters(), lr=0.01, momentum=0.9)
-    score = StochasticSoftmaxCallback(log_every_epoch=False, track_videos=0)._score_clean  # the callback's scoring
+    score = StochasticSoftmaxCallback(log_every_epoch=False, track_videos=0).score_clean  # the callback's scoring
 
     def scoring(batch):
         with torch.autocast(device.type, dtype=torch.bfloat16):  # what Lightning's bf16 precision plugin does

@@ -1,7 +1,9 @@
 """Programmatic experiments on the embedded synthetic data: one call = one trained and tested model.
 
-``run_experiment(config) -> dict`` builds the :class:`TemporalDataModule`, the :class:`VideoClassifier`, a
-:class:`StochasticSoftmaxCallback` in the requested mode and a CPU ``Trainer``; it trains (optionally under
+``run_experiment(config, policy=None, callback=None) -> dict`` builds the :class:`TemporalDataModule`, the
+:class:`VideoClassifier`, a :class:`StochasticSoftmaxCallback` with the requested policy (``config["method"]``, a
+policy name, or ``policy=``: a ``SamplingPolicy`` class, its import path, a ``class_path`` mapping; or a ready
+``callback=``) and a CPU ``Trainer``; it trains (optionally under
 early stopping on ``val/top1``), tests the checkpoint kept by early stopping (or the last weights) at every
 requested pooling temperature γ_p, and returns one plain dict (JSON-serialisable) with the test accuracies,
 the sampler's hit rate per epoch, the number of epochs and the average GMACs per test clip.
@@ -29,6 +31,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from lightning_temporal import StochasticSoftmaxCallback, TemporalDataModule, VideoClassifier, count_gmacs
+from lightning_temporal.sampling import POLICIES
 from lightning_temporal.data.video_dataset import gather_clips
 from lightning_temporal.metrics import classification_metrics
 from lightning_temporal.models import SimilarityGuidedSampling
@@ -36,11 +39,12 @@ from lightning_temporal.module import pooling_key
 
 __all__ = ["DEFAULTS", "METHODS", "run_experiment", "pooling_key"]
 
-METHODS = ("uniform", "tss", "prior", "reinforce")
+METHODS = tuple(POLICIES)  # the registered policy names ("uniform", "tss", "prior", "reinforce", "bootstrap", ...)
 
 #: every key run_experiment reads, with its default (the reproduction settings, tuned for 2 CPU cores)
 DEFAULTS: Dict[str, Any] = {
-    "method": "tss",                 # uniform | tss | prior | reinforce
+    "method": "tss",                 # a registered policy name (METHODS); or run_experiment(policy=...)
+    "policy_args": {},               # constructor arguments of the policy (StochasticSoftmaxCallback policy_args)
     "gamma_s": 1.0,                  # sampling temperature (tss, prior)
     "warmup_epochs": 3,
     "exploration_epochs": 5,
@@ -84,7 +88,8 @@ def _merge(config: Dict[str, Any]) -> Dict[str, Any]:
     cfg = copy.deepcopy(DEFAULTS)
     cfg.update(copy.deepcopy(config))
     if cfg["method"] not in METHODS:
-        raise ValueError(f"run_experiment: method={cfg['method']!r}; one of {METHODS} is allowed")
+        raise ValueError(f"run_experiment: method={cfg['method']!r}; one of {METHODS} is allowed (or give "
+                         "run_experiment a policy= or callback=)")
     if cfg["eval_clip_stride"] is None:
         cfg["eval_clip_stride"] = max(1, cfg["clip_len"] // 2)
     if "root" not in cfg["data"]:
@@ -136,24 +141,33 @@ class _LearningCurves(L.Callback):
             self.val.append({"epoch": trainer.current_epoch, "val/top1": float(trainer.callback_metrics["val/top1"])})
 
 
-def _build(cfg: Dict[str, Any], out_dir: str):
+def _sampler_callback(cfg: Dict[str, Any], policy: Any) -> StochasticSoftmaxCallback:
+    mode = cfg["method"]
+    common = dict(warmup_epochs=cfg["warmup_epochs"], exploration_epochs=cfg["exploration_epochs"],
+                  scoring=cfg["scoring"], track_videos=cfg["track_videos"], seed=cfg["seed"],
+                  policy_args=dict(cfg["policy_args"]) or None)
+    if policy is not None:
+        return StochasticSoftmaxCallback(gamma_s=cfg["gamma_s"], policy=policy, **common)
+    return StochasticSoftmaxCallback(
+        gamma_s=cfg["gamma_s"] if mode in ("tss", "prior", "bootstrap") else 0.0, mode=mode,
+        reinforce_lr=cfg["reinforce_lr"], **common)
+
+
+def _build(cfg: Dict[str, Any], out_dir: str, policy: Any = None,
+           callback: Optional[StochasticSoftmaxCallback] = None):
     """The data module, model, sampler callback, learning-curve recorder, checkpoint callback and trainer."""
+    sampler_cb = callback if callback is not None else _sampler_callback(cfg, policy)
     dm = TemporalDataModule(
         synthetic=dict(cfg["data"]), clip_len=cfg["clip_len"], crop_size=cfg["crop_size"],
         short_side=cfg["short_side"], flip=cfg["flip"], mean=[0.5] * 3, std=[0.25] * 3, batch_size=cfg["batch_size"],
         eval_batch_size=cfg["eval_batch_size"], eval_clip_stride=cfg["eval_clip_stride"],
         num_workers=cfg["num_workers"], seed=cfg["seed"], progress=cfg["progress"],
-        clean_clips=cfg["method"] in ("tss", "reinforce") and cfg["scoring"] == "clean")
+        clean_clips=sampler_cb.policy_class.learns and sampler_cb.scoring == "clean")
     lr, wd = float(cfg["lr"]), float(cfg["weight_decay"])
     model = VideoClassifier(
         cfg["backbone"], num_classes=dm.num_classes, backbone_kwargs=cfg["backbone_kwargs"] or None,
         sgs=cfg["sgs"], gamma_p=cfg["gamma_p"], report_gamma_p=cfg["test_gamma_p"],
         optimizer=lambda p: torch.optim.Adam(p, lr=lr, weight_decay=wd))
-    mode = cfg["method"]
-    sampler_cb = StochasticSoftmaxCallback(
-        gamma_s=cfg["gamma_s"] if mode in ("tss", "prior") else 0.0, warmup_epochs=cfg["warmup_epochs"],
-        exploration_epochs=cfg["exploration_epochs"], scoring=cfg["scoring"], mode=mode,
-        track_videos=cfg["track_videos"], seed=cfg["seed"], reinforce_lr=cfg["reinforce_lr"])
     curves = _LearningCurves()
     callbacks = [sampler_cb, curves]
     ckpt = None
@@ -200,37 +214,50 @@ def _sampler_summary(cfg: Dict[str, Any], sampler_cb: StochasticSoftmaxCallback)
     h = sampler_cb.history  # starts [E, V] of every video (keep_history="all"), -1 = not trained
     late = [x["hit_rate"] for x in m if x["epoch"] >= first and x.get("hit_rate") is not None]
     return {"hit_rate_per_epoch": [x.get("hit_rate") for x in m], "phase_per_epoch": [x["phase"] for x in m],
+            "scored_per_epoch": [x["records"] for x in m],  # clean-scored clips applied (forward passes, no grad)
+            "clean_top1_per_epoch": [x.get("clean_top1") for x in m],
             "starts_per_epoch": h.starts.tolist() if h.columns.numel() == len(sampler_cb.num_positions) else None,
             "hit_rate": sum(late) / len(late) if late else None}
 
 
-def run_experiment(config: Dict[str, Any]) -> Dict[str, Any]:
+def run_experiment(config: Dict[str, Any], policy: Any = None,
+                   callback: Optional[StochasticSoftmaxCallback] = None) -> Dict[str, Any]:
     """Train and test one model; returns a JSON-serialisable dict (see the module docstring).
+
+    ``policy``: the sampling policy instead of ``config["method"]`` (anything ``StochasticSoftmaxCallback(policy=)``
+    takes, with ``config["policy_args"]``); ``callback``: a ready ``StochasticSoftmaxCallback`` (then ``method``,
+    ``policy_args``, ``gamma_s``, the schedule and ``scoring`` of ``config`` are not used for sampling).
 
     Keys of the result: ``config`` (the merged settings), ``test`` (``{pooling_key(gamma_p): {"top1",
     "mean_class_acc", ["top5"], ["eer_acc"]}}``, keys as the module logs them: ``"gp0"``, ``"gp1e06"``),
     ``epochs`` (epochs trained), ``best_epoch`` (epoch of the tested weights), ``hit_rate`` (mean hit rate over
     epochs >= W+E, the exploitation phase of TSS, same epochs for every method), ``hit_rate_per_epoch``,
-    ``phase_per_epoch``, ``starts_per_epoch``, ``gmacs``, ``gmacs_by_bins`` / ``test_by_bins`` (when
+    ``phase_per_epoch``, ``scored_per_epoch`` (clean-scored clips applied), ``clean_top1_per_epoch``,
+    ``starts_per_epoch``, ``gmacs``, ``gmacs_by_bins`` / ``test_by_bins`` (when
     ``test_num_bins``), ``train_curve`` / ``val_curve`` (per-epoch ``train/loss_epoch``, ``train/top1`` and
     ``val/top1``), ``seconds``.
     """
+    if policy is not None and callback is not None:
+        raise ValueError("run_experiment: give policy= or callback=, not both")
     cfg = _merge(config)
     torch.set_num_threads(int(cfg["threads"]))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     L.seed_everything(cfg["seed"], workers=True, verbose=False)
     with tempfile.TemporaryDirectory(prefix="lt_exp_") as tmp:
-        dm, model, sampler_cb, curves, ckpt, trainer = _build(cfg, cfg["out_dir"] or tmp)
+        dm, model, sampler_cb, curves, ckpt, trainer = _build(cfg, cfg["out_dir"] or tmp, policy, callback)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*(num_workers|does not have many workers|sync_dist).*")
             trainer.fit(model, datamodule=dm)
+            result_fit = {"fit_seconds": round(time.perf_counter() - t0, 1),
+                          "fit_cpu_seconds": round(time.process_time() - c0, 1)}
             epochs = int(trainer.current_epoch)
             best_epoch = epochs - 1
             if ckpt is not None and ckpt.best_model_path:
                 state = torch.load(ckpt.best_model_path, map_location="cpu", weights_only=False)
                 model.load_state_dict(state["state_dict"])
                 best_epoch = int(state.get("epoch", best_epoch))
-            result = {"config": cfg, "epochs": epochs, "best_epoch": best_epoch, **_test(cfg, trainer, model, dm)}
+            result = {"config": cfg, "policy": sampler_cb.mode, "epochs": epochs, "best_epoch": best_epoch,
+                      **result_fit, **_test(cfg, trainer, model, dm)}
     result.update(_sampler_summary(cfg, sampler_cb))
     result["train_curve"], result["val_curve"] = curves.train, curves.val
     result["seconds"] = round(time.perf_counter() - t0, 1)

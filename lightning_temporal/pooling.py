@@ -76,7 +76,8 @@ def softmax_temporal_pool(
         gamma: inverse temperature ``>= 0``. A float, or a tensor broadcastable against ``scores`` with size 1
             along ``dim`` (e.g. ``[C]`` per class, ``[B, 1, 1]`` per video, or ``[G, 1, 1, 1]`` to evaluate ``G``
             temperatures at once, giving ``[G, B, C]``). ``0`` gives exactly the mean of the valid positions,
-            ``inf`` exactly their maximum.
+            ``inf`` exactly their maximum. A finite float gamma above float32's largest value (3.4e38; float64's
+            for float64 scores) is refused: it would be inf in the computation and give NaN.
         dim: the temporal dimension of ``scores`` (default ``-2``).
         mask: optional bool ``[..., T]`` (the shape of ``scores`` up to and including ``dim``), ``True`` at valid
             positions. Padded positions of ragged videos get zero weight, so a padded batch pools exactly like
@@ -90,7 +91,7 @@ def softmax_temporal_pool(
             all-masked video in the package (the classifier head pools through this function too): its pooled
             score would be 0/0 for the mean and -inf for the maximum, and a zero stand-in would pass as a real
             prediction, so it is an error; drop empty videos before pooling. Also a ``scores`` without a
-            temporal position, a negative or NaN ``gamma``, and a ``mask`` of the wrong shape or dtype.
+            temporal position, a negative or NaN ``gamma``, a float ``gamma`` that overflows (see ``gamma``), and a ``mask`` of the wrong shape or dtype.
 
     Non-finite scores: a valid ``-inf`` gets zero weight when ``gamma > 0`` (and makes the mean ``-inf``);
     ``+inf`` or NaN among the valid positions of a class is returned for that class.
@@ -125,6 +126,13 @@ def softmax_temporal_pool(
             )
         return _pool_tensor_gamma(scores, g, dim, valid)
     gamma = float(gamma)
+    top = float(torch.finfo(scores.dtype if scores.dtype == torch.float64 else torch.float32).max)
+    if math.isfinite(gamma) and gamma > top:
+        # gamma * (s - max) is computed in float32 (or the scores' float64): a gamma above the largest finite value
+        # is inf there and 0 * inf = NaN at each class's maximum
+        raise ValueError(f"gamma = {gamma!r} overflows {'float64' if top > 1e300 else 'float32'} (largest "
+                         f"{top:.4g}): give a finite gamma <= {top:.4g} (1e6 already pools as the maximum, as the "
+                         "seed does) or gamma = inf for the exact maximum")
     if gamma == 0.0:
         return _masked_mean(scores, dim, valid)
     if math.isinf(gamma):

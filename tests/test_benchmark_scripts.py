@@ -77,3 +77,32 @@ def test_evaluation_benchmark_prints_both_modes(tmp_path, capsys):
     assert len(_table_rows(out, "decode")) == len(_table_rows(out, "model")) == 1
     e2e = _table_rows(out, "(a)") + _table_rows(out, "(b)")
     assert len(e2e) == 2 and all("dense >= 4x" in r for r in e2e)
+
+
+def test_tss_bootstrap_report_counts_the_extra_clean_scoring(tmp_path, capsys):
+    """The report's compute column: 3 forward-equivalents per trained clip + 1 per clean-scored clip, per video."""
+    import json
+
+    tb = load_benchmark("tss_bootstrap")
+    runs = []
+    for method, scored in (("uniform", [0, 0, 0]), ("tss", [0, 4, 4]), ("bootstrap", [12, 12, 12])):
+        runs.append({"key": method, "variant": "default", "seed": 0, "method": method, "epochs": 3,
+                     "config": {"data": {"num_train": 4}, "max_epochs": 3,
+                                "policy_args": {"normalise": True} if method == "bootstrap" else {}}, "test": {"gp1": {"top1": 0.5}},
+                     "hit_rate_per_epoch": [0.3, 0.6 if method == "bootstrap" else 0.4, 0.7],
+                     "phase_per_epoch": [0, 0, 2], "scored_per_epoch": scored, "hit_rate": 0.7})
+    cache = tmp_path / "runs.jsonl"
+    cache.write_text("".join(json.dumps(r) + "\n" for r in runs))
+    tb.main(["--report", "--cache", str(cache), "--out", str(tmp_path / "out")])
+    rows = {r["method"]: r for r in json.loads((tmp_path / "out.json").read_text())["rows"]}
+    assert rows["uniform"]["forward_equivalents_per_video"] == [3, 6, 9]
+    assert rows["tss"]["forward_equivalents_per_video"] == [3, 7, 11]
+    assert rows["bootstrap"]["forward_equivalents_per_video"] == [6, 12, 18]
+    assert rows["bootstrap"]["first_epoch_hit_above_0.5"] == 1 and rows["tss"]["first_epoch_hit_above_0.5"] == 2
+    assert "| 3 | default | bootstrap | 1 |" in (tmp_path / "out.md").read_text()
+
+
+def test_tss_bootstrap_first_run_of_epochs_above_a_level():
+    tb = load_benchmark("tss_bootstrap")
+    assert tb._first_run_above([0.6, 0.4, 0.6, 0.7, 0.8, 0.2]) == 2
+    assert tb._first_run_above([0.6, 0.6, None, 0.7, 0.8]) is None

@@ -36,7 +36,7 @@ def _fit(module, dm, callbacks, max_epochs, **kw):
     (dict(exploration_epochs=0), "exploration_epochs must be an int >= 1"),
     (dict(exploration_epochs=2.5), "exploration_epochs must be an int >= 1"),
     (dict(scoring="noisy"), r"scoring must be one of \('clean', 'augmented'\)"),
-    (dict(mode="oracle"), r"mode must be one of \('tss', 'prior', 'reinforce', 'uniform'\)"),
+    (dict(mode="oracle"), r"mode must be one of \('tss', 'prior', 'reinforce', 'uniform', 'bootstrap'\)"),
     (dict(clip_len=0), "clip_len must be an int >= 1"),
     (dict(track_videos=-3), "track_videos must be a count >= 0"),
     (dict(track_videos=[1, -2]), "video indices >= 0"),
@@ -490,7 +490,8 @@ def test_epoch_end_applies_padding_duplicates_in_global_plan_order():
     cb._records.scored = [(plan_v[0::2], plan_t[0::2], plan_f[0::2], torch.arange(3))]
     cb._records.seen = [(plan_v[0::2], plan_t[0::2])]
     strategy = FakeTwoRankStrategy([plan_v[1::2], plan_t[1::2]],  # seen
-                                   [plan_v[1::2], plan_t[1::2], plan_f[1::2], torch.arange(3)])  # scored
+                                   [plan_v[1::2], plan_t[1::2], plan_f[1::2], torch.arange(3),  # scored
+                                    torch.full((3,), -1), torch.full((3,), float("nan"))])  # no logits kept
     trainer = types.SimpleNamespace(current_epoch=epoch, world_size=2, strategy=strategy)
     cb.on_train_epoch_end(trainer, None)
     assert not strategy.queue  # every expected collective was made

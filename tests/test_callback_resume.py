@@ -84,6 +84,29 @@ def test_resume_from_epoch_checkpoint_gives_the_same_clips_and_tables(tmp_path):
     assert not torch.equal(c.history.starts, ha.starts[STOP:])
 
 
+def test_bootstrap_with_extra_positions_and_a_data_driven_phase_resumes_exactly(tmp_path):
+    """The bootstrap policy (2 clean-scored positions per video, the gate opened from data) resumed from the
+    checkpoint of epoch 4 draws the same clips and ends with the same tables, gate and history."""
+    def cb():
+        return StochasticSoftmaxCallback(gamma_s=3.0, mode="bootstrap", seed=7, track_videos=[1, 4], policy_args={
+            "num_classes": 10, "z": 0.0, "patience": 2, "positions_per_video": 2, "epsilon": 0.2})
+
+    L.seed_everything(0)
+    a = cb()
+    ckpt = ModelCheckpoint(dirpath=tmp_path, filename="{epoch}", save_top_k=-1, every_n_epochs=1)
+    module_a = TinyVideoModule()
+    _trainer([a, ckpt], max_epochs=8).fit(module_a, datamodule=_data())
+    L.seed_everything(0)
+    b = cb()
+    _trainer([b], max_epochs=8, enable_checkpointing=False).fit(TinyVideoModule(), datamodule=_data(),
+                                                                ckpt_path=str(tmp_path / f"epoch={STOP - 1}.ckpt"))
+    assert 2 in [m["phase"] for m in a.metrics[STOP:]], "the gate should have opened (chance 0.1, z = 0)"
+    assert torch.equal(a.history.starts, b.history.starts)
+    assert torch.equal(a.policy.table.values, b.policy.table.values)
+    assert a.policy.exploit_from == b.policy.exploit_from and a.metrics == b.metrics
+    assert [m["records"] for m in b.metrics] == [20] * 8   # 2 positions x 10 videos, every epoch
+
+
 # ---------------------------------------------------------------------- the tables belong to a training manifest
 def _video_parts(train_csv, num_classes=4):
     from lightning_temporal import TemporalDataModule, VideoClassifier

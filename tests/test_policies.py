@@ -302,3 +302,67 @@ def test_a_policy_that_breaks_the_contract_is_named():
         p.probabilities(0, 0)
     with pytest.raises(NotImplementedError, match=r"Explores.learns is True .* does not define _learn"):
         p.update(0, torch.tensor([0]), torch.tensor([1]), torch.tensor([0.5]))
+
+
+# ---------------------------------------------------------------------------------------- BootstrapPolicy
+def _epoch_records(policy, n_right, n, start=0):
+    """n records on video 0 (clip position ``start``), the first ``n_right`` classified right."""
+    margin = torch.where(torch.arange(n) < n_right, 1.0, -1.0)
+    return (torch.zeros(n, dtype=torch.long), torch.full((n,), start), torch.ones(n)), \
+        dict(predicted=torch.zeros(n, dtype=torch.long), margin=margin)
+
+
+def test_bootstrap_gate_needs_patience_epochs_above_chance_and_ignores_one_lucky_epoch():
+    from lightning_temporal.sampling import BootstrapPolicy
+    p = BootstrapPolicy([50], clip_len=4, num_classes=4, patience=2, z=2.0)
+    # 100 records: threshold = 1/4 + 2 * sqrt(3/16 / 100) = 0.3366
+    assert p.threshold(100) == pytest.approx(0.25 + 2 * (0.1875 / 100) ** 0.5)
+    for epoch, right in enumerate([60, 20, 60, 30, 60, 60]):   # above, below, above, below (0.30), above, above
+        args, kw = _epoch_records(p, right, 100)
+        p.update(epoch, *args, **kw)
+        assert p.phase(epoch).value == "warmup"   # an epoch's own phase never changes at its update
+    assert p.exploit_from == 6                     # opened by epochs 4 and 5, from epoch 6
+    assert [p.phase(e).value for e in (5, 6, 9)] == ["warmup", "exploitation", "exploitation"]
+    state = p.state_dict()
+    q = BootstrapPolicy([50], clip_len=4, num_classes=4, patience=2, z=2.0)
+    q.load_state_dict(state)
+    assert q.exploit_from == 6 and torch.equal(q.table.values, p.table.values)
+
+
+def test_bootstrap_first_record_fills_the_video_then_eq_s2_and_the_floor_of_uniform():
+    from lightning_temporal.sampling import BootstrapPolicy
+    p = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.2, gamma_s=1.0, normalise=False)
+    p.update(0, torch.tensor([0, 0]), torch.tensor([1, 4]), torch.tensor([2.0, 5.0]))
+    # video 0: filled with 2 by its first record, then Eq. S.2 of both records (reach |i| < 2, weights 1/2, 1, 1/2)
+    assert p.table[0].tolist() == [2.0, 2.0, 2.0, 3.5, 5.0, 3.5]
+    assert p.table[1].tolist() == [0.0, 0.0, 0.0]   # video 1 not seen
+    p.exploit_from = 1
+    soft = torch.softmax(p.table[0].double(), 0)
+    expected = 0.8 * soft + 0.2 / 6
+    torch.testing.assert_close(p.probabilities(0, 1), expected.float())
+    h = -(expected * expected.log()).sum()
+    torch.testing.assert_close(p.entropy(1)[0], h.float())
+    # the draws follow the mixture: frequencies within 4 s.e. over 4000 draws
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([p.starts(1, g)[0] for _ in range(4000)])
+    freq = torch.bincount(draws, minlength=6).double() / 4000
+    se = (expected * (1 - expected) / 4000).sqrt()
+    assert bool(((freq - expected).abs() < 4 * se + 1e-3).all()), (freq, expected)
+
+
+def test_bootstrap_normalised_draws_from_each_videos_standardised_table():
+    from lightning_temporal.sampling import BootstrapPolicy
+    p = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.1, gamma_s=2.0)
+    p.update(0, torch.tensor([0, 0, 1]), torch.tensor([1, 4, 0]), torch.tensor([0.02, 0.05, 0.3]))
+    p.exploit_from = 1
+    for v, flat in ((0, False), (1, True)):
+        w = p.table[v].double()
+        z = (w - w.mean()) / w.std(unbiased=False) if w.std() > 0 else w * 0   # video 1 is one value: uniform
+        expected = 0.9 * torch.softmax(2.0 * z, 0) + 0.1 / w.numel()
+        torch.testing.assert_close(p.probabilities(v, 1), expected.float())
+        assert flat == bool(torch.allclose(expected, torch.full_like(expected, 1 / w.numel())))
+    # scale-free: the same table times 100 gives the same distribution
+    q = BootstrapPolicy([6, 3], clip_len=2, num_classes=2, epsilon=0.1, gamma_s=2.0)
+    q.update(0, torch.tensor([0, 0, 1]), torch.tensor([1, 4, 0]), torch.tensor([2.0, 5.0, 30.0]))
+    q.exploit_from = 1
+    torch.testing.assert_close(q.probabilities(0, 1), p.probabilities(0, 1))

@@ -156,3 +156,13 @@ def test_bad_inputs_are_named():
         softmax_temporal_pool(s, torch.ones(4, 1))
     with pytest.raises(TypeError, match="float tensor"):
         softmax_temporal_pool(torch.ones(2, 4, 3, dtype=torch.long), 1.0)
+
+
+def test_pooling_gamma_that_overflows_float32_is_refused_and_1e6_is_max():
+    """A float γ_p above float32's largest (1e39) was inf in the computation: 0 * inf = NaN at each maximum."""
+    s = torch.tensor([[[1.0, -2.0], [3.0, 5.0], [2.0, 4.0]]])          # [B=1, T=3, C=2]
+    with pytest.raises(ValueError, match=r"gamma = 1e\+39 overflows float32 \(largest 3\.403e\+38\)"):
+        softmax_temporal_pool(s, 1e39)
+    assert torch.equal(softmax_temporal_pool(s, 1e6), s.amax(1))      # the seed's max pooling
+    assert torch.equal(softmax_temporal_pool(s.double(), 1e39), s.double().amax(1))  # representable in float64
+    assert torch.equal(softmax_temporal_pool(s, float("inf")), s.amax(1))

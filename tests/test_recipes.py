@@ -108,6 +108,9 @@ def test_recipe_parses_and_runs_one_step(name, clips, tmp_path, monkeypatch):
         over += ["--data.init_args.synthetic={root: synth, num_train: 4, num_val: 2, num_test: 2, size: 32, "
                  "min_frames: 24, max_frames: 32}"]
     clip_len = 16 if recipe["model"]["init_args"]["backbone"] == "slowfast_r50" else 8
+    if recipe["model"]["init_args"]["backbone"] == "vgg3d":  # the recipe's 3D VGG-16 at 1/16 width: a CPU step
+        kwargs = dict(recipe["model"]["init_args"]["backbone_kwargs"], width=0.0625, pool_size=1)
+        over.append("--model.init_args.backbone_kwargs=" + yaml.safe_dump(kwargs, default_flow_style=True).strip())
     over += [f"--data.init_args.clip_len={clip_len}", "--data.init_args.crop_size=32",
              "--data.init_args.short_side=32", "--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
              "--data.init_args.eval_clip_stride=8", "--data.init_args.stride=1",
@@ -119,5 +122,7 @@ def test_recipe_parses_and_runs_one_step(name, clips, tmp_path, monkeypatch):
     if pretrained:  # the checkpoint was read: its 400-class head made way for the recipe's classes
         assert [w for w in caught if "head.fc is re-initialised" in str(w.message)]
     assert cli.trainer.state.finished, f"{name}: fit did not finish"
+    if recipe["model"]["init_args"]["backbone"] == "vgg3d":  # the seed's network, at the test's width
+        assert type(cli.model.backbone).__name__ == "VGG3D" and cli.model.backbone.out_channels == 32
     assert cli.trainer.global_step == 1
     assert "val/top1" in cli.trainer.callback_metrics or "val/eer_acc" in cli.trainer.callback_metrics

@@ -225,3 +225,30 @@ def test_sampling_is_deterministic_given_the_generator():
     a = segment_softmax_sample(table.values, table.offsets, 1.0, torch.Generator().manual_seed(9))
     b = segment_softmax_sample(table.values, table.offsets, 1.0, torch.Generator().manual_seed(9))
     assert torch.equal(a, b) and a[2] == 0
+
+
+# ------------------------------------------------------------------ temperatures that overflow float32
+def test_temperature_that_overflows_float32_is_refused_not_nan():
+    """γ = 1e39 is inf in float32 and γ = 1e38 times a spread of 4 overflows: both used to give NaN entropies and
+    draws from position 0. They are refused, naming γ and what is allowed; 1e6 (the seed's max) still samples."""
+    import pytest
+    from lightning_temporal.sampling import StochasticSoftmaxPolicy
+    from lightning_temporal.sampling.table import FLOAT32_MAX, check_temperature
+
+    table = ScoreTable([5, 3], clip_len=2)
+    table.values.copy_(torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 1.0, 0.0, 0.5]))
+    for g in (1e39, 1e38):
+        with pytest.raises(ValueError, match=r"gamma_s = 1e\+3[89] times the score tables' spread \(max - min = 4\) "
+                                             r"overflows float32.*Allowed: gamma_s <= 8\.507e\+37"):
+            table.entropy(g)
+        with pytest.raises(ValueError, match="overflows float32"):
+            table.sample(g, torch.Generator().manual_seed(0))
+    # just below the bound: finite, the maximum of each video drawn, entropy 0
+    g = 0.5 * FLOAT32_MAX / 4
+    assert table.sample(g, torch.Generator().manual_seed(0)).tolist() == [4, 0]
+    assert torch.equal(table.entropy(g), torch.zeros(2))
+    assert table.sample(1e6, torch.Generator().manual_seed(0)).tolist() == [4, 0]
+    with pytest.raises(ValueError, match=r"gamma_s must be a finite number in \[0, 3\.403e\+38\].*got 1e\+39"):
+        check_temperature(1e39)
+    with pytest.raises(ValueError, match=r"gamma_s must be a finite number in \[0, 3\.403e\+38\]"):
+        StochasticSoftmaxPolicy([5], clip_len=2, gamma_s=1e39)

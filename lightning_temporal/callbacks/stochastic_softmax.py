@@ -2,26 +2,31 @@
 supplementary §S.1).
 
 The callback is glue: the math (score tables, phases, policies, the clip sampler) lives in
-``lightning_temporal.sampling`` and never imports Lightning. Here we
+``lightning_temporal.sampling`` and never imports Lightning; the parts of the glue have their own modules
+(:mod:`.tss_records` the record buffer, :mod:`.tss_history` the sampling history, :mod:`.tss_manifest` the
+manifest fingerprint and the hit rate, :mod:`.tss_scoring` clean scoring; the policy factory is
+:mod:`lightning_temporal.sampling.registry`). Here we
 
-* build the sampling policy for the data module's ``clip_sampler`` and install it;
+* build the sampling policy for the data module's ``clip_sampler`` (a name, a class, a ``class_path`` mapping or
+  an instance) and install it;
 * score each training batch (clean clips in eval mode under ``torch.no_grad()`` before the training step, or
-  the training step's own logits) and record ``(video_idx, start, target logit)``;
+  the training step's own logits), and the further positions the policy asks for, and record
+  ``(video_idx, start, target logit, predicted class, margin)``;
 * at the end of each training epoch gather the records of every rank in global-plan order and apply them to
   the policy, so every rank holds identical tables and draws the same next plan;
 * keep the sampling history and log per-epoch numbers;
 * carry everything that changes through ``state_dict`` / ``load_state_dict`` (exact resume).
 
 It talks to the policy only through :class:`~lightning_temporal.sampling.SamplingPolicy` (``phase``,
-``records_scores``, ``update``, ``entropy``, ``probabilities``, ``table``, ``state_dict``).
+``records_scores``, ``positions_per_video``, ``extra_starts``, ``update``, ``entropy``, ``probabilities``,
+``table``, ``state_dict``).
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import warnings
-from contextlib import nullcontext
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 import lightning.pytorch as pl
 import torch
@@ -29,66 +34,31 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
+from lightning_temporal.callbacks.tss_history import HistoryBuffer, SamplingHistory
+from lightning_temporal.callbacks.tss_manifest import EventWindows, ManifestFingerprint
+from lightning_temporal.callbacks.tss_records import EpochRecords, global_plan_order, pending_state
+from lightning_temporal.callbacks.tss_scoring import ExtraPositions, batch_field, check_logits, clean_logits
 from lightning_temporal.checks import check_choice, check_int, fail
-from lightning_temporal.data.manifest import path_fingerprint
 from lightning_temporal.distributed import gather_records
-from lightning_temporal.modes import eval_mode
 from lightning_temporal.sampling.phases import PHASE_CODES, Phase, PhaseSchedule
 from lightning_temporal.sampling.policies import (
     PriorPolicy,
     ReinforcePolicy,
-    StochasticSoftmaxPolicy,
-    UniformPolicy,
     check_baseline_momentum,
     check_gamma_s,
     check_reinforce_lr,
 )
-from lightning_temporal.sampling.policy import SamplingPolicy
+from lightning_temporal.sampling.policy import PolicyContext, SamplingPolicy
+from lightning_temporal.sampling.records import logit_summary
+from lightning_temporal.sampling.registry import POLICIES, build_policy, policy_class, policy_name
 
-__all__ = ["StochasticSoftmaxCallback", "SamplingHistory", "PHASE_CODES"]
+__all__ = ["StochasticSoftmaxCallback", "SamplingHistory", "PHASE_CODES", "POLICIES"]
 
-#: the policy of each ``mode``
-POLICIES = {"tss": StochasticSoftmaxPolicy, "prior": PriorPolicy, "reinforce": ReinforcePolicy, "uniform": UniformPolicy}
 _SCORING = ("clean", "augmented")
 _KEEP_HISTORY = ("all", "tracked")
-# 2: + manifest fingerprint, + pending records of the epoch in progress; 3: every policy keeps its table under "table"
-_STATE_FORMAT = 3
-
-
-@dataclass
-class SamplingHistory:
-    """What the sampler did, epoch by epoch (for the sampling maps of seed Fig. S.1, S.3-S.10).
-
-    Attributes:
-        epochs: int64 ``[E]``, the finished training epochs, in order.
-        phases: int64 ``[E]``, the phase code of each epoch (:data:`PHASE_CODES`).
-        columns: int64 ``[C]``, the video index of each column of ``starts`` (all videos, or the tracked ones
-            with ``keep_history="tracked"``).
-        starts: int32 ``[E, C]``, the start (frame index) each video was trained on in each epoch; -1 where the
-            video was not trained that epoch (its clip failed to decode, or ``limit_train_batches`` cut the epoch).
-        tracked: int64 ``[K]``, the tracked videos.
-        scores: ``{video: float32 [E, N_v]}``, each tracked video's table (score estimates w, REINFORCE logits,
-            or the clip prior) after the epoch's update.
-        probabilities: ``{video: float32 [E, N_v]}``, the start distribution each tracked video was drawn from in
-            each epoch (uniform in warm-up, one-hot in exploration, softmax(γ_s·w) of the previous epoch's table
-            in exploitation).
-    """
-
-    epochs: Tensor
-    phases: Tensor
-    columns: Tensor
-    starts: Tensor
-    tracked: Tensor
-    scores: dict = field(default_factory=dict)
-    probabilities: dict = field(default_factory=dict)
-
-    def starts_of(self, video: int) -> Tensor:
-        """The sampled start of one video for every epoch: int32 ``[E]`` (-1 = not trained that epoch)."""
-        col = (self.columns == int(video)).nonzero().flatten()
-        if col.numel() == 0:
-            raise KeyError(f"video {video} is not in the history (kept videos: {self.columns.tolist()[:20]}...); "
-                           "use keep_history='all' or add it to track_videos")
-        return self.starts[:, int(col[0])]
+# 2: + manifest fingerprint, + pending records of the epoch in progress; 3: every policy keeps its table under
+# "table"; 4: + predicted class and margin of each pending scored record
+_STATE_FORMAT = 4
 
 
 def _check_track_videos(track_videos) -> Union[int, list]:
@@ -101,69 +71,6 @@ def _check_track_videos(track_videos) -> Union[int, list]:
     except TypeError:
         fail("track_videos", allowed, track_videos)
     return tv if all(v >= 0 for v in tv) else fail("track_videos", allowed, tv)
-
-
-class _EpochRecords:
-    """This rank's records of the epoch in progress: every trained clip ``(video_idx, start)`` (``seen``) and the
-    scored ones with their score and ordinal, the item's place in this rank's shard of the plan (``scored``)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self, epoch: Optional[int] = None) -> None:
-        self.seen: list = []       # (video_idx, start)
-        self.scored: list = []     # (video_idx, start, score, ordinal)
-        self.ordinal = 0           # this rank's sampler items met this epoch
-        self.epoch = epoch         # the epoch these records belong to
-
-    def add(self, vid: Tensor, start: Tensor, score: Optional[Tensor], n_skipped: int) -> None:
-        n = vid.shape[0]
-        # Skipped (undecodable) items still took a place in this rank's shard: count them so the ordinals of
-        # later items stay close to their plan positions (their order is what matters for determinism).
-        ordinal = torch.arange(self.ordinal, self.ordinal + n, device=vid.device)
-        self.ordinal += n + n_skipped
-        if n:
-            self.seen.append((vid, start))
-            if score is not None:
-                self.scored.append((vid, start, score, ordinal))
-
-    def local(self) -> list:
-        """7 flat CPU tensors: seen video/start, scored video/start/score/ordinal, [next ordinal]."""
-        def cat(parts, j, dtype):
-            return torch.cat([p[j].cpu() for p in parts]) if parts else torch.zeros(0, dtype=dtype)
-        return [cat(self.seen, 0, torch.long), cat(self.seen, 1, torch.long),
-                cat(self.scored, 0, torch.long), cat(self.scored, 1, torch.long),
-                cat(self.scored, 2, torch.float32), cat(self.scored, 3, torch.long),
-                torch.tensor([self.ordinal], dtype=torch.long)]
-
-    def take(self, pending: dict, rank: int) -> None:
-        """Continue from the saved records of an unfinished epoch (:func:`_pending_state`): this rank's part."""
-        seen, scored = pending["seen"], pending["scored"]
-        self.reset(int(pending["epoch"]))
-        keep = seen["rank"] == rank
-        if bool(keep.any()):
-            self.seen = [(seen["video_idx"][keep], seen["start"][keep])]
-        keep = scored["rank"] == rank
-        if bool(keep.any()):
-            self.scored = [(scored["video_idx"][keep], scored["start"][keep], scored["score"][keep],
-                            scored["ordinal"][keep])]
-        self.ordinal = int(pending["next_ordinal"][rank if pending["world_size"] > 1 else 0])
-
-
-def _pending_state(parts: list, ranks: list, world_size: int, epoch: Optional[int]) -> dict:
-    """The records of the epoch in progress as saved: ``next_ordinal`` int64 [world_size] is where each rank's
-    ordinals continue; ``rank`` says whose each record is."""
-    sv, st, v, t, score, ordinal, nxt = parts
-    return {"epoch": epoch, "world_size": world_size,
-            "seen": {"video_idx": sv, "start": st, "rank": ranks[0]},
-            "scored": {"video_idx": v, "start": t, "score": score, "ordinal": ordinal, "rank": ranks[1]},
-            "next_ordinal": nxt}
-
-
-def _global_plan_order(vid: Tensor, start: Tensor, score: Tensor, ordinal: Tensor, rank: Tensor, world: int):
-    """The records sorted by plan index ``ordinal * world + rank`` (``ClipSampler`` deals ``plan[r::world]``)."""
-    order = torch.sort(ordinal * world + rank, stable=True).indices
-    return vid[order], start[order], score[order], rank[order]
 
 
 class StochasticSoftmaxCallback(Callback):
@@ -180,9 +87,17 @@ class StochasticSoftmaxCallback(Callback):
 
     The data module must expose its training ``ClipSampler`` as ``datamodule.clip_sampler`` after
     ``setup("fit")`` (``TemporalDataModule`` does), with ``num_replicas``/``rank`` set from the trainer. The
-    callback builds the policy of ``mode`` (a :class:`~lightning_temporal.sampling.SamplingPolicy`) for the
-    sampler's videos and installs it (``clip_sampler.policy``); from then on it talks to the policy only through
-    that contract.
+    callback builds the policy (a :class:`~lightning_temporal.sampling.SamplingPolicy`) for the sampler's videos
+    and installs it (``clip_sampler.policy``); from then on it talks to the policy only through that contract.
+
+    Choosing the policy, without editing the package: ``mode="tss"`` (a name of
+    :data:`~lightning_temporal.sampling.POLICIES`), or ``policy=`` one of: a name, a ``SamplingPolicy`` subclass
+    or its import path, ``{"class_path": "my_lab.GatedPolicy", "init_args": {...}}`` (the form a YAML recipe
+    gives through LightningCLI), or an instance built for the sampler's videos. A name or class is built with
+    ``cls.from_context(context, **policy_args)``
+    (:meth:`~lightning_temporal.sampling.SamplingPolicy.from_context`), the context carrying what only the
+    callback knows: clip positions per video, clip span, ``PhaseSchedule(warmup_epochs, exploration_epochs)``,
+    ``seed``, ``gamma_s`` and the model's ``num_classes``.
 
     Args:
         gamma_s: sampling temperature γ_s >= 0 of softmax(γ_s·w) (``tss``, ``prior``); 0 = uniform.
@@ -193,7 +108,8 @@ class StochasticSoftmaxCallback(Callback):
             module in eval mode under ``torch.no_grad()`` through ``pl_module.score_clips`` (or ``forward``);
             ``"augmented"``: reuse ``outputs["logits"]`` returned by ``training_step`` (seed Table S.2 compares the
             two).
-        mode: ``"tss"`` (warm-up, exploration, exploitation with Eq. S.2 updates), ``"prior"`` (softmax of the
+        mode: ``"tss"`` (warm-up, exploration, exploitation with Eq. S.2 updates), ``"bootstrap"``
+            (:class:`~lightning_temporal.sampling.BootstrapPolicy`), ``"prior"`` (softmax of the
             clip prior from the manifest's per-frame scores, from epoch 0, never updated, nothing scored),
             ``"reinforce"`` (REINFORCE baseline of seed Fig. S.2, after ``warmup_epochs``), ``"uniform"``
             (uniform starts; only history and logs — the baseline with the same bookkeeping).
@@ -207,11 +123,19 @@ class StochasticSoftmaxCallback(Callback):
             400 MB for 10^6 videos over 100 epochs); ``"tracked"``: only the tracked videos'.
         seed: seeds each video's order of exploration slots (``tss``). The sampler's own ``seed`` drives the
             per-epoch draws.
-        log_every_epoch: log ``tss/phase``, ``tss/entropy``, ``tss/score_entropy``, ``tss/hit_rate``,
-            ``tss/records``, ``tss/nonfinite``, ``tss/duplicates`` through ``pl_module.log`` each epoch.
+        log_every_epoch: log ``tss/phase`` (the phase the policy says the epoch was in), ``tss/entropy``,
+            ``tss/score_entropy``, ``tss/hit_rate``, ``tss/records``, ``tss/nonfinite``, ``tss/duplicates`` and
+            ``tss/clean_top1`` (accuracy of the epoch's scored clean clips) through ``pl_module.log`` each epoch.
         reinforce_lr, reinforce_baseline_momentum: α and the baseline momentum of ``reinforce``.
         frame_scores: ``prior`` only: per-video 1-D frame scores; None = read them from
             ``datamodule.train_manifest.load_frame_scores(i)``.
+        policy: the policy instead of ``mode`` (see above); ``mode`` must then be left at its default.
+        policy_args: constructor arguments of the policy of ``mode`` / ``policy`` (merged over a ``class_path``
+            mapping's ``init_args``); e.g. ``{"positions_per_video": 3, "epsilon": 0.1}`` for ``"bootstrap"``.
+
+    Further positions. A policy with ``positions_per_video`` k > 1 has k - 1 further positions per video per
+    epoch scored (:meth:`extra_starts`): their clean clips are read from the train loader's dataset and scored
+    in eval mode without gradients, a batch at a time, and recorded after the trained clip's record.
 
     Records. Every rank records the clips it trains; at the end of the epoch the records of all ranks are
     gathered in global-plan order (plan index ``k * world_size + rank``, the order ``ClipSampler`` deals the
@@ -237,13 +161,34 @@ class StochasticSoftmaxCallback(Callback):
                  stride: Optional[int] = None, track_videos: Union[int, Sequence[int]] = 8,
                  keep_history: str = "all", seed: int = 0, log_every_epoch: bool = True,
                  reinforce_lr: float = 1.0, reinforce_baseline_momentum: float = 0.9,
-                 frame_scores: Optional[Sequence] = None):
+                 frame_scores: Optional[Sequence] = None,
+                 policy: Optional[Union[str, Dict[str, Any]]] = None,
+                 policy_args: Optional[Dict[str, Any]] = None):
         self.gamma_s = check_gamma_s(gamma_s)
         self.schedule = PhaseSchedule(warmup_epochs, exploration_epochs)
         self.scoring = check_choice("scoring", scoring, _SCORING, hint="'clean': score an un-augmented copy in "
                                     "eval mode; 'augmented': reuse the training logits")
-        self.mode = check_choice("mode", mode, tuple(POLICIES))
-        self._policy_type = POLICIES[mode]
+        if policy is None:
+            policy = check_choice("mode", mode, tuple(POLICIES))
+        elif mode != "tss":
+            raise ValueError(f"give the policy once: mode={mode!r} (a name) or policy={policy!r}, not both")
+        self._policy_spec = policy
+        self._policy_cls, init_args = policy_class(policy)
+        self.mode = policy_name(policy)
+        if policy_args is not None and isinstance(policy, SamplingPolicy):
+            raise ValueError("policy_args is for a policy given by name or class; build the instance with them")
+        init_args.update(policy_args or {})
+        if issubclass(self._policy_cls, ReinforcePolicy):
+            init_args.setdefault("lr", check_reinforce_lr(reinforce_lr, "reinforce_lr"))
+            init_args.setdefault("baseline_momentum", check_baseline_momentum(reinforce_baseline_momentum,
+                                                                              "reinforce_baseline_momentum"))
+        self.reinforce_lr, self.reinforce_baseline_momentum = reinforce_lr, reinforce_baseline_momentum
+        if frame_scores is not None:
+            if not issubclass(self._policy_cls, PriorPolicy):
+                raise ValueError(f"frame_scores is only used by mode='prior', got mode={self.mode!r}")
+            init_args["frame_scores"] = frame_scores
+        self.frame_scores = frame_scores
+        self.policy_args = init_args
         for name, v in (("clip_len", clip_len), ("stride", stride)):
             if v is not None:
                 check_int(name, v, minimum=1, hint="or None: read from the data module")
@@ -252,35 +197,30 @@ class StochasticSoftmaxCallback(Callback):
         self.keep_history = check_choice("keep_history", keep_history, _KEEP_HISTORY)
         self.seed = check_int("seed", seed)
         self.log_every_epoch = bool(log_every_epoch)
-        self.reinforce_lr = check_reinforce_lr(reinforce_lr, "reinforce_lr") if mode == "reinforce" else reinforce_lr
-        self.reinforce_baseline_momentum = (check_baseline_momentum(reinforce_baseline_momentum,
-                                                                    "reinforce_baseline_momentum")
-                                            if mode == "reinforce" else reinforce_baseline_momentum)
-        if frame_scores is not None and mode != "prior":
-            raise ValueError(f"frame_scores is only used by mode='prior', got mode={mode!r}")
-        self.frame_scores = frame_scores
 
         self.policy: Optional[SamplingPolicy] = None
         self.clip_sampler = None
         self.span: Optional[int] = None
         self.num_positions: Optional[Tensor] = None
         self.tracked: Optional[Tensor] = None
-        self._events: Optional[Tensor] = None      # int64 [V, 2], -1 where unknown
-        self._fingerprint: Optional[dict] = None   # {"paths": int64 [V] or None, "num_positions", "sources"}
-        self._stash: Optional[dict] = None         # state loaded before the policy existed
+        self._events: Optional[EventWindows] = None
+        self._fingerprint: Optional[ManifestFingerprint] = None
+        self._stash: Optional[dict] = None          # state loaded before the policy existed
         self._pending_stash: Optional[dict] = None  # records of an unfinished epoch loaded from a checkpoint
         self._rank, self._world_size = 0, 1
-        self._records = _EpochRecords()
-        # history, filled per finished epoch
-        self._epochs: list[int] = []
-        self._phases: list[int] = []
-        self._starts: list[Tensor] = []
-        self._scores: dict[int, list[Tensor]] = {}
-        self._probs: dict[int, list[Tensor]] = {}
+        self._records = EpochRecords()
+        self._history = HistoryBuffer(keep_all=self.keep_history == "all")
+        self._extra = ExtraPositions(self.seed)     # the further positions a policy has scored
         #: per-epoch numbers (also logged): list of dicts
         self.metrics: list[dict] = []
-        #: the gathered records applied at the last epoch end: {"video_idx", "start", "score", "rank"}
+        #: the gathered records applied at the last epoch end: {"video_idx", "start", "score", "predicted",
+        #: "margin", "rank"}
         self.last_records: dict[str, Tensor] = {}
+
+    @property
+    def policy_class(self) -> type:
+        """The class of the policy this callback builds (known before set-up)."""
+        return self._policy_cls
 
     # ------------------------------------------------------------------------------------------ phases
     @property
@@ -292,12 +232,21 @@ class StochasticSoftmaxCallback(Callback):
         return self.schedule.exploration_epochs
 
     def phase(self, epoch: int) -> Phase:
-        """The phase of an epoch: the policy's (known before the data, from the policy kind and the schedule)."""
-        return self._policy_type.phase_of(epoch, self.schedule)
+        """The phase of an epoch: the policy's. Before the policy is built, from its class and the schedule; a
+        policy that decides its phases from data answers only once built (``ValueError`` before)."""
+        if self.policy is not None:
+            return self.policy.phase(epoch)
+        phase = self._policy_cls.phase_of(epoch, self.schedule)
+        if phase is None:
+            raise ValueError(f"the phases of {self.mode} are decided from data: ask once the policy is built "
+                             "(after setup('fit'))")
+        return phase
 
     def records_scores(self, epoch: int) -> bool:
         """Whether clips are scored in this epoch (nothing is scored in warm-up, nor ever for prior/uniform)."""
-        return self._policy_type.records_scores_of(epoch, self.schedule)
+        if self.policy is not None:
+            return self.policy.records_scores(epoch)
+        return self._policy_cls.records_scores_of(epoch, self.schedule)
 
     # ------------------------------------------------------------------------------------------ set-up
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
@@ -305,18 +254,21 @@ class StochasticSoftmaxCallback(Callback):
             return
         sampler = getattr(trainer.datamodule, "clip_sampler", None) if trainer.datamodule is not None else None
         if sampler is not None:
-            self._install(sampler, trainer.datamodule)
+            self._install(sampler, trainer.datamodule, pl_module)
         # else: maybe the sampler only exists once the train loader is built; on_train_start looks again.
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # A run too short to reach exploitation trains like uniform sampling: say so once, before it starts.
         max_epochs = trainer.max_epochs
-        if not self._policy_type.learns or trainer.fast_dev_run or max_epochs is None or max_epochs < 0:
+        cls = self._policy_cls
+        if not cls.learns or not cls.phases_known_ahead(self.schedule) or trainer.fast_dev_run \
+                or max_epochs is None or max_epochs < 0:
             return
-        first = next(e for e in itertools.count() if self.phase(e) is Phase.EXPLOITATION)  # W + E at most
+        phase = lambda e: cls.phase_of(e, self.schedule)  # noqa: E731
+        first = next(e for e in itertools.count() if phase(e) is Phase.EXPLOITATION)  # W + E at most
         if max_epochs > first:
             return
-        phases = [self.phase(e) for e in range(first)]
+        phases = [phase(e) for e in range(first)]
         counts = [(phases.count(p), name) for p, name in ((Phase.WARMUP, "warm-up"),
                                                            (Phase.EXPLORATION, "exploration"))]
         before = " + ".join(f"{n} {name}" for n, name in counts if n)
@@ -338,7 +290,7 @@ class StochasticSoftmaxCallback(Callback):
                     "setup('fit') and use it as the train DataLoader's sampler "
                     f"(found datamodule={type(trainer.datamodule).__name__ if trainer.datamodule else None}, "
                     f"train sampler={type(sampler).__name__})")
-            self._install(sampler, trainer.datamodule)
+            self._install(sampler, trainer.datamodule, pl_module)
         self._rank, self._world_size = trainer.global_rank, trainer.world_size
         if self._pending_stash is not None:
             pending, self._pending_stash = self._pending_stash, None
@@ -351,11 +303,15 @@ class StochasticSoftmaxCallback(Callback):
                 f"global_rank={trainer.global_rank}: set `clip_sampler.num_replicas = trainer.world_size` and "
                 "`clip_sampler.rank = trainer.global_rank` in the data module's setup (TemporalDataModule does)")
 
+    def _needs_span(self) -> bool:
+        params = inspect.signature(self._policy_cls.__init__).parameters
+        return any(n in params and n not in self.policy_args for n in ("clip_len", "span"))
+
     def _resolve_span(self, datamodule) -> Optional[int]:
         F = self.clip_len if self.clip_len is not None else getattr(datamodule, "clip_len", None)
         s = self.stride if self.stride is not None else getattr(datamodule, "stride", 1)
         if F is None:
-            if self.mode in ("tss", "prior"):
+            if self._needs_span() and not isinstance(self._policy_spec, SamplingPolicy):
                 raise ValueError(f"mode={self.mode!r} needs the clip length: pass clip_len= to "
                                  "StochasticSoftmaxCallback or give the data module a `clip_len` attribute")
             return None
@@ -363,41 +319,17 @@ class StochasticSoftmaxCallback(Callback):
         s = check_int("stride", s, minimum=1, hint="datamodule.stride unless given")
         return (F - 1) * s + 1
 
-    def _build_policy(self, num_positions: Tensor, datamodule) -> SamplingPolicy:
-        builders = {
-            "tss": lambda: StochasticSoftmaxPolicy(num_positions, self.span, self.gamma_s, self.schedule, self.seed),
-            "uniform": lambda: UniformPolicy(num_positions),
-            "reinforce": lambda: ReinforcePolicy(num_positions, self.reinforce_lr, self.reinforce_baseline_momentum,
-                                                 self.seed, self.schedule),
-            "prior": lambda: self._prior_policy(num_positions, datamodule),
-        }
-        return builders[self.mode]()
-
-    def _prior_policy(self, num_positions: Tensor, datamodule) -> PriorPolicy:
-        scores = self.frame_scores
-        if scores is None:
-            manifest = getattr(datamodule, "train_manifest", None)
-            if manifest is None or not hasattr(manifest, "load_frame_scores"):
-                raise ValueError("mode='prior' needs per-frame scores: give the training manifest a frame_scores "
-                                 "column (datamodule.train_manifest.load_frame_scores) or pass frame_scores= "
-                                 "to StochasticSoftmaxCallback")
-            # I/O once at set-up (one file per video), not a hot path.
-            scores = [manifest.load_frame_scores(i) for i in range(num_positions.numel())]
-        missing = [i for i, s in enumerate(scores) if s is None]
-        if missing:
-            raise ValueError(f"mode='prior': {len(missing)} training video(s) have no frame scores (first: video "
-                             f"{missing[0]}); give every training video a frame_scores file or use mode='tss'")
-        if len(scores) != num_positions.numel():
-            raise ValueError(f"mode='prior': {len(scores)} frame-score sequences for {num_positions.numel()} "
-                             "training videos; give one per video, in the manifest's order")
-        policy = PriorPolicy(scores, self.span, self.gamma_s)
-        if not torch.equal(policy.num_positions, num_positions):
-            bad = int((policy.num_positions != num_positions).nonzero()[0]) \
-                if policy.num_positions.shape == num_positions.shape else 0
-            raise ValueError(f"mode='prior': the frame scores do not match the videos' frame counts (video {bad}: "
-                             "the prior has a different number of clip positions than the sampler); give one "
-                             "score per decoded frame")
-        return policy
+    def _context(self, num_positions: Tensor, datamodule, pl_module) -> PolicyContext:
+        manifest = getattr(datamodule, "train_manifest", None)
+        frame_scores = None
+        if manifest is not None and hasattr(manifest, "load_frame_scores"):
+            # I/O once at set-up (one file per video), not a hot path; read only by a policy that asks.
+            frame_scores = lambda: [manifest.load_frame_scores(i)  # noqa: E731
+                                    for i in range(num_positions.numel())]
+        num_classes = getattr(pl_module, "num_classes", None) or getattr(datamodule, "num_classes", None)
+        return PolicyContext(num_positions=num_positions, span=self.span, schedule=self.schedule, seed=self.seed,
+                             gamma_s=self.gamma_s, frame_scores=frame_scores,
+                             num_classes=int(num_classes) if num_classes is not None else None)
 
     def _tracked_videos(self, num_videos: int) -> Tensor:
         """int64 [K]: ``track_videos`` evenly spaced videos, or the listed ones (checked against the videos)."""
@@ -410,7 +342,7 @@ class StochasticSoftmaxCallback(Callback):
             raise ValueError(f"track_videos {bad} are outside the {num_videos} training videos (0..{num_videos - 1})")
         return torch.tensor(sorted(set(self.track_videos)), dtype=torch.long)
 
-    def _install(self, sampler, datamodule) -> None:
+    def _install(self, sampler, datamodule, pl_module=None) -> None:
         num_positions = torch.as_tensor(sampler.num_positions, dtype=torch.int64)
         if self.policy is not None and self.num_positions is not None \
                 and torch.equal(self.num_positions, num_positions):
@@ -421,41 +353,22 @@ class StochasticSoftmaxCallback(Callback):
         self.span = self._resolve_span(datamodule)
         self.num_positions = num_positions
         self.tracked = self._tracked_videos(num_positions.numel())
+        self._history.tracked, self._history.num_videos = self.tracked, num_positions.numel()
         manifest = getattr(datamodule, "train_manifest", None)
-        self._events = self._read_events(manifest, num_positions.numel())
-        self._fingerprint = self._manifest_fingerprint(manifest, num_positions)
-        self.policy = self._build_policy(num_positions, datamodule)
+        self._events = EventWindows.from_manifest(manifest, num_positions.numel(), self.span)
+        self._fingerprint = ManifestFingerprint(manifest, num_positions)
+        spec = self._policy_spec
+        self.policy = build_policy(spec, self._context(num_positions, datamodule, pl_module),
+                                   None if isinstance(spec, SamplingPolicy) else self.policy_args)
+        if int(self.policy.positions_per_video) > 1 and self.scoring != "clean":
+            raise ValueError(f"{type(self.policy).__name__} scores positions_per_video="
+                             f"{self.policy.positions_per_video} positions per video: its further positions are "
+                             "scored clean; use scoring='clean'")
         if self._stash is not None:
             stash, self._stash = self._stash, None
             self._apply_state(stash)
         sampler.policy = self.policy
         self.clip_sampler = sampler
-
-    @staticmethod
-    def _manifest_fingerprint(manifest, num_positions: Tensor) -> dict:
-        """Paths (hashed folder/file names) and clip positions of the training videos, in order."""
-        paths = getattr(manifest, "paths", None)
-        if paths is not None and len(paths) != num_positions.numel():
-            raise ValueError(f"train_manifest has {len(paths)} videos but the clip sampler {num_positions.numel()}; "
-                             "build the sampler from the training manifest")
-        records = getattr(manifest, "records", None)
-        return {"paths": path_fingerprint(paths) if paths is not None else None,
-                "num_positions": num_positions.clone(),
-                "sources": [getattr(r, "source", "") or r.path for r in records] if records is not None else None,
-                "names": list(paths) if paths is not None else None}
-
-    @staticmethod
-    def _read_events(manifest, num_videos: int) -> Optional[Tensor]:
-        """Event windows ``[V, 2]`` (start, end exclusive; -1 = unknown) from ``manifest.events``, if any."""
-        ev = getattr(manifest, "events", None)
-        if ev is None:
-            return None
-        ev = torch.as_tensor(ev, dtype=torch.int64)
-        if ev.shape != (num_videos, 2):
-            raise ValueError(f"train_manifest.events has shape {tuple(ev.shape)}; expected ({num_videos}, 2): "
-                             "one (event_start, event_end) per training video, -1 where unknown")
-        known = (ev >= 0).all(1)
-        return ev if bool(known.any()) else None
 
     # ----------------------------------------------------------------------------------------- records
     def _restore_pending(self, trainer, pl_module, pending: dict) -> None:
@@ -478,20 +391,15 @@ class StochasticSoftmaxCallback(Callback):
                 "written at the end of an epoch")
         self._records.take(pending, self._rank)
 
-    @staticmethod
-    def _batch_field(batch, key: str) -> Tensor:
-        if not isinstance(batch, Mapping) or key not in batch:
-            have = sorted(batch.keys()) if isinstance(batch, Mapping) else type(batch).__name__
-            raise KeyError(f"StochasticSoftmaxCallback needs batch[{key!r}] (the batch dict of "
-                           f"lightning_temporal.data.dataset.collate_clips); the batch has {have}")
-        return batch[key]
+    def score_clean(self, trainer, pl_module, batch) -> Tensor:
+        """The clip scores f(x_t) of a training batch's clean clips: float32 ``[N]``, the logit of each video's
+        target label with the module in eval mode under ``torch.no_grad()`` (seed §S.1, clean scoring; Table S.2).
+        ``trainer`` may be None (no precision context). ``KeyError`` when the batch has no ``"clean"``."""
+        return logit_summary(self._clean_batch_logits(trainer, pl_module, batch), batch_field(batch, "label"))[0]
 
-    def _target_logit(self, logits, label: Tensor, where: str) -> Tensor:
-        if not torch.is_tensor(logits) or logits.dim() != 2 or logits.shape[0] != label.shape[0]:
-            shape = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
-            raise ValueError(f"{where} must be logits [N, K] for the batch's N = {label.shape[0]} clips, got {shape}")
-        # f(x_t) = the logit of the video's target label (the clip score of seed Eq. S.2)
-        return logits.detach().gather(1, label.view(-1, 1).to(logits.device)).squeeze(1).float()
+    def _clean_batch_logits(self, trainer, pl_module, batch) -> Tensor:
+        self._require_clean(batch)
+        return clean_logits(trainer, pl_module, batch["clean"])
 
     @staticmethod
     def _require_clean(batch) -> None:
@@ -500,47 +408,49 @@ class StochasticSoftmaxCallback(Callback):
                            "with a clean transform (TemporalDataModule does when the callback scores clean "
                            "clips) or use StochasticSoftmaxCallback(scoring='augmented')")
 
-    def _score_clean(self, trainer, pl_module, batch) -> Tensor:
-        self._require_clean(batch)
-        score_fn = getattr(pl_module, "score_clips", None)
-        precision = getattr(trainer, "precision_plugin", None)
-        ctx = precision.forward_context() if precision is not None else nullcontext()
-        # eval_mode gives every submodule its own mode back: a user may keep parts frozen in eval mode in training
-        with eval_mode(pl_module), torch.no_grad(), ctx:
-            logits = score_fn(batch["clean"]) if callable(score_fn) else pl_module(batch["clean"])
-        return self._target_logit(logits, batch["label"], "pl_module.score_clips(batch['clean'])")
+    def extra_starts(self, epoch: int) -> Tensor:
+        """The further positions the policy scores in ``epoch``: int64 ``[V, k - 1]``, drawn once per epoch from a
+        generator seeded by (seed, epoch) (the same on every rank and after a resume)."""
+        return self._extra.starts(self.policy, epoch)
 
-    def _record(self, batch, score: Optional[Tensor]) -> None:
+    def _record(self, batch, summary: Optional[tuple]) -> Tensor:
         skipped = batch.get("skipped") if isinstance(batch, Mapping) else None
-        self._records.add(self._batch_field(batch, "video_idx").detach(), self._batch_field(batch, "start").detach(),
-                          score, int(skipped.numel()) if torch.is_tensor(skipped) else 0)
+        return self._records.add(batch_field(batch, "video_idx").detach(), batch_field(batch, "start").detach(),
+                                 summary, int(skipped.numel()) if torch.is_tensor(skipped) else 0)
 
     def on_train_batch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", batch: Any,
                              batch_idx: int) -> None:
         epoch = trainer.current_epoch
         self._records.epoch = epoch
-        score = None
-        empty = self._batch_field(batch, "video_idx").numel() == 0  # every clip failed to decode
-        if self.scoring == "clean" and self._policy_type.learns:
+        summary = None
+        vid = batch_field(batch, "video_idx")
+        empty = vid.numel() == 0  # every clip failed to decode
+        scored = self.records_scores(epoch) and not empty
+        if self.scoring == "clean" and self._policy_cls.learns:
             self._require_clean(batch)  # fail at the first batch, not when warm-up ends
-            if self.records_scores(epoch) and not empty:
-                score = self._score_clean(trainer, pl_module, batch)
-        elif self.scoring == "augmented" and self.records_scores(epoch) and not empty:
+            if scored:
+                summary = logit_summary(self._clean_batch_logits(trainer, pl_module, batch), batch["label"])
+        elif self.scoring == "augmented" and scored:
             return  # recorded in on_train_batch_end, from the training step's logits
-        self._record(batch, score)
+        ordinal = self._record(batch, summary)
+        if summary is not None and int(self.policy.positions_per_video) > 1:
+            extra = self._extra.score(trainer, pl_module, batch, vid.detach(), ordinal, self.policy, epoch)
+            if extra is not None:
+                self._records.add_extra(*extra)
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if not (self.scoring == "augmented" and self.records_scores(trainer.current_epoch)):
             return
-        if self._batch_field(batch, "video_idx").numel() == 0:
+        if batch_field(batch, "video_idx").numel() == 0:
             return  # an empty batch, recorded in on_train_batch_start
         if not isinstance(outputs, Mapping) or "logits" not in outputs:
             got = sorted(outputs.keys()) if isinstance(outputs, Mapping) else type(outputs).__name__
             raise KeyError("scoring='augmented' needs training_step to return {'loss': loss, 'logits': "
                            f"logits.detach()}}; it returned {got}. Or use scoring='clean'")
-        score = self._target_logit(outputs["logits"], self._batch_field(batch, "label"), "outputs['logits']")
-        self._record(batch, score)
+        label = batch_field(batch, "label")
+        logits = check_logits(outputs["logits"], label.shape[0], "outputs['logits']")
+        self._record(batch, logit_summary(logits, label))
 
     # ------------------------------------------------------------------------------------- epoch end
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -550,7 +460,7 @@ class StochasticSoftmaxCallback(Callback):
 
     def _epoch_records(self, trainer, epoch: int, saved: Optional[dict]):
         """Every rank's ``(seen video, seen start)`` and, when the epoch's clips are scored, its scored records
-        ``(video_idx, start, score, rank)`` in global-plan order: gathered from every rank (all ranks call this:
+        (a dict of 1-D tensors, with ``rank``) in global-plan order: gathered from every rank (all ranks call this:
         the collectives must match), or read from ``saved``, the records of every rank as a checkpoint holds them
         (every rank read the same checkpoint)."""
         local = self._records.local() if saved is None else None
@@ -561,76 +471,60 @@ class StochasticSoftmaxCallback(Callback):
         if not self.records_scores(epoch):
             return (seen_v, seen_t), None
         if saved is None:
-            (vid, start, score, ordinal), rank, _ = gather_records(trainer.strategy, local[2:6])
+            (vid, start, score, ordinal, pred, margin), rank, _ = gather_records(trainer.strategy, local[2:8])
+            fields = {"video_idx": vid, "start": start, "score": score, "ordinal": ordinal, "predicted": pred,
+                      "margin": margin, "rank": rank}
             world = trainer.world_size
         else:
-            s = saved["scored"]
-            vid, start, score, ordinal, rank = s["video_idx"], s["start"], s["score"], s["ordinal"], s["rank"]
+            fields = dict(saved["scored"])
+            n = fields["video_idx"].shape[0]
+            fields.setdefault("predicted", torch.full((n,), -1, dtype=torch.long))
+            fields.setdefault("margin", torch.full((n,), float("nan")))
             world = saved["world_size"]
-        return (seen_v, seen_t), _global_plan_order(vid, start, score, ordinal, rank, world)
+        return (seen_v, seen_t), global_plan_order(fields, world)
 
     def _finish_epoch(self, trainer, pl_module, epoch: int, log: bool = True, saved: Optional[dict] = None) -> None:
         """Gather the epoch's records of every rank, apply them, append the history; every rank calls this.
 
-        ``saved``: the records of every rank as a checkpoint holds them (see :func:`_pending_state`), applied
+        ``saved``: the records of every rank as a checkpoint holds them (see :func:`pending_state`), applied
         without gathering (every rank read the same checkpoint).
         """
         (seen_v, seen_t), scored = self._epoch_records(trainer, epoch, saved)
         row = torch.full((self.num_positions.numel(),), -1, dtype=torch.int32)
         row[seen_v] = seen_t.to(torch.int32)  # padding duplicates carry the same start
 
-        # Numbers describing the distributions this epoch drew from: taken before its records are applied.
+        # The phase and the distributions this epoch drew from: taken before its records are applied (a policy
+        # that decides its phases from data may change the next epochs' at this update, never this one's).
+        phase = self.policy.phase(epoch)
         entropy = self.policy.entropy(epoch)
         probs = {v: self.policy.probabilities(v, epoch).clone() for v in self.tracked.tolist()}  # few videos
         counts, n_dup = {"applied": 0, "nonfinite": 0}, 0
         self.last_records = {}
         if scored is not None:
-            vid, start, score, rank = scored
+            vid = scored["video_idx"]
             n_dup = int(vid.numel() - torch.unique(vid).numel()) if vid.numel() else 0
-            self.last_records = {"video_idx": vid, "start": start, "score": score, "rank": rank}
-            counts = self.policy.update(epoch, vid, start, score)  # leaves out (and warns about) NaN/inf scores
+            k = int(self.policy.positions_per_video)
+            if k > 1:  # the extra positions are expected repeats, not DDP padding
+                n_dup = max(0, n_dup - (k - 1) * int(torch.unique(vid).numel()))
+            self.last_records = {key: scored[key] for key in ("video_idx", "start", "score", "predicted", "margin",
+                                                              "rank")}
+            known = bool((scored["predicted"] >= 0).all())
+            counts = self.policy.update(epoch, vid, scored["start"], scored["score"],  # leaves out NaN/inf scores
+                                        predicted=scored["predicted"] if known else None,
+                                        margin=scored["margin"] if known else None)
         self._records.reset()
-        self._append_history(epoch, self.phase(epoch), row, probs)
-        self._log_epoch(trainer, pl_module, epoch, self.phase(epoch), row, counts, n_dup, entropy, log)
+        tables = {v: self._table_of(v) for v in self.tracked.tolist()}
+        self._history.append(epoch, PHASE_CODES[phase], row, tables, probs)
+        self._log_epoch(trainer, pl_module, epoch, phase, row, counts, n_dup, entropy, scored, log)
 
     def _table_of(self, v: int) -> Tensor:
         table = self.policy.table
         return table[v].clone() if table is not None else torch.zeros(int(self.num_positions[v]), dtype=torch.float32)
 
-    def _append_history(self, epoch: int, phase: Phase, row: Tensor, probs: dict) -> None:
-        if self._epochs and self._epochs[-1] >= epoch:
-            # the same epoch again (e.g. resumed from a mid-epoch checkpoint): replace, keep epochs increasing
-            k = next(i for i, e in enumerate(self._epochs) if e >= epoch)
-            del self._epochs[k:], self._phases[k:], self._starts[k:]
-            for d in (self._scores, self._probs):
-                for v in d:
-                    del d[v][k:]
-        self._epochs.append(epoch)
-        self._phases.append(PHASE_CODES[phase])
-        self._starts.append(row if self.keep_history == "all" else row[self.tracked])
-        for v in self.tracked.tolist():  # a handful of tracked videos, not all videos
-            self._scores.setdefault(v, []).append(self._table_of(v))
-            self._probs.setdefault(v, []).append(probs[v])
-
     @property
     def history(self) -> SamplingHistory:
         """The sampling history so far (see :class:`SamplingHistory`)."""
-        cols = torch.arange(self.num_positions.numel()) if (self.keep_history == "all" and self.num_positions
-                                                            is not None) else self.tracked
-        if cols is None:
-            cols = torch.zeros(0, dtype=torch.long)
-        n_cols = cols.numel()
-        starts = torch.stack(self._starts) if self._starts else torch.zeros(0, n_cols, dtype=torch.int32)
-        tracked = self.tracked if self.tracked is not None else torch.zeros(0, dtype=torch.long)
-        return SamplingHistory(
-            epochs=torch.tensor(self._epochs, dtype=torch.long),
-            phases=torch.tensor(self._phases, dtype=torch.long),
-            columns=cols.clone(),
-            starts=starts,
-            tracked=tracked.clone(),
-            scores={v: torch.stack(s) for v, s in self._scores.items() if s},
-            probabilities={v: torch.stack(s) for v, s in self._probs.items() if s},
-        )
+        return self._history.view()
 
     def hit_rate(self, starts: Tensor) -> Optional[float]:
         """Fraction of this epoch's clips ``[t, t + span)`` that overlap their video's event window.
@@ -638,17 +532,10 @@ class StochasticSoftmaxCallback(Callback):
         Args: ``starts`` int [V], one start per video (-1 = not trained). Only videos with a known event window
         and a start count. Returns None when the manifest has no event windows (or no clip length is known).
         """
-        if self._events is None or self.span is None:
-            return None
-        es, ee = self._events[:, 0], self._events[:, 1]
-        t = starts.to(torch.int64)
-        valid = (t >= 0) & (es >= 0) & (ee >= 0)
-        if not bool(valid.any()):
-            return None
-        hit = (t < ee) & (t + self.span > es)
-        return float((hit & valid).sum()) / float(valid.sum())
+        return None if self._events is None else self._events.hit_rate(starts)
 
-    def _log_epoch(self, trainer, pl_module, epoch, phase, row, counts, n_dup, entropy, log: bool = True) -> None:
+    def _log_epoch(self, trainer, pl_module, epoch, phase, row, counts, n_dup, entropy, scored,
+                   log: bool = True) -> None:
         m = {
             "epoch": epoch,
             "phase": PHASE_CODES[phase],
@@ -657,8 +544,10 @@ class StochasticSoftmaxCallback(Callback):
             "nonfinite": int(counts.get("nonfinite", 0)),
             "duplicates": n_dup,
         }
-        if self.policy.learns:  # how peaked the learned tables are after this epoch's update, whatever the phase
+        if self.policy.learns and self.policy.table is not None:  # how peaked the learned tables are, any phase
             m["score_entropy"] = float(self.policy.table.entropy(self.policy.temperature).mean())
+        if scored is not None and scored["margin"].numel() and bool((scored["predicted"] >= 0).all()):
+            m["clean_top1"] = float((scored["margin"] > 0).float().mean())  # accuracy of the scored clean clips
         hr = self.hit_rate(row)
         if hr is not None:
             m["hit_rate"] = hr
@@ -682,12 +571,12 @@ class StochasticSoftmaxCallback(Callback):
         # progress are gathered here so that the file holds every rank's. Every rank takes part.
         local = self._records.local()
         seen, seen_rank, _ = gather_records(trainer.strategy, local[:2])
-        scored, scored_rank, _ = gather_records(trainer.strategy, local[2:6])
+        scored, scored_rank, _ = gather_records(trainer.strategy, local[2:8])
         epoch = torch.tensor([-1 if self._records.epoch is None else self._records.epoch], dtype=torch.long)
-        (next_ordinal, epochs), _, _ = gather_records(trainer.strategy, [local[6], epoch])  # rank order
+        (next_ordinal, epochs), _, _ = gather_records(trainer.strategy, [local[8], epoch])  # rank order
         pending_epoch = int(epochs.max())
-        state["pending"] = _pending_state(seen + scored + [next_ordinal], [seen_rank, scored_rank],
-                                          trainer.world_size, None if pending_epoch < 0 else pending_epoch)
+        state["pending"] = pending_state(seen + scored + [next_ordinal], [seen_rank, scored_rank],
+                                         trainer.world_size, None if pending_epoch < 0 else pending_epoch)
         if self._records.seen:
             loader = trainer.train_dataloader
             if not (hasattr(loader, "state_dict") and hasattr(loader, "load_state_dict")):
@@ -700,22 +589,18 @@ class StochasticSoftmaxCallback(Callback):
     def state_dict(self) -> dict:
         if self.policy is None:
             return dict(self._stash) if self._stash is not None else {}
-        h = self.history
         local = self._records.local()
         return {
             "format": _STATE_FORMAT,
             "mode": self.mode,
             "num_positions": self.num_positions.clone(),
             "policy": self.policy.state_dict(),
-            "history": {
-                "epochs": h.epochs, "phases": h.phases, "columns": h.columns, "starts": h.starts,
-                "tracked": h.tracked, "scores": h.scores, "probabilities": h.probabilities,
-            },
+            "history": self._history.state_dict(),
             "metrics": [dict(m) for m in self.metrics],
-            "fingerprint": {k: self._fingerprint[k] for k in ("paths", "num_positions")},
+            "fingerprint": self._fingerprint.state(),
             # this rank's records of the epoch in progress; on_save_checkpoint puts every rank's in a checkpoint
-            "pending": _pending_state(local, [torch.full_like(local[0], self._rank),
-                                              torch.full_like(local[2], self._rank)], 1, self._records.epoch),
+            "pending": pending_state(local, [torch.full_like(local[0], self._rank),
+                                             torch.full_like(local[2], self._rank)], 1, self._records.epoch),
         }
 
     def load_state_dict(self, state_dict: dict) -> None:
@@ -739,51 +624,10 @@ class StochasticSoftmaxCallback(Callback):
             warnings.warn("this StochasticSoftmaxCallback checkpoint (format 1) has no fingerprint of its training "
                           "manifest: it cannot be checked that the tables belong to this manifest", RuntimeWarning)
             fingerprint = {"paths": None, "num_positions": n}
-        self._check_fingerprint(fingerprint)
+        self._fingerprint.check(fingerprint)
         self.policy.load_state_dict(state["policy"])
-        h = state["history"]
-        self._epochs = h["epochs"].tolist()
-        self._phases = h["phases"].tolist()
-        starts = h["starts"]
-        if self.keep_history == "all" and starts.shape[1] != n.numel():
-            raise ValueError("the checkpoint kept the history of the tracked videos only; resume with "
-                             "keep_history='tracked'")
-        if self.keep_history == "tracked" and starts.shape[1] == n.numel() and self.tracked.numel() != n.numel():
-            starts = starts[:, self.tracked]
-        self._starts = list(starts.unbind(0))
-        self._scores = {int(v): list(s.unbind(0)) for v, s in h["scores"].items()}
-        self._probs = {int(v): list(s.unbind(0)) for v, s in h["probabilities"].items()}
+        self._history.load_state_dict(state["history"], n.numel())
         self.metrics = [dict(m) for m in state.get("metrics", [])]
         self._records.reset()
+        self._extra.reset()
         self._pending_stash = state.get("pending")  # this rank's part is taken in on_train_start
-
-    def _check_fingerprint(self, saved: dict) -> None:
-        """Raise, naming the first differing row, unless ``saved`` describes this training manifest."""
-        mine = self._fingerprint
-        n_saved, n_mine = torch.as_tensor(saved["num_positions"]), mine["num_positions"]
-        todo = ("Resume with the training manifest the checkpoint was trained on (the same rows in the same "
-                "order), with the same clip_len and stride, or start a new run without ckpt_path: the score "
-                "tables belong to that manifest")
-        head = "the checkpoint's StochasticSoftmaxCallback tables were learned on another training manifest"
-        if n_saved.numel() != n_mine.numel():
-            raise ValueError(f"{head}: it had {n_saved.numel()} videos, this one has {n_mine.numel()}. {todo}")
-        p_saved, p_mine = saved.get("paths"), mine["paths"]
-        same_path = torch.ones_like(n_mine, dtype=torch.bool)
-        if p_saved is not None and p_mine is not None:
-            same_path = torch.as_tensor(p_saved) == p_mine
-        bad = (~same_path | (n_saved != n_mine)).nonzero().flatten()
-        if bad.numel() == 0:
-            return
-        i = int(bad[0])
-        where = f"video {i}"
-        if mine["names"] is not None:
-            where += f" ({mine['sources'][i] if mine['sources'] else ''}: {mine['names'][i]})"
-        if not bool(same_path[i]):
-            moved = (torch.as_tensor(p_saved) == p_mine[i]).nonzero().flatten()
-            what = (f"{where} was video {int(moved[0])} in the checkpoint's manifest (the rows are reordered)"
-                    if moved.numel() else f"{where} is not in the checkpoint's manifest (another video is in its "
-                                           "row)")
-        else:
-            what = (f"{where} has {int(n_mine[i])} clip positions here, {int(n_saved[i])} in the checkpoint "
-                    "(another frame count, clip_len or stride)")
-        raise ValueError(f"{head}: {what}; {bad.numel()} of {n_mine.numel()} rows differ. {todo}")

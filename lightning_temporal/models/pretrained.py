@@ -116,6 +116,7 @@ PUBLISHED = {
     "slow_r50": f"{_ZOO}/SLOW_8x8_R50.pyth",
     "slowfast_r50": f"{_ZOO}/SLOWFAST_8x8_R50.pyth",
     "r3d18": "https://download.pytorch.org/models/r3d_18-b3b3357e.pth",
+    "vgg3d": "https://download.pytorch.org/models/vgg16-397923af.pth",  # 2D VGG-16, inflated to 3D on loading
 }
 
 #: layout name -> (backbones it applies to, module-path translation)
@@ -260,6 +261,10 @@ def load_pretrained(model: nn.Module, name: str, source: PretrainedSource) -> Di
         ValueError: missing or unexpected keys, or shapes that differ (listed), or an unknown layout.
         FileNotFoundError: the file does not exist.
     """
+    if name == "vgg3d":  # a 2D VGG-16 inflated to 3D, not a renaming of a 3D checkpoint
+        from lightning_temporal.models.vgg3d import load_vgg16_2d
+
+        return {"reinitialised": [], **load_vgg16_2d(model, source)}
     state = read_checkpoint(source, name)
     where = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "the given state dict"
     converted, unexpected = convert_state_dict(state, name, model)

@@ -16,6 +16,7 @@ from lightning_temporal.models.pretrained import PretrainedSource, load_pretrain
 from lightning_temporal.models.resnet3d import r3d18, r3d18_a1, r3d50, slow_r50
 from lightning_temporal.models.simple import simple3d
 from lightning_temporal.models.slowfast import SlowFast, slowfast_r50
+from lightning_temporal.models.vgg3d import vgg3d
 from lightning_temporal.models.x3d import X3D_VARIANTS, build_x3d
 
 BACKBONES: Dict[str, Callable[..., nn.Module]] = {
@@ -26,6 +27,7 @@ BACKBONES: Dict[str, Callable[..., nn.Module]] = {
     **{name: partial(build_x3d, name) for name in X3D_VARIANTS},
     "slowfast_r50": slowfast_r50,
     "simple3d": simple3d,
+    "vgg3d": vgg3d,
 }
 
 # SlowFast + ATFR (seed 002 §A): SGS over temporal blocks of 2 (slow) and 8 (fast) positions.
@@ -91,7 +93,8 @@ def build_backbone(name: str, num_classes: int, sgs: Optional[dict] = None, atte
     ``pretrained``: a checkpoint file path or a state dict, loaded by
     :func:`~lightning_temporal.models.pretrained.load_pretrained`: PyTorchVideo hub files (``X3D_S.pyth``,
     ``X3D_M.pyth``, ``SLOW_8x8_R50.pyth``, ``SLOWFAST_8x8_R50.pyth``) for ``x3d_s``, ``x3d_m``, ``slow_r50``,
-    ``slowfast_r50``; torchvision's ``r3d_18`` state dict for ``r3d18``. The classifier is re-initialised (with
+    ``slowfast_r50``; torchvision's ``r3d_18`` state dict for ``r3d18``; a torchvision 2D VGG-16 state dict for
+    ``vgg3d`` (inflated to 3D, :func:`~lightning_temporal.models.vgg3d.load_vgg16_2d`). The classifier is re-initialised (with
     a warning) when ``num_classes`` differs from the checkpoint's; SGS / attention start fresh. Nothing is
     downloaded.
 

@@ -38,7 +38,7 @@ from lightning_temporal.sampling.segments import (
     shifted_logits,
     video_chunks,
 )
-from lightning_temporal.sampling.table import ScoreTable
+from lightning_temporal.sampling.table import ScoreTable, check_temperature
 
 __all__ = [
     "UniformPolicy", "StochasticSoftmaxPolicy", "PriorPolicy", "ReinforcePolicy",
@@ -47,8 +47,9 @@ __all__ = [
 
 
 def check_gamma_s(gamma_s, name: str = "gamma_s") -> float:
-    """The sampling temperature as a float if it is a finite number >= 0, else ``ValueError``."""
-    return check_number(name, gamma_s, minimum=0, hint="0 = uniform sampling, 1 = the seed's default")
+    """The sampling temperature as a float if it is a finite number in [0, float32's largest], else ``ValueError``
+    (see :func:`~lightning_temporal.sampling.table.check_temperature`)."""
+    return check_temperature(gamma_s, name)
 
 
 def check_reinforce_lr(lr, name: str = "lr") -> float:
@@ -291,6 +292,38 @@ class PriorPolicy(SamplingPolicy):
         table.values.copy_(flat)
         SamplingPolicy.__init__(self, n, table, gamma_s)
         return self
+
+    @classmethod
+    def from_context(cls, context, **init_args) -> "PriorPolicy":
+        """Build from the run's :class:`~lightning_temporal.sampling.policy.PolicyContext`: the frame scores
+        (``init_args["frame_scores"]`` or ``context.frame_scores()``), the clip span and γ_s, checked against the
+        sampler's videos (one score sequence per video, as many clip positions). ``ValueError`` names what is
+        missing or differs."""
+        num_positions = context.num_positions
+        scores = init_args.pop("frame_scores", None)
+        if scores is None:
+            if context.frame_scores is None:
+                raise ValueError("mode='prior' needs per-frame scores: give the training manifest a frame_scores "
+                                 "column (datamodule.train_manifest.load_frame_scores) or pass frame_scores= "
+                                 "to StochasticSoftmaxCallback")
+            scores = context.frame_scores()
+        missing = [i for i, s in enumerate(scores) if s is None]
+        if missing:
+            raise ValueError(f"mode='prior': {len(missing)} training video(s) have no frame scores (first: video "
+                             f"{missing[0]}); give every training video a frame_scores file or use mode='tss'")
+        if len(scores) != num_positions.numel():
+            raise ValueError(f"mode='prior': {len(scores)} frame-score sequences for {num_positions.numel()} "
+                             "training videos; give one per video, in the manifest's order")
+        init_args.setdefault("clip_len", context.span)
+        init_args.setdefault("gamma_s", context.gamma_s)
+        policy = cls(scores, **init_args)
+        if not torch.equal(policy.num_positions, num_positions):
+            bad = int((policy.num_positions != num_positions).nonzero()[0]) \
+                if policy.num_positions.shape == num_positions.shape else 0
+            raise ValueError(f"mode='prior': the frame scores do not match the videos' frame counts (video {bad}: "
+                             "the prior has a different number of clip positions than the sampler); give one "
+                             "score per decoded frame")
+        return policy
 
     @property
     def gamma_s(self) -> float:

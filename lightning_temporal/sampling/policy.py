@@ -27,23 +27,43 @@ The contract:
   Python values (loadable with ``torch.load(..., weights_only=True)``); loading checks that the checkpoint was
   made for the same videos and hyperparameters.
 
-A new policy subclasses :class:`SamplingPolicy`, implements :meth:`phase_of` and, if it learns, ``_learn``;
-warm-up (uniform starts) and exploitation (softmax of ``table`` at ``temperature``) come written once here.
+* ``positions_per_video`` (k >= 1) and ``extra_starts(epoch, generator) -> int64 [V, k - 1]``: a policy may ask
+  for k - 1 further clip positions per video per epoch besides the trained one; the callback scores them clean,
+  without gradients, and hands them to ``update`` with the trained clip's record (records of one video in the
+  order: trained clip, then its extra positions in column order).
+* ``learn(epoch, records)``: what ``update`` calls with the checked, finite records as
+  :class:`~lightning_temporal.sampling.records.ClipRecords` (target logit, predicted class and margin of each clean
+  clip); its default hands ``(video_idx, start, score)`` to ``_learn``.
+
+Writing one. A new policy subclasses :class:`SamplingPolicy` and defines
+
+* its phases: either the class method :meth:`phase_of` (phases known from the epoch and the schedule, as the
+  built-in policies), or :meth:`phase` on the instance when the policy decides them from what it has learned
+  (``phase_of`` then returns None; ``phase(epoch)`` must not change once ``epoch`` has begun: decide at
+  :meth:`update`, for the epochs after it). The callback logs what ``phase`` says (``tss/phase``);
+* if it learns, ``learns = True`` and ``_learn(epoch, vid, st, sc)`` or :meth:`learn`;
+* how it is built: :meth:`from_context` gives its constructor what only the callback knows (the
+  :class:`PolicyContext`: positions per video, clip span, schedule, seed, γ_s) for the constructor parameters
+  of those names; a policy that needs more overrides it.
+
+Warm-up (uniform starts) and exploitation (softmax of ``table`` at ``temperature``) come written once here.
 """
 from __future__ import annotations
 
 import abc
-from typing import ClassVar, Optional
+import dataclasses
+import inspect
+from typing import Any, Callable, ClassVar, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from lightning_temporal.sampling.phases import Phase, PhaseSchedule
-from lightning_temporal.sampling.records import check_records, drop_nonfinite
+from lightning_temporal.sampling.records import ClipRecords, check_records, drop_nonfinite
 from lightning_temporal.sampling.segments import IntsLike, as_num_positions
 from lightning_temporal.sampling.table import ScoreTable
 
-__all__ = ["SamplingPolicy", "uniform_starts"]
+__all__ = ["SamplingPolicy", "PolicyContext", "uniform_starts"]
 
 # The key of the table in the state of policies written by lightning_temporal 0.1.0, which named it per policy.
 _LEGACY_TABLE_KEYS = ("theta", "prior")
@@ -53,6 +73,35 @@ def uniform_starts(num_positions: Tensor, generator: Optional[torch.Generator] =
     """t ~ Uniform{0..N_v-1} for every video: int64 [V] (one float64 uniform per video)."""
     u = torch.rand(num_positions.numel(), generator=generator, dtype=torch.float64)
     return torch.minimum((u * num_positions).to(torch.int64), num_positions - 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyContext:
+    """What only the training loop knows when a policy is built (see :meth:`SamplingPolicy.from_context`).
+
+    Attributes:
+        num_positions: int64 ``[V]``, clip positions N_v of each training video (from the clip sampler).
+        span: the clip's span in frames, (F - 1)·s + 1 (F for contiguous clips): the reach of Eq. S.2; None when
+            the clip length is unknown.
+        schedule: the warm-up / exploration epochs.
+        seed: the run's sampling seed (e.g. each video's order of exploration slots).
+        gamma_s: the sampling temperature γ_s given to the callback.
+        frame_scores: a function returning one 1-D sequence of per-frame scores per video (read on demand: I/O),
+            or None when none are known.
+        num_classes: the model's number of classes C, or None when unknown.
+    """
+
+    num_positions: Tensor
+    span: Optional[int]
+    schedule: PhaseSchedule
+    seed: int = 0
+    gamma_s: float = 1.0
+    frame_scores: Optional[Callable[[], Sequence]] = None
+    num_classes: Optional[int] = None
+
+    #: context field -> the constructor parameter names it fills
+    PARAMETERS = {"num_positions": ("num_positions",), "span": ("clip_len", "span"), "schedule": ("schedule",),
+                  "seed": ("seed",), "gamma_s": ("gamma_s",), "num_classes": ("num_classes",)}
 
 
 class SamplingPolicy(abc.ABC):
@@ -68,6 +117,9 @@ class SamplingPolicy(abc.ABC):
     #: whether :meth:`update` learns from scored clips (outside warm-up); False: records are ignored and the
     #: callback scores nothing
     learns: ClassVar[bool] = False
+    #: k >= 1: clean-scored clip positions per video per epoch (the trained clip and k - 1 from
+    #: :meth:`extra_starts`); an instance may set its own
+    positions_per_video: int = 1
 
     def __init__(self, num_positions: IntsLike, table: Optional[ScoreTable] = None, temperature: float = 0.0,
                  schedule: Optional[PhaseSchedule] = None):
@@ -82,22 +134,44 @@ class SamplingPolicy(abc.ABC):
 
     # ------------------------------------------------------------------------------------------ phases
     @classmethod
-    @abc.abstractmethod
-    def phase_of(cls, epoch: int, schedule: Optional[PhaseSchedule]) -> Phase:
-        """The phase of ``epoch`` (counted from 0) for this kind of policy built with ``schedule``."""
+    def phase_of(cls, epoch: int, schedule: Optional[PhaseSchedule]) -> Optional[Phase]:
+        """The phase of ``epoch`` (counted from 0) for this kind of policy built with ``schedule``, or None when
+        the policy decides its phases from what it learns (it then defines :meth:`phase`)."""
+        return None
+
+    @classmethod
+    def phases_known_ahead(cls, schedule: Optional[PhaseSchedule] = None) -> bool:
+        """Whether :meth:`phase_of` gives the phases before any data (False: decided from data)."""
+        return cls.phase_of(0, schedule) is not None
 
     @classmethod
     def records_scores_of(cls, epoch: int, schedule: Optional[PhaseSchedule]) -> bool:
         """Whether this kind of policy uses the records of ``epoch`` (the clips of other epochs need no score)."""
-        return cls.learns and cls.phase_of(epoch, schedule) is not Phase.WARMUP
+        phase = cls.phase_of(epoch, schedule)
+        return cls.learns and phase is not None and phase is not Phase.WARMUP
 
     def phase(self, epoch: int) -> Phase:
         """The phase of ``epoch`` (counted from 0)."""
-        return self.phase_of(epoch, self.schedule)
+        phase = self.phase_of(epoch, self.schedule)
+        if phase is None:
+            name = type(self).__name__
+            raise NotImplementedError(f"{name}.phase_of returns None (phases decided from data) but {name} does not "
+                                      "define phase(self, epoch): define one of the two")
+        return phase
 
     def records_scores(self, epoch: int) -> bool:
-        """Whether :meth:`update` uses the records of ``epoch``."""
+        """Whether :meth:`update` uses the records of ``epoch`` (the callback scores that epoch's clips)."""
+        if not self.phases_known_ahead(self.schedule):
+            return self.learns
         return self.records_scores_of(epoch, self.schedule)
+
+    def extra_starts(self, epoch: int, generator: Optional[torch.Generator] = None) -> Tensor:
+        """The k - 1 further clip positions of each video to score clean in ``epoch`` (k =
+        ``positions_per_video``): int64 ``[V, k - 1]``, drawn with ``generator`` only. Default: uniform."""
+        k = int(self.positions_per_video)
+        u = torch.rand(self.num_videos, max(k - 1, 0), generator=generator, dtype=torch.float64)
+        n = self.num_positions[:, None]
+        return torch.minimum((u * n).to(torch.int64), n - 1)
 
     # ----------------------------------------------------------------------------------------- drawing
     def starts(self, epoch: int, generator: Optional[torch.Generator] = None) -> Tensor:
@@ -142,16 +216,36 @@ class SamplingPolicy(abc.ABC):
                                   "_exploration_starts(epoch, v=None): define it, or never return Phase.EXPLORATION")
 
     # ---------------------------------------------------------------------------------------- learning
-    def update(self, epoch: int, video_idx, start, score) -> dict:
-        """Apply the records of the finished ``epoch``; returns ``{"applied", "nonfinite", "ignored", ...}``."""
+    def update(self, epoch: int, video_idx, start, score, *, predicted=None, margin=None) -> dict:
+        """Apply the records of the finished ``epoch``; returns ``{"applied", "nonfinite", "ignored", ...}``.
+
+        ``predicted`` int ``[R]`` / ``margin`` float ``[R]``: each clip's predicted class and target-logit margin
+        (see :class:`~lightning_temporal.sampling.records.ClipRecords`), given by the callback; optional.
+        """
         what = f"{type(self).__name__}.update"
         vid, st, sc = check_records(self.num_positions, video_idx, start, score, what)
         if not self.records_scores(epoch):
             return {"applied": 0, "nonfinite": int((~torch.isfinite(sc)).sum()), "ignored": int(vid.numel())}
-        vid, st, sc, _, nonfinite = drop_nonfinite(vid, st, sc, f"{what}, epoch {epoch}")
-        counts = self._learn(epoch, vid, st, sc)
+        extra = []
+        for name, x, dtype in (("predicted", predicted, torch.int64), ("margin", margin, torch.float32)):
+            if x is not None:
+                x = torch.as_tensor(x).to(dtype)
+                if x.shape != vid.shape:
+                    raise ValueError(f"{what}: {name} must have one entry per record ({tuple(vid.shape)}), got "
+                                     f"shape {tuple(x.shape)}")
+            extra.append(x)
+        kept = [x for x in extra if x is not None]
+        vid, st, sc, kept, nonfinite = drop_nonfinite(vid, st, sc, f"{what}, epoch {epoch}", *kept)
+        it = iter(kept)
+        pred, marg = (next(it) if x is not None else None for x in extra)
+        counts = self.learn(epoch, ClipRecords(vid, st, sc, pred, marg))
         counts.update(applied=int(vid.numel()), nonfinite=nonfinite, ignored=0)
         return counts
+
+    def learn(self, epoch: int, records: ClipRecords) -> dict:
+        """Learn from the checked, finite records of ``epoch``; returns counts (a dict). Default: ``_learn`` on
+        ``(video_idx, start, score)``."""
+        return self._learn(epoch, records.video_idx, records.start, records.score)
 
     def _learn(self, epoch: int, vid: Tensor, st: Tensor, sc: Tensor) -> dict:
         """Write checked, finite records (int64 / int64 / float32 ``[R]``) into the policy; returns counts. A
@@ -160,6 +254,27 @@ class SamplingPolicy(abc.ABC):
         raise NotImplementedError(f"{name}.learns is True (or records_scores_of says epoch {epoch} is scored) but "
                                   f"{name} does not define _learn(epoch, vid, st, sc): define it, or set "
                                   "learns = False")
+
+    # ------------------------------------------------------------------------------------------ building
+    @classmethod
+    def from_context(cls, context: PolicyContext, **init_args: Any) -> "SamplingPolicy":
+        """Build the policy for a training run: ``cls(**init_args)`` with the constructor parameters named
+        ``num_positions``, ``clip_len`` / ``span``, ``schedule``, ``seed``, ``gamma_s`` and ``num_classes`` filled from ``context``
+        unless ``init_args`` gives them (``PolicyContext.PARAMETERS``). The callback calls it; a policy that needs
+        more than these overrides it. Raises ``TypeError`` naming an init argument the constructor does not take.
+        """
+        params = inspect.signature(cls.__init__).parameters
+        free = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = [k for k in init_args if k not in params and not free]
+        if unknown:
+            allowed = [k for k in params if k != "self"]
+            raise TypeError(f"{cls.__name__} takes no argument(s) {unknown}; its constructor takes {allowed}")
+        kwargs = dict(init_args)
+        for field, names in PolicyContext.PARAMETERS.items():
+            for name in names:
+                if name in params and name not in kwargs:
+                    kwargs[name] = getattr(context, field)
+        return cls(**kwargs)
 
     # -------------------------------------------------------------------------------------- checkpoint
     def hyperparameters(self) -> dict:

@@ -10,12 +10,56 @@ apply several records of a video in the given order while each round is one vect
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Iterator, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-__all__ = ["check_records", "drop_nonfinite", "record_occurrence", "record_rounds"]
+__all__ = ["ClipRecords", "logit_summary", "check_records", "drop_nonfinite", "record_occurrence", "record_rounds"]
+
+
+@dataclass
+class ClipRecords:
+    """The scored clips of one epoch as a policy learns from them (:meth:`SamplingPolicy.learn`).
+
+    Attributes (1-D, one entry per record, in global-plan order, non-finite scores already left out):
+        video_idx: int64 ``[R]``.
+        start: int64 ``[R]``, the clip position (start frame).
+        score: float32 ``[R]``, f(x_t): the logit of the video's target label on the clean clip (seed Eq. S.2).
+        predicted: int64 ``[R]``, the clip's predicted class (argmax of its logits), or None when the records
+            carry no logits beyond the target's (e.g. given to ``update`` by hand).
+        margin: float32 ``[R]``, the target logit minus the largest other logit (> 0: the clip is classified
+            right; +inf with one class), or None as ``predicted``.
+    """
+
+    video_idx: Tensor
+    start: Tensor
+    score: Tensor
+    predicted: Optional[Tensor] = None
+    margin: Optional[Tensor] = None
+
+    def __len__(self) -> int:
+        return self.video_idx.numel()
+
+    @property
+    def correct(self) -> Optional[Tensor]:
+        """bool ``[R]``: the clean clip is classified right (margin > 0), or None without margins."""
+        return None if self.margin is None else self.margin > 0
+
+
+def logit_summary(logits: Tensor, label: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+    """What a record keeps of a clip's logits: ``(score, predicted, margin)``.
+
+    Args: ``logits`` float ``[N, C]``, ``label`` int ``[N]`` (the videos' target classes).
+    Returns: float32 ``[N]`` target logit (seed Eq. S.2's f(x_t)), int64 ``[N]`` argmax class, float32 ``[N]``
+    target logit minus the largest other logit (+inf when C = 1). Vectorised; no gradient.
+    """
+    logits = logits.detach().float()
+    label = label.view(-1, 1).to(device=logits.device, dtype=torch.int64)
+    score = logits.gather(1, label).squeeze(1)
+    others = logits.scatter(1, label, float("-inf")).amax(1)
+    return score, logits.argmax(1), score - others
 
 
 def _first_bad(bad: Tensor) -> Optional[Tuple[int, int]]:

@@ -8,10 +8,12 @@ temporaries) and over "rounds" of repeated videos (see :meth:`ScoreTable.interpo
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-from lightning_temporal.checks import check_int
+from lightning_temporal.checks import check_int, check_number
 from lightning_temporal.sampling import segments
 from lightning_temporal.sampling.records import check_records, drop_nonfinite, record_rounds
 from lightning_temporal.sampling.segments import (
@@ -22,7 +24,39 @@ from lightning_temporal.sampling.segments import (
     segment_softmax_sample,
 )
 
-__all__ = ["ScoreTable"]
+__all__ = ["ScoreTable", "check_temperature", "check_temperature_range", "FLOAT32_MAX"]
+
+#: the largest finite float32: γ · (score range) above it overflows the float32 tables
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def check_temperature(gamma, name: str = "gamma_s") -> float:
+    """A sampling temperature as a float if it is a finite number in [0, 3.4e38] (float32's largest), else
+    ``ValueError`` naming ``name``, the value and what is allowed. Above that, γ itself is inf in float32 and
+    softmax(γ · w) is NaN at the best position."""
+    g = check_number(name, gamma, minimum=0, hint="0 = uniform sampling, 1 = the seed's default")
+    if g > FLOAT32_MAX:
+        raise ValueError(f"{name} must be a finite number in [0, {FLOAT32_MAX:.4g}] (float32's largest: the "
+                         f"tables are float32), got {gamma!r}: it overflows float32. For sampling the best clip "
+                         "only, a large finite value such as 1e6 does")
+    return g
+
+
+def check_temperature_range(gamma: float, values: Tensor, name: str = "gamma_s") -> None:
+    """``ValueError`` when γ times the spread of ``values`` (max - min) overflows float32: softmax(γ · w) would be
+    computed from -inf - -inf = NaN (entropies NaN, draws from position 0). Names γ, the spread and the largest
+    γ allowed for it. One pass over ``values`` (a min and a max)."""
+    gamma = float(gamma)
+    if gamma == 0 or values.numel() == 0:
+        return
+    lo, hi = torch.aminmax(values)
+    spread = float(hi) - float(lo)
+    if not math.isfinite(spread):
+        return  # non-finite scores never reach a table (records.drop_nonfinite); nothing to bound here
+    if gamma * spread > FLOAT32_MAX:
+        raise ValueError(f"{name} = {gamma:.4g} times the score tables' spread (max - min = {spread:.4g}) overflows "
+                         f"float32 ({FLOAT32_MAX:.4g}): softmax({name} * w) cannot be computed. Allowed: {name} <= "
+                         f"{FLOAT32_MAX / spread:.4g} for these tables (1e6 already samples the best clip only)")
 
 
 def _radius_per_record(radius, shape: torch.Size) -> Tensor:
@@ -197,11 +231,14 @@ class ScoreTable:
 
     # ------------------------------------------------------------- sampling
     def sample(self, gamma: float, generator: torch.Generator | None = None) -> Tensor:
-        """One start per video from softmax(gamma * w_v): int64 [V] (see :func:`segment_softmax_sample`)."""
+        """One start per video from softmax(gamma * w_v): int64 [V] (see :func:`segment_softmax_sample`).
+        ``ValueError`` when gamma times the tables' spread overflows float32 (:func:`check_temperature_range`)."""
+        check_temperature_range(gamma, self.values)
         return segment_softmax_sample(self.values, self.offsets, gamma, generator)
 
     def entropy(self, gamma: float) -> Tensor:
-        """Entropy (nats) of softmax(gamma * w_v) for every video: float32 [V]."""
+        """Entropy (nats) of softmax(gamma * w_v) for every video: float32 [V]; ``ValueError`` as :meth:`sample`."""
+        check_temperature_range(gamma, self.values)
         return segment_softmax_entropy(self.values, self.offsets, gamma)
 
     def probabilities(self, v: int, gamma: float) -> Tensor:
