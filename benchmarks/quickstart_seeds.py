@@ -20,7 +20,8 @@ Thread settings (``--threads``): each value is a number of torch threads or ``de
 by itself in a fresh process on this machine (``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` unset; 2 on a 2-core
 machine). The thread count changes the order of floating-point sums, so a run's figures depend on it as much as
 on its seed. Runs are interleaved (for each seed, each thread setting). ``--results`` writes every finished run
-to a JSON file, so an interrupted sweep keeps what it ran; ``--from-results`` prints the table of such a file.
+to a JSON file, so an interrupted sweep keeps what it ran; run again with the same file, the sweep adds the
+(seed, threads) runs the file does not hold yet. ``--from-results`` prints the table of such a file.
 """
 from __future__ import annotations
 
@@ -222,8 +223,19 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
     settings = {"small": args.small, "threads": args.threads, "threads_default": n_default,
                 "cpus": os.cpu_count(), "torch": torch.__version__}
     results = []
+    if args.results and os.path.isfile(args.results):  # a sweep continued: keep the runs the file holds
+        previous = read_results(args.results)
+        if bool(previous["settings"].get("small")) != args.small:
+            raise SystemExit(f"{args.results} holds runs with small={previous['settings'].get('small')}; "
+                             "give another --results file")
+        results = previous["runs"]
+        settings["threads"] = sorted(set(previous["settings"]["threads"]) | set(args.threads))
+    done = {(r["seed"], r["threads"]) for r in results}
     for s in range(args.first_seed, args.first_seed + args.seeds):
         for n in threads:
+            if (s, n) in done:
+                print(f"seed {s}, {n} thread(s): in {args.results} already")
+                continue
             results.append(run_seed(s, args.out, extra, threads=n))
             if args.results:
                 _write_results(args.results, settings, results)
