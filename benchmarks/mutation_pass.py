@@ -11,7 +11,9 @@ must occur exactly once in the file), ``new``, the pytest arguments that should 
 ``file::test`` ids, ``-k`` expressions) and ``what`` it breaks. For each one the script writes the mutated file,
 runs ``python -B -m pytest -q -x -p no:cacheprovider <tests>`` in a fresh process with a time limit, and puts
 the original text back (in a ``finally``, also on Ctrl-C or SIGTERM; the file is compared with its original
-afterwards). Outcomes:
+afterwards). The tests import the package of this checkout (its root first on ``PYTHONPATH``). Run it in a
+copy of the repository that nothing else uses while it runs: any other process that imports the package from
+the same folder meanwhile may import a mutated module. Outcomes:
 
 * ``killed``: the tests failed (exit status 1), or errored, or ran past the limit;
 * ``SURVIVED``: the tests passed on the mutated code. Add a test that fails on it, or say why the mutant is
@@ -187,7 +189,9 @@ def _on_term(signum, frame):  # SIGTERM: unwind through the finally that restore
 def run_tests(tests: List[str], timeout: float) -> Dict[str, object]:
     """One pytest run in a fresh interpreter (no bytecode written, so a mutated module is never cached)."""
     cmd = [sys.executable, "-B", "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *tests]
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    # this checkout's package first (the one the mutations are planted in)
+    path = os.pathsep.join([ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", PYTHONPATH=path)
     start = time.perf_counter()
     try:
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
