@@ -175,6 +175,36 @@ def table(results: List[Dict[str, object]]) -> str:
     return "\n".join(lines)
 
 
+def _seeds(runs: List[Dict[str, object]]) -> str:
+    seeds = sorted({r["seed"] for r in runs})
+    if seeds == list(range(seeds[0], seeds[-1] + 1)) and len(seeds) > 2:
+        return f"seeds {seeds[0]}–{seeds[-1]}"
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(str(x) for x in seeds)
+
+
+def readme_table(results: List[Dict[str, object]], threads_default: Optional[int] = None) -> str:
+    """The README's quickstart table: each figure's range over all runs, then over the runs of each thread
+    setting (``threads_default`` is named as torch's default)."""
+    settings = sorted({r["threads"] for r in results})
+    groups = [[r for r in results if r["threads"] == n] for n in settings]
+    names = []
+    for n, runs in zip(settings, groups):
+        what = f"{n} thread{'s' if n > 1 else ''}" + (" (torch's default here)" if n == threads_default else "")
+        names.append(f"{what}, {_seeds(runs)}")
+    head = f"| figure | all {len(results)} runs | " + " | ".join(names) + " |"
+    lines = [head, "|" + "---|" * (len(names) + 2)]
+    every = figure_ranges(results)
+    per = []
+    for runs in groups:  # one run: its value, not a range
+        ranges = figure_ranges(runs)
+        per.append({k: v.split(" – ")[0] if len(runs) == 1 else v for k, v in ranges.items()})
+    for key in results[0]["figures"]:
+        lines.append(f"| {key} | {every[key]} | " + " | ".join(p[key] for p in per) + " |")
+    uniform = results[0]["uniform_hit"]
+    lines.append(f"| uniform sampling's expected hit rate | {uniform:.2f} | " + " | ".join("" for _ in per) + " |")
+    return "\n".join(lines)
+
+
 def read_results(path: str) -> Dict[str, object]:
     """A ``--results`` JSON file: ``{"settings": {...}, "runs": [run, ...]}``."""
     with open(path) as f:
@@ -216,6 +246,8 @@ def main(argv: Optional[List[str]] = None) -> List[Dict[str, object]]:
         data = read_results(args.from_results)
         print(_header(data["settings"], data["runs"]) + "\n")
         print(table(data["runs"]))
+        print("\nThe README's table:\n")
+        print(readme_table(data["runs"], data["settings"].get("threads_default")))
         return data["runs"]
     extra = SMALL if args.small else []
     n_default = default_threads()
