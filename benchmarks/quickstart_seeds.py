@@ -71,6 +71,12 @@ def read_run(metrics_csv: str) -> Dict[str, Optional[float]]:
     return out
 
 
+def hit_rates(metrics_csv: str) -> List[float]:
+    """The TSS hit rate of every training epoch of a run (``tss/hit_rate`` of its ``metrics.csv``)."""
+    with open(metrics_csv, newline="") as f:
+        return _column(list(csv.DictReader(f)), "tss/hit_rate")
+
+
 def uniform_hit_rate(manifest, span: int) -> float:
     """Expected share of uniformly drawn training clips ``[t, t + span)`` that overlap their video's event
     window ``[event_start, event_end)``, averaged over the videos with a known window.
@@ -123,6 +129,7 @@ def run_seed(seed: int, out_dir: str, extra: List[str], threads: Optional[int] =
     maps = sorted(f for f in os.listdir(os.path.join(log_dir, "sampling_maps")))
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {"seed": seed, "threads": torch.get_num_threads(), "figures": figures, "wall_s": wall, "cpu_s": cpu,
+            "hit_rate_per_epoch": hit_rates(os.path.join(log_dir, "metrics.csv")),
             "load_at_end": list(load), "log_dir": log_dir,
             "uniform_hit": uniform_hit_rate(dm.manifest("train").records, span),
             "last_map": os.path.join(log_dir, "sampling_maps", maps[-1]) if maps else None}
