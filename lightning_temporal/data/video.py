@@ -773,7 +773,8 @@ class OpenFileCache(_OpenFiles):
     back at the end of the block. A cache keeps its files between blocks until :meth:`clear`.
 
     For timing reads with and without a warm cache side by side (``benchmarks/decode.py``) in one thread: the
-    switch is process-wide. ``len(cache)`` is the number of idle open files it holds.
+    switch is process-wide. ``len(cache)`` is the number of idle open files it holds. Raises ``ValueError`` for
+    ``max_open`` below 0.
 
     >>> cold, warm = OpenFileCache(0), OpenFileCache(4)
     >>> with warm:
