@@ -43,8 +43,9 @@ from typing import Dict, List, Optional
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
 POOLING = ["tests/test_pooling.py", "tests/test_validation_pooling.py", "lightning_temporal/pooling.py"]
-TRANSFORMS = ["tests/test_transforms.py", "tests/test_center_crop.py", "lightning_temporal/data/transforms.py"]
-METRICS = ["tests/test_metrics.py", "lightning_temporal/metrics.py"]
+TRANSFORMS = ["tests/test_transforms.py", "tests/test_center_crop.py", "tests/test_train_transform_draws.py",
+              "lightning_temporal/data/transforms.py"]
+METRICS = ["tests/test_metrics.py", "tests/test_metrics_keys.py", "lightning_temporal/metrics.py"]
 TABLE = ["tests/test_score_table.py", "tests/test_policies.py", "lightning_temporal/sampling/table.py"]
 SEGMENTS = ["tests/test_score_table.py", "tests/test_policies.py", "lightning_temporal/sampling/segments.py"]
 EVAL = ["tests/test_validation_pooling.py", "tests/test_evaluation.py"]
