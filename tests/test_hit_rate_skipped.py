@@ -84,17 +84,19 @@ def test_a_skipped_video_is_not_counted_as_a_miss(mode):
 
 
 def test_hit_rate_of_given_starts_leaves_out_untrained_videos():
-    """``hit_rate`` on hand-made starts: -1 (not trained) is left out; all -1 gives None."""
-    dm = TinyDataModule(num_videos=6, batch_size=3, events=True)
+    """``hit_rate`` on hand-made starts: -1 (not trained) is left out, and so is a video whose event window is
+    unknown (-1 in the manifest); all -1 gives None."""
+    dm = TinyDataModule(num_videos=7, batch_size=3, events=True)
+    dm.train_manifest.events[6] = -1  # video 6: no event window
     cb = StochasticSoftmaxCallback(mode="uniform", track_videos=1)
     L.Trainer(max_epochs=1, callbacks=[cb], accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
               enable_model_summary=False, enable_checkpointing=False).fit(TinyVideoModule(), datamodule=dm)
     events, span = dm.train_manifest.events, cb.span
     inside = events[:, 0].clone()          # a start inside each event window: a hit
     far = (events[:, 1]).clone()           # a start at the window's end: a miss
-    starts = torch.stack([inside[0], far[1], torch.tensor(-1), inside[3], torch.tensor(-1), far[5]])
-    clips = [(v, int(t)) for v, t in enumerate(starts.tolist()) if t >= 0]
+    starts = torch.stack([inside[0], far[1], torch.tensor(-1), inside[3], torch.tensor(-1), far[5], torch.tensor(0)])
+    clips = [(v, int(t)) for v, t in enumerate(starts.tolist()) if t >= 0 and v != 6]
     hits, trained = _hits(clips, events, span)
     assert (hits, trained) == (2, 4)
     assert cb.hit_rate(starts) == pytest.approx(0.5)
-    assert cb.hit_rate(torch.full((6,), -1)) is None
+    assert cb.hit_rate(torch.full((7,), -1)) is None
