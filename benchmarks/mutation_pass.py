@@ -47,7 +47,8 @@ TRANSFORMS = ["tests/test_transforms.py", "tests/test_center_crop.py", "tests/te
               "lightning_temporal/data/transforms.py"]
 METRICS = ["tests/test_metrics.py", "tests/test_metrics_keys.py", "lightning_temporal/metrics.py"]
 TABLE = ["tests/test_score_table.py", "tests/test_policies.py", "lightning_temporal/sampling/table.py"]
-SEGMENTS = ["tests/test_score_table.py", "tests/test_policies.py", "lightning_temporal/sampling/segments.py"]
+SEGMENTS = ["tests/test_score_table.py", "tests/test_policies.py", "tests/test_segments_gamma.py",
+            "lightning_temporal/sampling/segments.py"]
 EVAL = ["tests/test_validation_pooling.py", "tests/test_evaluation.py"]
 HIT = ["tests/test_hit_rate_skipped.py", "tests/test_callback.py", "-k",
        "hit_rate or skipped or history_metrics or keep_history or prior_mode"]
@@ -143,9 +144,13 @@ MUTATIONS: List[Dict[str, object]] = [
          old="ids[starts[1:]] = 1", new="ids[starts[:-1]] = 1"),
     dict(id="G5", file="lightning_temporal/sampling/segments.py", tests=SEGMENTS,
          what="softmax sample without the final clamp into the segment",
-         old="j = torch.minimum(torch.maximum(j, s_loc), e_loc - 1)", new="j = torch.maximum(j, s_loc)"),
+         old="j = torch.minimum(torch.maximum(j, s_loc), e_loc - 1)", new="j = torch.maximum(j, s_loc)",
+         equivalent="reached only when u * mass rounds onto the segment's last prefix (u within float rounding of 1); "
+                    "no test draws such a u"),
     dict(id="G6", file="lightning_temporal/sampling/segments.py", tests=SEGMENTS, what="block search left instead of right",
-         old="blk = torch.searchsorted(incl, target, right=True)", new="blk = torch.searchsorted(incl, target, right=False)"),
+         old="blk = torch.searchsorted(incl, target, right=True)", new="blk = torch.searchsorted(incl, target, right=False)",
+         equivalent="differs only when a target equals a block prefix exactly (probability ~0 for a float64 uniform), "
+                    "and the in-block search then picks the same position"),
     dict(id="G7", file="lightning_temporal/sampling/segments.py", tests=SEGMENTS, what="segment max not subtracted (2-D path)",
          old="torch.sub(w2, w2.amax(1, keepdim=True), out=x.view(lengths.numel(), -1))",
          new="torch.sub(w2, 0.0, out=x.view(lengths.numel(), -1))"),
@@ -161,7 +166,10 @@ MUTATIONS: List[Dict[str, object]] = [
          old="padded = scores.new_zeros(num_videos, longest, scores.shape[-1])",
          new="padded = scores.new_ones(num_videos, longest, scores.shape[-1])",
          equivalent="padding never enters the pooling (masked), so its value cannot change any output"),
-    dict(id="V5", file="lightning_temporal/module.py", tests=EVAL, what="clip scores scattered to the wrong video",
+    # V5 keeps every clip in its own video's row, rotated: validation pooling cannot see it (the pooling does not
+    # depend on the order of a video's clips), predict's relevance curve can
+    dict(id="V5", file="lightning_temporal/module.py", tests=EVAL + ["tests/test_prediction_writer.py"],
+         what="clip positions rotated within each video's row",
          old="first = torch.cumsum(counts, 0).to(scores.device) - counts.to(scores.device)",
          new="first = torch.cumsum(counts, 0).to(scores.device) - counts.to(scores.device).flip(0)"),
     # ------------------------------------------------------------ callbacks: TSS hit rate
