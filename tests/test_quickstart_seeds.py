@@ -44,6 +44,6 @@ def test_small_smoke_run_prints_the_table(tmp_path, monkeypatch, capsys):
     qs = load_benchmark("quickstart_seeds")
     (result,) = qs.main(["--seeds", "1", "--small", "--out", str(tmp_path / "runs")])
     out = capsys.readouterr().out
-    assert "| figure | range over seeds | seed 0 | goal |" in out and "load average" in out
+    assert "| figure | range over runs | seed 0 | goal |" in out and "load average" in out
     assert result["figures"]["test γ_p=1"] is not None and result["figures"]["hit rate, last epoch"] is not None
     assert os.path.isfile(os.path.join(result["log_dir"], "metrics.csv"))

@@ -49,7 +49,8 @@ def test_readme_python_blocks_run_as_shown(tmp_path, monkeypatch):
     assert namespace["tss"].metrics[-1]["records"] == 8  # the last epoch scored all 8 training clips
     lines = open(namespace["writer"].path).read().splitlines()
     assert len(lines) == 1 + 2 and lines[0].startswith("video_idx,video,label,pred,prob_")
-    assert len(os.listdir(tmp_path / "predictions" / "curves")) == 2
+    # the figure names the README gives: <video index, 6 digits>_<video file name>.png
+    assert sorted(os.listdir(tmp_path / "predictions" / "curves")) == ["000000_test_00000.png", "000001_test_00001.png"]
     assert namespace["gmacs"] > 0 and namespace["net"].temporal.num_bins == 8
 
 

@@ -94,8 +94,7 @@ def check_decode_size(decode_size: DecodeSize) -> DecodeSize:
 class ClipDataset(Dataset):
     """Map-style dataset of clips: ``dataset[(video_idx, start)]`` decodes and transforms one clip.
 
-    >>> from lightning_temporal.checks import check_callable, check_instance, check_int, fail
-from lightning_temporal.data.manifest import VideoManifest, VideoRecord
+    >>> from lightning_temporal.data.manifest import VideoManifest, VideoRecord
     >>> m = VideoManifest([VideoRecord("a.mp4", 0, num_frames=40)], ["walk"])
     >>> ClipDataset(m, clip_len=16, stride=2).num_positions.tolist()
     [10]

@@ -75,7 +75,7 @@ from lightning_temporal.data.frames import (
 PathLike = Union[str, "os.PathLike[str]"]
 
 __all__ = ["VideoError", "VideoInfo", "VideoReader", "probe", "read_clip", "clear_index_cache",
-           "set_open_cache_size"]
+           "set_open_cache_size", "OpenFileCache"]
 
 
 @dataclass(frozen=True)
@@ -979,6 +979,39 @@ def clear_index_cache() -> None:
     _INDEX.clear()
     _FOLDERS.clear()
     _OPEN.clear()
+
+
+class OpenFileCache(_OpenFiles):
+    """A cache of at most ``max_open`` idle opened video files (0: none) that :func:`read_clip` and
+    :class:`VideoReader` use inside ``with cache:`` instead of the process's own cache; the process's cache is
+    back at the end of the block. A cache keeps its files between blocks until :meth:`clear`.
+
+    For timing reads with and without a warm cache side by side (``benchmarks/decode.py``) in one thread: the
+    switch is process-wide. ``len(cache)`` is the number of idle open files it holds. Raises ``ValueError`` for
+    ``max_open`` below 0.
+
+    >>> cold, warm = OpenFileCache(0), OpenFileCache(4)
+    >>> with warm:
+    ...     len(warm)
+    0
+    """
+
+    def __init__(self, max_open: int):
+        super().__init__(_check_int(max_open, "max_open", "OpenFileCache", 0))
+        self._previous: List[_OpenFiles] = []
+
+    def __len__(self) -> int:
+        return len(self._idle)
+
+    def __enter__(self) -> "OpenFileCache":
+        global _OPEN
+        self._previous.append(_OPEN)
+        _OPEN = self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        global _OPEN
+        _OPEN = self._previous.pop()
 
 
 # --------------------------------------------------------------------------------------------------------
