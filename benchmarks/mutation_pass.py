@@ -52,7 +52,7 @@ SEGMENTS = ["tests/test_score_table.py", "tests/test_policies.py", "tests/test_s
 EVAL = ["tests/test_validation_pooling.py", "tests/test_evaluation.py"]
 HIT = ["tests/test_hit_rate_skipped.py", "tests/test_callback.py", "-k",
        "hit_rate or skipped or history_metrics or keep_history or prior_mode"]
-CALLBACK = "lightning_temporal/callbacks/stochastic_softmax.py"
+CALLBACK = "lightning_temporal/callbacks/tss_manifest.py"  # the hit rate lives beside the event windows
 
 MUTATIONS: List[Dict[str, object]] = [
     # ---------------------------------------------------------------- pooling.py: softmax temporal pooling

@@ -31,7 +31,7 @@ class PredictionWriter(BasePredictionWriter):
     ``clip_bins`` (the B' each clip kept, a list), ``sgs_bins`` (their mean) and ``gmacs_per_clip`` (the mean
     GMACs per clip of what ran, empty where the model's cost is not a function of one B'); and ``error`` for a
     video that could not be decoded (its other columns empty). With ``figures=True`` it also draws each video's
-    relevance curve to ``<out_dir>/curves/<video>.png``. The path written is printed at the end.
+    relevance curve to ``<out_dir>/curves/<video_idx>_<video file name>.png`` (e.g. ``curves/000000_test_00000.png``). The path written is printed at the end.
 
     >>> trainer = Trainer(callbacks=[PredictionWriter(out_dir="predictions", figures=True)])  # doctest: +SKIP
     >>> trainer.predict(model, datamodule=dm)                                               # doctest: +SKIP
