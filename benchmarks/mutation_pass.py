@@ -52,6 +52,10 @@ SEGMENTS = ["tests/test_score_table.py", "tests/test_policies.py", "tests/test_s
 EVAL = ["tests/test_validation_pooling.py", "tests/test_evaluation.py"]
 HIT = ["tests/test_hit_rate_skipped.py", "tests/test_callback.py", "-k",
        "hit_rate or skipped or history_metrics or keep_history or prior_mode"]
+SGS = "lightning_temporal/models/sgs.py"
+SGS_TESTS = ["tests/test_sgs_ordered_fixed.py", "tests/test_sgs.py"]
+GROUPING = ["tests/test_sgs_grouping.py"]
+MANIFEST = ["tests/test_manifest.py", "tests/test_manifest_layouts.py", "tests/test_recipes.py", "-k", "kinetics"]
 CALLBACK = "lightning_temporal/callbacks/tss_manifest.py"  # the hit rate lives beside the event windows
 
 MUTATIONS: List[Dict[str, object]] = [
@@ -184,8 +188,24 @@ MUTATIONS: List[Dict[str, object]] = [
     dict(id="H5", file=CALLBACK, tests=HIT, what="hit rate over all videos, trained or not",
          old="return float((hit & valid).sum()) / float(valid.sum())",
          new="return float((hit & valid).sum()) / float(t.numel())"),
+    # ---------------------------------------------------------------- SGS: fixed pooling, ordered bins, grouping by B'
+    dict(id="S1", file=SGS, tests=SGS_TESTS, what="ordered ignores min_change (scale-free: B bins whenever a clip changes)",
+         old="b_eff = (1.0 + torch.floor(total / min_change)).clamp(max=num_bins)",
+         new="b_eff = torch.full_like(total, float(num_bins))"),
+    dict(id="S2", file=SGS, tests=SGS_TESTS, what="fixed pooling window ends floored instead of ceiled",
+         old="end = -((-(idx + 1) * num_frames) // b)", new="end = ((idx + 1) * num_frames) // b"),
+    dict(id="S3", file=SGS, tests=SGS_TESTS, what="ordered weights pass no gradient to the embedding",
+         old="frac = u - low  # in [0, 1]", new="frac = (u - low).detach()  # in [0, 1]"),
+    dict(id="S4", file="lightning_temporal/models/backbone.py", tests=GROUPING,
+         what="grouped clips not put back in batch order",
+         old="return feat.index_select(0, back), out_mask.index_select(0, back)", new="return feat, out_mask"),
+    dict(id="Q1", file="lightning_temporal/pooling.py", tests=POOLING, what="a gamma that overflows float32 accepted",
+         old="if math.isfinite(gamma) and gamma > top:", new="if False:"),
+    dict(id="K1", file="lightning_temporal/data/manifest.py", tests=MANIFEST,
+         what="Kinetics split column ignored (every split reads every row)",
+         old='            if d["split"].lower() not in wanted:\n                continue',
+         new='            if False:\n                continue'),
 ]
-
 
 class _Interrupted(Exception):
     pass
