@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_temporal.models.head import ClassifierHead
+from lightning_temporal.models.sgs import replicate_padding_before
 
 
 def init_weights(module: nn.Module, zero_init_residual: bool = True) -> None:
@@ -234,8 +235,12 @@ class StagedBackbone(TemporalInsertion):
         return self._stage_output(name)
 
     def insert_temporal(self, after: str, module: nn.Module) -> None:
-        """Insert ``module`` (``forward(x) -> (x, mask)``) after stage ``after``."""
+        """Insert ``module`` (``forward(x) -> (x, mask)``) after stage ``after``; for SGS with
+        ``temporal_padding="replicate"`` (its default) the temporal convs of the stages up to ``after`` then pad
+        time by repeating edge frames (``replicate_time_padding``), so that a static clip reaches SGS static."""
         self._insert(after, module)
+        names = list(self.stages)
+        replicate_padding_before([self.stages[k] for k in names[: names.index(after) + 1]], module)
 
     def forward_features(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """``x [N, 3, T, H, W]`` -> ``(feat [N, C, T', H', W'], mask [N, T'] bool or None)``."""

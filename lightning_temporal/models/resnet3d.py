@@ -160,15 +160,6 @@ class ResNet3d(StagedBackbone):
                                    dropout=dropout)
         init_weights(self, zero_init_residual)
 
-    def insert_temporal(self, after: str, module: nn.Module) -> None:
-        """Insert ``module`` (``forward(x) -> (x, mask)``) after stage ``after``; for SGS with
-        ``temporal_padding="replicate"`` (its default) the temporal convs of the stages up to ``after`` then pad
-        time by repeating edge frames (``replicate_time_padding``), so that a static clip reaches SGS static."""
-        super().insert_temporal(after, module)
-        from lightning_temporal.models.sgs import replicate_padding_before
-
-        names = list(self.stages)
-        replicate_padding_before([self.stages[k] for k in names[: names.index(after) + 1]], module)
 
 
 def r3d18(num_classes: int = 400, **kwargs) -> ResNet3d:
