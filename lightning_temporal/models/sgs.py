@@ -380,6 +380,17 @@ def block_diagonal(weights: Tensor, num_blocks: int) -> Tensor:
     return torch.einsum("nkbs,kj->nkbjs", w, eye).reshape(n, num_blocks * b, num_blocks * bs)
 
 
+def _normalize_bins(weights: Tensor, keep: Optional[Tensor] = None) -> Tensor:
+    """Each bin's weight row divided by its sum, so the bin's output is the weighted mean of its frames.
+
+    weights [M, B, T] >= 0 -> [M, B, T]; rows where `keep` [M, B] is False (default: rows that sum to 0) are
+    returned as they are.
+    """
+    total = weights.sum(dim=-1, keepdim=True)
+    ok = total > 0 if keep is None else keep.unsqueeze(-1)
+    return weights / torch.where(ok, total, torch.ones_like(total))
+
+
 def merge_adjacent_bins(weights: Tensor, mask: Tensor, z: Tensor, min_change: float,
                         block_size: Optional[int] = None) -> Tuple[Tensor, Tensor, Tensor]:
     """Merge consecutive bins whose mean embeddings differ by less than `min_change` (time-ordered bins).
@@ -393,8 +404,7 @@ def merge_adjacent_bins(weights: Tensor, mask: Tensor, z: Tensor, min_change: fl
     if b <= 1:
         return weights, mask, mask.sum(dim=1)
     with torch.no_grad():
-        total = weights.sum(dim=-1, keepdim=True)
-        rows = weights / torch.where(total > 0, total, torch.ones_like(total))
+        rows = _normalize_bins(weights)
         means = torch.matmul(rows, z.to(rows.dtype))  # [M, B', D]
         close = torch.linalg.vector_norm(means[:, 1:] - means[:, :-1], dim=-1) < min_change  # [M, B'-1]
         link = close & mask[:, 1:] & mask[:, :-1]
@@ -420,8 +430,7 @@ def merge_identical_bins(weights: Tensor, mask: Tensor, atol: float = MERGE_ATOL
     if b <= 1:
         return weights, mask, mask.sum(dim=1)
     with torch.no_grad():
-        total = weights.sum(dim=-1, keepdim=True)
-        rows = weights / torch.where(total > 0, total, torch.ones_like(total))
+        rows = _normalize_bins(weights)
         same = torch.cdist(rows, rows, p=float("inf")) <= atol  # [M, B', B']
         same &= mask.unsqueeze(1) & mask.unsqueeze(2)
         # first real bin i matching bin j (same[j, j] holds for a real j, so i <= j); padding maps to itself
@@ -757,16 +766,14 @@ class SimilarityGuidedSampling(nn.Module):
             if nb > 1:  # the whole clip, bins in time order; merge across block edges that hold no change
                 w, mask, counts = self.drop_empty_bins(block_diagonal(w, nb), mask.reshape(n, -1))
                 w, mask, counts = merge_adjacent_bins(w, mask, z.reshape(n, t, -1), self.min_change, bs)
-            total = w.sum(dim=-1, keepdim=True)
-            return w / torch.where(mask.unsqueeze(-1), total, torch.ones_like(total)), mask, counts
+            return _normalize_bins(w, mask), mask, counts
         delta, ref = similarity_coordinates(z, self.similarity, self.coordinates, self.distance_eps)
         if self.assignment == "released":
             w = bin_weights(scale_to_bins(delta, ref, num_bins), num_bins, self.kernel, self.normalize)
             return self.drop_empty_bins(w)
         w, mask, counts = self.drop_empty_bins(interpolate_weights(delta, ref, num_bins))
         w, mask, counts = merge_identical_bins(w, mask)
-        total = w.sum(dim=-1, keepdim=True)
-        return w / torch.where(mask.unsqueeze(-1), total, torch.ones_like(total)), mask, counts
+        return _normalize_bins(w, mask), mask, counts
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Tensor]:
         if x.dim() != 5 or x.shape[1] != self.in_channels:
