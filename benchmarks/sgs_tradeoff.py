@@ -155,12 +155,16 @@ def to_input(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------
 # One run
 # --------------------------------------------------------------------------------------------------------
-def sgs_options(assignment: Optional[str], num_bins: Optional[int], block_size: Optional[int] = None) -> Optional[dict]:
+def sgs_options(assignment: Optional[str], num_bins: Optional[int], block_size: Optional[int] = None,
+                temporal_padding: Optional[str] = None) -> Optional[dict]:
     """SGS's constructor arguments; with `block_size` the B bins of a clip are shared out equally between its
-    T / block_size blocks (B * block_size / T per block), so that a block run costs what a clip run costs."""
+    T / block_size blocks (B * block_size / T per block), so that a block run costs what a clip run costs;
+    `temporal_padding` ("zeros") only when it is not SGS's default ("replicate")."""
     if assignment is None:
         return None
     options = {"after": "res2", "num_bins": num_bins, "assignment": assignment}
+    if temporal_padding:
+        options["temporal_padding"] = temporal_padding
     if block_size:
         options["block_size"] = block_size
         options["num_bins"] = max(1, num_bins * block_size // FRAMES)
@@ -226,7 +230,7 @@ def run_one(spec: dict) -> dict:
     data = load_data(spec["cache"], spec["dataset"], spec["seed"], sizes)
     (xtr, ytr), (xva, yva), (xte, yte) = data["train"], data["val"], data["test"]
     torch.manual_seed(spec["seed"])
-    options = sgs_options(spec["assignment"], spec["num_bins"], spec.get("block_size"))
+    options = sgs_options(spec["assignment"], spec["num_bins"], spec.get("block_size"), spec.get("temporal_padding"))
     num_classes = len(class_names(DATASETS[spec["dataset"]]))
     model = build_backbone(BACKBONE, num_classes, sgs=copy.deepcopy(options))
     opt = torch.optim.Adam(model.parameters(), lr=spec["lr"])
@@ -294,9 +298,13 @@ def fmt_pct(v: float) -> str:
 
 
 def config(r: dict) -> Tuple[Optional[str], Optional[int], Optional[int]]:
-    """(assignment, B, block_size) of a record; (None, None, None) without SGS."""
+    """(assignment, B, block_size) of a record; (None, None, None) without SGS. A run with zero temporal
+    padding before SGS is named "<assignment>, zeros padding"."""
     sgs = r["sgs"] or {}
-    return sgs.get("assignment"), r["num_bins"], sgs.get("block_size")
+    name = sgs.get("assignment")
+    if sgs.get("temporal_padding"):
+        name = f"{name}, {sgs['temporal_padding']} padding"
+    return name, r["num_bins"], sgs.get("block_size")
 
 
 def config_name(c: Tuple[Optional[str], Optional[int], Optional[int]]) -> str:
@@ -467,6 +475,8 @@ def main(argv=None) -> None:
     ap.add_argument("--assignments", nargs="+", default=list(ASSIGNMENTS), choices=list(ASSIGNMENTS))
     ap.add_argument("--block-size", type=int, default=None,
                     help="also train every SGS setting with SGS on temporal blocks of this length")
+    ap.add_argument("--temporal-padding", choices=["zeros"], default=None,
+                    help="train the SGS runs with zero temporal padding before SGS instead of the default replicate")
     ap.add_argument("--sizes", nargs=3, type=int, default=[384, 96, 192], metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--min-epochs", type=int, default=60)
@@ -497,6 +507,8 @@ def main(argv=None) -> None:
             for b in sorted(args.bins, reverse=True):  # B = 32 first: the A.4 evaluations come with it
                 for a in args.assignments:
                     specs.append({**base, "dataset": dataset, "seed": seed, "assignment": a, "num_bins": b})
+                    if args.temporal_padding:
+                        specs[-1]["temporal_padding"] = args.temporal_padding
                     if args.block_size and b * args.block_size >= FRAMES:  # >= 1 bin per block
                         specs.append({**specs[-1], "block_size": args.block_size})
     done = read_cache(cache_path)
