@@ -476,7 +476,7 @@ def main(argv=None) -> None:
     ap.add_argument("--block-size", type=int, default=None,
                     help="also train every SGS setting with SGS on temporal blocks of this length")
     ap.add_argument("--temporal-padding", choices=["zeros"], default=None,
-                    help="train the SGS runs with zero temporal padding before SGS instead of the default replicate")
+                    help="also train every adaptive SGS setting with zero temporal padding before SGS (the default is replicate)")
     ap.add_argument("--sizes", nargs=3, type=int, default=[384, 96, 192], metavar=("TRAIN", "VAL", "TEST"))
     ap.add_argument("--max-epochs", type=int, default=60)
     ap.add_argument("--min-epochs", type=int, default=60)
@@ -507,8 +507,8 @@ def main(argv=None) -> None:
             for b in sorted(args.bins, reverse=True):  # B = 32 first: the A.4 evaluations come with it
                 for a in args.assignments:
                     specs.append({**base, "dataset": dataset, "seed": seed, "assignment": a, "num_bins": b})
-                    if args.temporal_padding:
-                        specs[-1]["temporal_padding"] = args.temporal_padding
+                    if args.temporal_padding and a != "fixed":  # fixed pooling reads no embedding
+                        specs.append({**specs[-1], "temporal_padding": args.temporal_padding})
                     if args.block_size and b * args.block_size >= FRAMES:  # >= 1 bin per block
                         specs.append({**specs[-1], "block_size": args.block_size})
     done = read_cache(cache_path)
