@@ -376,6 +376,13 @@ def tables(records: List[dict], seeds: List[int]) -> str:
     return "\n".join(out)
 
 
+def _rank(name: Optional[str]) -> float:
+    """Table order of a config name: no SGS, then ASSIGNMENTS' order, a zero-padding run after its assignment."""
+    if name is None:
+        return -1.0
+    return ASSIGNMENTS.index(name.split(",")[0]) + (0.5 if "," in name else 0.0)
+
+
 def readme_table(records: List[dict], dataset: str) -> str:
     """The README's table for one variant, from the result records (mean over seeds): top-1, its gap to no SGS
     and to the fixed pooling at the same B, GMACs per clip and the saving, mean B', train top-1, best epochs,
@@ -389,12 +396,13 @@ def readme_table(records: List[dict], dataset: str) -> str:
              "GMACs / clip | fewer GMACs | mean B' | train top-1 % | best epochs | clips with a ≥ 90 % object bin |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     configs = sorted({config(r) for r in rs}, key=lambda c: (c[0] is not None, c[1] or 0, c[2] or 0,
-                                                            ASSIGNMENTS.index(c[0]) if c[0] else -1))
+                                                            _rank(c[0])))
     for c in configs:
         grp = sorted((r for r in rs if config(r) == c), key=lambda r: r["seed"])
         own = {r["seed"] for r in grp}  # a setting run on fewer seeds is compared on its own seeds
         top1, g = statistics.fmean(r["top1"] for r in grp), statistics.fmean(r["gmacs"] for r in grp)
-        fixed = [r for r in rs if config(r) == ("fixed", c[1], c[2]) and r["seed"] in own]
+        fixed = ([r for r in rs if config(r) == ("fixed", c[1], c[2]) and r["seed"] in own]
+                 or [r for r in rs if config(r) == ("fixed", c[1], None) and r["seed"] in own])  # blocks: vs clip
         vs_fixed = (f"{100 * (top1 - statistics.fmean(r['top1'] for r in fixed)):+.1f}"
                     if fixed and c[0] not in (None, "fixed") else "")
         b_top1 = statistics.fmean(r["top1"] for r in base if r["seed"] in own)
