@@ -514,11 +514,12 @@ def main(argv=None) -> None:
             specs.append({**base, "dataset": dataset, "seed": seed, "assignment": None, "num_bins": None})
             for b in sorted(args.bins, reverse=True):  # B = 32 first: the A.4 evaluations come with it
                 for a in args.assignments:
-                    specs.append({**base, "dataset": dataset, "seed": seed, "assignment": a, "num_bins": b})
+                    spec = {**base, "dataset": dataset, "seed": seed, "assignment": a, "num_bins": b}
+                    specs.append(spec)
                     if args.temporal_padding and a != "fixed":  # fixed pooling reads no embedding
-                        specs.append({**specs[-1], "temporal_padding": args.temporal_padding})
+                        specs.append({**spec, "temporal_padding": args.temporal_padding})
                     if args.block_size and b * args.block_size >= FRAMES:  # >= 1 bin per block
-                        specs.append({**specs[-1], "block_size": args.block_size})
+                        specs.append({**spec, "block_size": args.block_size})
     done = read_cache(cache_path)
     if args.cached_only:
         specs = [s for s in specs if spec_key(s) in done]
