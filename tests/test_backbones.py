@@ -14,6 +14,7 @@ from lightning_temporal.models.head import ClassifierHead
 from lightning_temporal.models.registry import BACKBONES, build_backbone
 from lightning_temporal.models.slowfast import merge_time
 from lightning_temporal.pooling import softmax_temporal_pool
+from tests.untrained import UNTRAINED_SGS
 
 
 def gmacs(model: nn.Module, x: torch.Tensor) -> float:
@@ -317,7 +318,7 @@ class _Wrap(nn.Module):
 def test_sgs_result_independent_of_other_samples():
     # padded bins are re-zeroed after every block: a sample's logits do not depend on the B' of the others
     torch.manual_seed(0)
-    model = build_backbone("r3d18_a1", 5, sgs={}).eval()
+    model = build_backbone("r3d18_a1", 5, sgs=UNTRAINED_SGS).eval()
     static = _static_clip(16, 32)
     noise = torch.randn(1, 3, 16, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -331,7 +332,7 @@ def test_sgs_result_independent_of_other_samples():
 
 def test_mask_follows_temporal_stride_and_head_uses_it():
     torch.manual_seed(0)
-    model = build_backbone("r3d18", 4, sgs={}).eval()  # R3D-18 halves T in res3, res4, res5
+    model = build_backbone("r3d18", 4, sgs=UNTRAINED_SGS).eval()  # R3D-18 halves T in res3, res4, res5
     x = torch.cat([_static_clip(32, 16), torch.randn(1, 3, 32, 16, 16)])
     with torch.no_grad():
         feat, mask = model.forward_features(x)
@@ -372,7 +373,7 @@ def test_merge_time_zero_pads_shorter_and_unions_masks():
 def test_num_bins_change_on_built_model_reduces_macs():
     # seed Table A.4: fewer bins at inference on a trained model is one assignment
     torch.manual_seed(0)
-    model = build_backbone("r3d18_a1", 5, sgs={"num_bins": 32}).eval()
+    model = build_backbone("r3d18_a1", 5, sgs={"num_bins": 32, **UNTRAINED_SGS}).eval()
     x = torch.randn(1, 3, 32, 32, 32)
     g32 = gmacs(model, x)
     model.temporal.num_bins = 4

@@ -5,6 +5,7 @@ from torch import nn
 
 from lightning_temporal.flops import count_gmacs, gmacs_per_clip
 from lightning_temporal.models.sgs import SimilarityGuidedSampling
+from tests.untrained import UNTRAINED_SGS
 
 
 class Toy(nn.Module):
@@ -15,7 +16,7 @@ class Toy(nn.Module):
         super().__init__()
         kt = 1 if sgs else 3
         self.conv1 = nn.Conv3d(3, 8, (kt, 3, 3), stride=(1, 2, 2), padding=(kt // 2, 1, 1))
-        self.sgs = SimilarityGuidedSampling(8, embed_dim=4, similarity="l2_to_mean") if sgs else None
+        self.sgs = SimilarityGuidedSampling(8, embed_dim=4, **UNTRAINED_SGS) if sgs else None
         self.conv2 = nn.Conv3d(8, 16, (1, 3, 3), padding=(0, 1, 1))
         self.fc = nn.Linear(16, 5)
 

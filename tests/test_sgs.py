@@ -439,12 +439,13 @@ def test_merge_identical_bins():
         (dict(in_channels=4, similarity="dot"), "similarity"),
         (dict(in_channels=4, kernel="gauss"), "kernel"),
         (dict(in_channels=4, assignment="nearest"), "assignment"),
-        (dict(in_channels=4, kernel="dirac"), "released"),  # interpolate (the default) has no kernel choice
+        (dict(in_channels=4, kernel="dirac"), "released"),  # ordered (the default) has no kernel choice
         (dict(in_channels=4, normalize=True), "released"),
         (dict(in_channels=4, distance_eps=-1.0), "distance_eps"),
         (dict(in_channels=4, num_bins=0), "num_bins"),
         (dict(in_channels=4, block_size=0), "block_size"),
-        (dict(in_channels=4, coordinates=(0,)), "spherical"),
+        (dict(in_channels=4, coordinates=(0,), assignment="interpolate"), "spherical"),
+        (dict(in_channels=4, similarity="magnitude"), "assignment='interpolate' or 'released'"),
         (dict(in_channels=4, similarity="spherical", coordinates=(0, 8)), "coordinates"),
         (dict(in_channels=4, similarity="spherical", coordinates=(0, 1, 2), num_bins=64), "bins"),
     ],

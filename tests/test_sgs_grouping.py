@@ -12,6 +12,7 @@ from torch import nn
 from lightning_temporal.models.backbone import StagedBackbone, plan_bin_groups
 from lightning_temporal.models.registry import build_backbone
 from tests.test_sgs_batch_independence import kept_bins, randomise_batchnorm
+from tests.untrained import UNTRAINED_SGS
 
 
 def mixed_batch(g: torch.Generator, t: int = 16, hw: int = 16) -> torch.Tensor:
@@ -43,7 +44,7 @@ def logits_both_ways(model: nn.Module, clips: torch.Tensor):
 def test_grouped_logits_equal_padded_logits(name):
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(1)
-    model = build_backbone(name, 5, sgs={"after": "res2"}).double().eval()
+    model = build_backbone(name, 5, sgs={"after": "res2", **UNTRAINED_SGS}).double().eval()
     randomise_batchnorm(model, g)
     clips = mixed_batch(g)
     grouped, padded, bins, seen = logits_both_ways(model, clips)

@@ -38,6 +38,10 @@ Delta per clip, so B' follows the shape of the Delta values, not how much the cl
 * ``"fixed"``: no content, a temporal average pooling to min(B, T) positions at the same place, with the same
   masks and GMAC accounting: the baseline an adaptive assignment must beat at equal GMACs.
 
+The default is ``"ordered"``, chosen on ``benchmarks/sgs_tradeoff.py``'s results (the README's SGS tables,
+``benchmarks/results/sgs_tradeoff_variants.json``): the adaptive assignment that did best against fixed pooling
+across the variants; ``"released"`` stays for reproducing the authors' code, ``"interpolate"`` for comparison.
+
 In a backbone the convs before SGS pad time by repeating edge frames (``temporal_padding="replicate"``, the
 default; :func:`replicate_time_padding`): with zero padding a static clip's edge frames differ after them, and
 SGS keeps 4-8 bins of a clip that has nothing to compress.
@@ -93,8 +97,8 @@ TEMPORAL_PADDINGS = ("replicate", "zeros")
 # ordered: the change of the batch-normalised embedding (unit variance per coordinate over the training
 # batches, D = 8) that one more bin costs; see `ordered_weights`.
 ORDERED_MIN_CHANGE = 1.0
-# Chosen by benchmarks/sgs_tradeoff.py (benchmarks/results/sgs_tradeoff.json): see the README's SGS section.
-DEFAULT_ASSIGNMENT = "interpolate"
+# Chosen by benchmarks/sgs_tradeoff.py (benchmarks/results/sgs_tradeoff_variants.json): see the README's SGS section.
+DEFAULT_ASSIGNMENT = "ordered"
 # The released linear kernel is max(0, 1 + 1e-7 - |Delta - beta|): a Delta on a bin edge (the largest Delta
 # always is, it is scaled to 2B) keeps a tiny weight and its bin is not dropped.
 KERNEL_EPS = 1e-7
@@ -526,7 +530,7 @@ class SimilarityGuidedSampling(nn.Module):
     Example::
 
         >>> import torch
-        >>> sgs = SimilarityGuidedSampling(in_channels=32).eval()      # assignment="interpolate"
+        >>> sgs = SimilarityGuidedSampling(in_channels=32).eval()      # assignment="ordered"
         >>> x = torch.randn(2, 32, 16, 7, 7)                 # N, C, T, H, W
         >>> x[1] = x[1, :, :1]                                # sample 1 is a static clip
         >>> out, mask = sgs(x)                                # out [2, 32, B'max, 7, 7], mask [2, B'max]
@@ -542,12 +546,12 @@ class SimilarityGuidedSampling(nn.Module):
         similarity: "l2_to_mean" (default; the released code's ``DISTANCE_TYPE: L2``), "l1_to_mean",
             "cosine_to_mean" (distance of z_t to the temporal mean of z), "magnitude" (||z_t||, the seed's
             §5.2.1 choice), "spherical" (seed §D).
-        assignment: "interpolate" (default, this package's improvement: min / max of Delta on the first / last
-            centre, linear split between two centres, bins are weighted means, identical bins merged),
-            "released" (the released code: Delta * 2B / max Delta, width-2 bins, ``kernel``, bins are weighted
-            sums), "ordered" (bins are contiguous stretches of time in time order, of equal cumulative change
-            of the embedding, as many as the change pays for: :func:`ordered_weights`; weighted means,
-            identical bins merged) or "fixed" (no content: a temporal average pooling to min(B, T) positions,
+        assignment: "ordered" (default: bins are contiguous stretches of time in time order, of equal
+            cumulative change of the embedding, as many as the change pays for: :func:`ordered_weights`;
+            weighted means, identical bins merged), "interpolate" (this package's first improvement: min / max
+            of Delta on the first / last centre, linear split between two centres, bins are weighted means,
+            identical bins merged), "released" (the released code, for reproduction: Delta * 2B / max Delta,
+            width-2 bins, ``kernel``, bins are weighted sums) or "fixed" (no content: a temporal average pooling to min(B, T) positions,
             :func:`fixed_weights`; the baseline an adaptive assignment must beat at the same GMACs; it has no
             embedding). See the module docstring.
         kernel: released assignment only: "linear" (max(0, 1 + 1e-7 - |Delta - beta|), every released config)
@@ -555,7 +559,7 @@ class SimilarityGuidedSampling(nn.Module):
         normalize: released assignment only: divide each bin's weights by the number of frames active in it
             (the released ``linear_normalized`` kernel, used by no released config). Default False.
         distance_eps: added to (mean - z_t) inside the l2/l1 distance. None: 1e-6 with "released" (what the
-            released code computes), 0 with "interpolate".
+            released code computes), 0 otherwise.
         pre_activation: in a backbone, feed SGS the last block's output before its final ReLU and apply the
             ReLU after SGS (the released placement), where the stage ends in a ReLU; otherwise SGS reads the
             stage's output. The module itself only records the choice.
@@ -618,7 +622,8 @@ class SimilarityGuidedSampling(nn.Module):
         if assignment in ("ordered", "fixed") and (similarity != "l2_to_mean" or coordinates is not None):
             raise ValueError(
                 f"similarity={similarity!r}, coordinates={coordinates!r}: assignment={assignment!r} does not use "
-                "a similarity coordinate (ordered bins the cumulative change of the embedding, fixed pools time)"
+                "a similarity coordinate (ordered bins the cumulative change of the embedding, fixed pools time); "
+                "pass assignment='interpolate' or 'released' to bin a similarity coordinate"
             )
         if min_change is not None and assignment != "ordered":
             raise ValueError(f"min_change={min_change!r} only applies to assignment='ordered', not {assignment!r}")
