@@ -15,6 +15,8 @@ from lightning_temporal.models.sgs import (
     replicate_time_padding,
 )
 
+from tests.untrained import UNTRAINED_SGS
+
 
 # ------------------------------------------------------------------------------------------------------------
 # fixed: a temporal average pooling to B positions
@@ -279,3 +281,21 @@ def test_fixed_pooling_gmacs_are_counted_like_sgs():
     post = macs(lambda: plain.head(plain.stages["res4"](plain.stages["res3"](h))))
     pool = 8 * 32 * 32 * 8 * 8 / 1e9  # [8 x 32 weights] @ [32 frames x C*H*W = 32*8*8] (res2 output: 8x8)
     assert count_gmacs(fixed, x) == pytest.approx(pre + pool + post, rel=1e-6)
+
+
+@pytest.mark.parametrize("name,frames", [("r3d18_a1", 16), ("x3d_s", 13)])
+def test_untrained_backbone_keeps_one_bin_and_untrained_min_change_keeps_more(name, frames):
+    # README (assignments table) and tests/untrained.py: with the default min_change an untrained backbone's
+    # embedding changes too little for a second bin, even on noise; min_change=0.01 restores several bins
+    torch.manual_seed(0)
+    noise = torch.randn(2, 3, frames, 32, 32, generator=torch.Generator().manual_seed(5))
+    default = build_backbone(name, 5, sgs={"after": "res2"}).eval()
+    assert default.temporal.assignment == "ordered"
+    with torch.no_grad():
+        default(noise)
+    assert default.temporal.last_num_bins.tolist() == [1, 1]
+    torch.manual_seed(0)
+    scaled = build_backbone(name, 5, sgs={"after": "res2", **UNTRAINED_SGS}).eval()
+    with torch.no_grad():
+        scaled(noise)
+    assert (scaled.temporal.last_num_bins > 2).all()
