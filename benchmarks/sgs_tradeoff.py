@@ -29,11 +29,13 @@ What runs. For each dataset seed s (the dataset and the training run both follow
 
 The textured and order variants (data that does not flatter SGS: no frozen frames, camera pan, noise on every
 frame, evidence in 30-60 % of the frames; order: the class is the order of two events), with the fixed pooling
-baseline and the ordered assignment, ran as ``--datasets textured order --bins 8 --sizes 256 64 200
---max-epochs 24 --min-epochs 24`` (results: ``sgs_tradeoff_mixed``). Every run then also records its train
-top-1 and, where the generator's per-frame ground truth is cached, the bin-purity probe (``bin_purity``).
-``--block-size`` adds SGS-on-blocks runs (the B bins shared out between the blocks). The README's tables of
-these variants are ``readme_table`` of the results file.
+baseline and the ordered assignment: the four-variant trade-off (results: ``sgs_tradeoff_variants`` for
+appearance, textured, order with ``--bins 8 4 --sizes 256 64 200 --max-epochs 24 --min-epochs 24``, and
+``sgs_tradeoff_motion`` with ``--bins 8 --sizes 384 96 192 --max-epochs 30 --min-epochs 30``; the README gives
+the exact command lines). Every run also records its train top-1 and, where the generator's per-frame ground
+truth is cached, the bin-purity probe (``bin_purity``). ``--block-size`` adds SGS-on-blocks runs (the B bins
+shared out between the blocks), ``--temporal-padding zeros`` runs with zero padding before SGS. The README's
+tables are ``readme_table`` and ``default_table`` of the results files.
 
 Writes ``--out`` (JSON: ``{"rows": [{"dataset", "sgs", "num_bins", "seed", "top1", "gmacs"}, ...], "a4_rows":
 [... + "train_num_bins"], "details": [...], "conditions": {...}}``) and ``--markdown`` (the tables). Finished runs
