@@ -194,9 +194,11 @@ def test_readme_tables_of_the_four_variants_are_the_results_files():
 
 def test_readme_claims_about_the_default_hold_on_the_results():
     """The README's reasons for the default: `ordered` is never more than 3 points below fixed pooling at the
-    same B on any variant, every other adaptive assignment is more than 3 points below it somewhere; only
-    `ordered` comes within 2 points of no SGS with >= 40 % fewer GMACs (appearance, B = 8); on textured every
-    adaptive assignment is below fixed pooling; zero temporal padding lost accuracy against replicate."""
+    same B on any variant, every other adaptive assignment is more than 3 points below it somewhere; on the
+    variants the plain CNN learns (not order) only `ordered` comes within 2 points of no SGS with >= 40 % fewer
+    GMACs (appearance and motion, B = 8);
+    interpolate and released lose the motion variant; on textured every adaptive assignment is below fixed
+    pooling; zero temporal padding lost accuracy against replicate."""
     import statistics
 
     bench = load_benchmark("sgs_tradeoff")
@@ -215,10 +217,12 @@ def test_readme_claims_about_the_default_hold_on_the_results():
                 worst[a] = min(worst.get(a, 1.0), top1 - fixed)
                 if dataset == "textured":
                     assert top1 < fixed, (a, b)
-                if top1 >= base - 0.02 and g <= 0.6 * base_g:
+                if dataset != "order" and top1 >= base - 0.02 and g <= 0.6 * base_g:  # order: no SGS at chance
                     close.add((a, dataset, b))
     assert worst["ordered"] >= -0.03
     assert worst["interpolate"] < -0.03 and worst["released"] < -0.03
-    assert close == {("ordered", "appearance", 8)}
+    assert close == {("ordered", "appearance", 8), ("ordered", "motion", 8)}
+    for a in ("interpolate", "released"):  # similarity bins average the motion variant's direction away
+        assert mean("motion", (a, 8, None)) < mean("motion", ("fixed", 8, None)) - 0.5
     for dataset in ("appearance", "textured"):
         assert mean(dataset, ("ordered, zeros padding", 8, None)) < mean(dataset, ("ordered", 8, None))
