@@ -21,7 +21,8 @@ recipes); ``224``: 32 frames at stride 2, short side 256, ``TrainTransform(224, 
 Mini-Kinetics r3d recipes). Batches of ``--batch`` clips (``collate_clips``), a ``ClipSampler`` (uniform
 policy) and a ``ClipLoader``; workers are persistent (as the data module makes them), started and warmed up by
 one untimed epoch (its wall time is the ``startup_s`` of the results), and pin torch to 1 thread (as
-``DataLoader`` does); this process pins it to 1 too.
+``DataLoader`` does); this process pins it to 1 too and reads one untimed batch first (the allocator's first
+large blocks).
 
 For every source x clip setting, each round is one epoch (the same plan for every variant of the round), read
 by the variants in an order that rotates from round to round:
@@ -37,7 +38,8 @@ at the end against ``getrusage(RUSAGE_CHILDREN)`` once the workers have exited).
 rounds of the per-clip means. ``other`` is the CPU per clip of a loader beyond the split's decode + transform +
 collate of the same round: at w=0 the sampler, the per-item work and the DataLoader's fetch; with workers also
 the hand-over of batches between processes. Every variant must deliver the same clips (checked every round on
-a checksum of every batch). On a shared machine the wall-clock figures depend on the
+a checksum of every batch). The checksum, a strided sum, touches every page of a batch, as the training step that
+reads it would: a batch made by a worker arrives in shared memory that this process has not mapped yet. On a shared machine the wall-clock figures depend on the
 load (printed before and after); the CPU figures much less.
 """
 from __future__ import annotations
@@ -248,6 +250,8 @@ def run_cell(paths: List[str], info, clip: str, workers: Sequence[int], rounds: 
     ds = ClipDataset(VideoManifest(records, ["a", "b"]), clip_len=clip_len, stride=stride,
                      transform=TrainTransform(crop, short, flip=True), decode_size=short)
     split_sampler = ClipSampler(ds.num_positions, seed=seed)
+    split_sampler.set_epoch(0)
+    collate_clips([ds[key] for key in list(split_sampler)[:batch]])  # one batch in this process: warms its allocator
     loaders = {w: Loader(ds, w, batch, seed) for w in workers}
     startup = {}
     for w, loader in loaders.items():  # epoch 0, untimed: starts the workers
@@ -313,8 +317,14 @@ def machine() -> dict:
                     break
     except OSError:
         pass
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled") as f:
+            thp = f.read().split("[", 1)[1].split("]", 1)[0]  # the selected mode, e.g. "madvise"
+    except (OSError, IndexError):
+        thp = "unknown"
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "torch": torch.__version__, "av": av.__version__, "torch_threads": torch.get_num_threads()}
+            "torch": torch.__version__, "av": av.__version__, "torch_threads": torch.get_num_threads(),
+            "transparent_hugepage": thp, "THP_MEM_ALLOC_ENABLE": os.environ.get("THP_MEM_ALLOC_ENABLE", "")}
 
 
 def rows_of(results: dict) -> List[dict]:
@@ -331,9 +341,34 @@ def settings_line(results: dict) -> str:
     s, m = results["settings"], results["machine"]
     load = results["load"]
     return (f"{m['nproc']} CPUs ({m['cpu_model']}), torch {m['torch']} with {m['torch_threads']} thread per "
-            f"process, PyAV {m['av']}; load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after; "
+            f"process, PyAV {m['av']}, {_thp(m)}; load average {load['before'][0]:.2f} before, {load['after'][0]:.2f} after; "
             f"{s['clips']} clips per epoch (one per file), batch {s['batch']}, medians of {s['rounds']} epochs; "
             f"sources {s['seconds']} s at {FPS} fps, H.264 ({PRESET}, CRF {CRF}), GOP {s['gop']}")
+
+
+def _thp(m: dict) -> str:
+    torch_thp = "on" if m.get("THP_MEM_ALLOC_ENABLE") not in ("", "0", None) else "off"
+    return f"transparent huge pages {m.get('transparent_hugepage', 'unknown')} (torch's THP_MEM_ALLOC_ENABLE {torch_thp})"
+
+
+def thp_line(base: dict, thp: dict) -> str:
+    """One README sentence: w=0 collate and CPU per clip without and with torch's huge-page allocator
+    (``THP_MEM_ALLOC_ENABLE=1``), over the cells both results files hold."""
+    def cells(res):
+        return {(c["source"], c["clip"]): c for c in res["cells"]}
+
+    a, b = cells(base), cells(thp)
+    keys = [k for k in a if k in b]
+    parts = []
+    for k in keys:
+        wa = next(r for r in a[k]["loaders"] if r["workers"] == 0)
+        wb = next(r for r in b[k]["loaders"] if r["workers"] == 0)
+        parts.append(f"{k[0]} {k[1]}²: collate {a[k]['split']['collate_cpu_ms']:.1f} → "
+                     f"{b[k]['split']['collate_cpu_ms']:.1f} ms, w=0 {wa['cpu_ms_per_clip']:.1f} → "
+                     f"{wb['cpu_ms_per_clip']:.1f} ms CPU per clip")
+    return ("With `THP_MEM_ALLOC_ENABLE=1` in the environment (torch backs allocations of 2 MB and more with huge "
+            "pages, so a fresh batch takes far fewer page faults): " + "; ".join(parts)
+            + f" (load average {thp['load']['before'][0]:.2f} before, {thp['load']['after'][0]:.2f} after).")
 
 
 def markdown(results: dict) -> str:
