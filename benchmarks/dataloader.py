@@ -225,8 +225,8 @@ def split_epoch(ds: ClipDataset, sampler: ClipSampler, epoch: int, batch: int,
 
 
 def profile_w0(loader: Loader, epoch: int, top: int = 14) -> List[dict]:
-    """cProfile of one w=0 epoch: the functions with the most own time (s), and the cumulative time of the
-    public steps of the data path."""
+    """cProfile of one w=0 epoch: the ``top`` functions by own time, with calls and own / cumulative ms per
+    clip (profiler overhead included)."""
     prof = cProfile.Profile()
     prof.enable()
     loader.epoch(epoch)
