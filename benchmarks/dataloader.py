@@ -352,23 +352,16 @@ def _thp(m: dict) -> str:
 
 
 def thp_line(base: dict, thp: dict) -> str:
-    """One README sentence: w=0 collate and CPU per clip without and with torch's huge-page allocator
-    (``THP_MEM_ALLOC_ENABLE=1``), over the cells both results files hold."""
-    def cells(res):
-        return {(c["source"], c["clip"]): c for c in res["cells"]}
-
-    a, b = cells(base), cells(thp)
-    keys = [k for k in a if k in b]
-    parts = []
-    for k in keys:
-        wa = next(r for r in a[k]["loaders"] if r["workers"] == 0)
-        wb = next(r for r in b[k]["loaders"] if r["workers"] == 0)
-        parts.append(f"{k[0]} {k[1]}²: collate {a[k]['split']['collate_cpu_ms']:.1f} → "
-                     f"{b[k]['split']['collate_cpu_ms']:.1f} ms, w=0 {wa['cpu_ms_per_clip']:.1f} → "
-                     f"{wb['cpu_ms_per_clip']:.1f} ms CPU per clip")
-    return ("With `THP_MEM_ALLOC_ENABLE=1` in the environment (torch backs allocations of 2 MB and more with huge "
-            "pages, so a fresh batch takes far fewer page faults): " + "; ".join(parts)
-            + f" (load average {thp['load']['before'][0]:.2f} before, {thp['load']['after'][0]:.2f} after).")
+    """One README sentence: the collate CPU per clip (w=0 split) without and with torch's huge-page allocator
+    (``THP_MEM_ALLOC_ENABLE=1``), over the cells both results files hold (two runs, not interleaved)."""
+    a = {(c["source"], c["clip"]): c for c in base["cells"]}
+    b = {(c["source"], c["clip"]): c for c in thp["cells"]}
+    parts = [f"{k[0]} {k[1]}² {a[k]['split']['collate_cpu_ms']:.1f} → {b[k]['split']['collate_cpu_ms']:.1f} ms"
+             for k in a if k in b]
+    return ("With `THP_MEM_ALLOC_ENABLE=1` in the environment (torch then asks the kernel for huge pages for "
+            "blocks of 2 MB and more) the collate CPU per clip went " + ", ".join(parts)
+            + f" (`benchmarks/results/dataloader_thp.json`, a separate run at load average "
+            f"{thp['load']['before'][0]:.2f} before, {thp['load']['after'][0]:.2f} after).")
 
 
 def markdown(results: dict) -> str:

@@ -61,3 +61,14 @@ def test_the_clip_settings_are_the_recipes(bench, results, clip, recipes):
                "short_side": data["short_side"]}
         assert got == want, name
         assert data.get("flip", True)  # TrainTransform flips, as the benchmark's does
+
+
+def test_the_readme_thp_line_is_the_two_results_files(bench, results):
+    """The huge-page sentence compares the full run with a run of the same script under THP_MEM_ALLOC_ENABLE=1."""
+    thp = bench.read_results(os.path.join(ROOT, "benchmarks", "results", "dataloader_thp.json"))
+    assert results["machine"]["THP_MEM_ALLOC_ENABLE"] == "" and thp["machine"]["THP_MEM_ALLOC_ENABLE"] == "1"
+    same = ("rounds", "clips", "batch", "seconds", "gop", "clips_settings")
+    assert {k: thp["settings"][k] for k in same} == {k: results["settings"][k] for k in same}
+    assert bench.thp_line(results, thp) in README
+    with open(os.path.join(ROOT, "benchmarks", "results", "dataloader_thp.md"), encoding="utf-8") as f:
+        assert f.read() == bench.markdown(thp)
