@@ -106,3 +106,40 @@ def test_tss_bootstrap_first_run_of_epochs_above_a_level():
     tb = load_benchmark("tss_bootstrap")
     assert tb._first_run_above([0.6, 0.4, 0.6, 0.7, 0.8, 0.2]) == 2
     assert tb._first_run_above([0.6, 0.6, None, 0.7, 0.8]) is None
+
+
+def test_dataloader_benchmark_quick_measures_every_cell(tmp_path):
+    """``benchmarks/dataloader.py --quick`` end to end: one row per source x clip x worker count, the split and
+    every loader delivered the same clips (the benchmark checks that every round), the CPU of a loader is this
+    process's plus its workers', and the report and README block render from the results file."""
+    bench = load_benchmark("dataloader")
+    out, md = tmp_path / "d.json", tmp_path / "d.md"
+    bench.main(["--quick", "--out", str(out), "--markdown", str(md)])
+    res = bench.read_results(str(out))
+    rows = bench.rows_of(res)
+    assert sorted((r["source"], r["clip"], r["workers"]) for r in rows) == [
+        ("240p", c, w) for c in ("112", "224") for w in (0, 2)]
+    for r in rows:  # rounds = 1 in quick mode: each figure is that round's
+        assert r["clips_per_s"] > 0 and r["decode_ms"] > 0 and r["transform_ms"] > 0 and r["collate_ms"] > 0
+        assert r["cpu_ms_per_clip"] == pytest.approx(r["main_cpu_ms_per_clip"] + r["worker_cpu_ms_per_clip"])
+        assert (r["worker_cpu_ms_per_clip"] > 0) == (r["workers"] > 0)
+    assert res["sources"][0]["height"] == 240 and res["sources"][0]["frames"] == 65
+    assert md.read_text() == bench.markdown(res)
+    block = bench.readme_block(res)
+    assert len([line for line in block.splitlines() if line.startswith("| 240p |")]) == 2
+    assert "w=2: clips/s, CPU ms/clip" in block and "GOP 32" in block
+
+
+def test_dataloader_benchmark_sources_have_the_stated_gop(tmp_path):
+    """The generated sources are H.264 with a keyframe every ``gop`` frames and no other, and B-frames."""
+    import av
+
+    bench = load_benchmark("dataloader")
+    path = bench.write_source(str(tmp_path / "s.mp4"), 240, 426, 70, 32)
+    with av.open(path) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264" and (stream.height, stream.width) == (240, 426)
+        packets = sorted((p.pts, p.is_keyframe, p.dts) for p in c.demux(stream) if p.pts is not None)
+    assert len(packets) == 70
+    assert [i for i, (_, key, _) in enumerate(packets) if key] == [0, 32, 64]
+    assert any(dts != pts for pts, _, dts in packets)  # reordered frames: B-frames

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from lightning_temporal.checks import check_callable, check_instance, check_int, fail
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
@@ -220,7 +220,7 @@ def collate_clips(items: Sequence[Union[Dict[str, object], SkippedClip]]) -> Dic
     bad = [it for it in items if isinstance(it, SkippedClip)]
     empty = torch.zeros(0, 0, 0, 0, 0)
     batch: Dict[str, object] = {
-        "clip": torch.stack([it["clip"] for it in ok]) if ok else empty,
+        "clip": _stack([it["clip"] for it in ok]) if ok else empty,
         "label": torch.tensor([it["label"] for it in ok], dtype=torch.int64),
         "video_idx": torch.tensor([it["video_idx"] for it in ok], dtype=torch.int64),
         "start": torch.tensor([it["start"] for it in ok], dtype=torch.int64),
@@ -228,8 +228,15 @@ def collate_clips(items: Sequence[Union[Dict[str, object], SkippedClip]]) -> Dic
         "skip_errors": [it.error for it in bad],
     }
     if (ok and "clean" in ok[0]) or (not ok and bad and bad[0].with_clean):
-        batch["clean"] = torch.stack([it["clean"] for it in ok]) if ok else empty
+        batch["clean"] = _stack([it["clean"] for it in ok]) if ok else empty
     return batch
+
+
+def _stack(clips: List[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(clips)``; inside a DataLoader worker written straight into shared memory (torch's
+    ``default_collate`` does the same), so handing the batch to the main process does not copy it once more
+    (a 224² clip of 32 frames is 19 MB of float32: ``benchmarks/dataloader.py`` measures the saving)."""
+    return default_collate(clips)
 
 
 class SkipCounter:
