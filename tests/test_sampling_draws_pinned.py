@@ -89,3 +89,22 @@ def test_on_extrema_gets_the_tables_minimum_and_maximum(monkeypatch, lengths):
         kernel(on_extrema=lambda lo, hi: seen.append((lo, hi)))
         assert len(seen) == 1 and all(x != x for x in seen[0])
         values[len(values) // 2] = 0.0
+
+
+def test_exploration_plan_is_the_checked_grid_and_bad_slot_orders_are_refused_at_load():
+    """The exploration plan skips the per-epoch checks of N_v and the slots (done when the policy is built or
+    loaded): its starts are still exploration_starts' grid, and a checkpoint with slots outside 0..E-1 is refused
+    when it is loaded (it can no longer fail later, at its first exploration epoch)."""
+    from lightning_temporal.sampling import PhaseSchedule, StochasticSoftmaxPolicy, exploration_starts
+
+    lengths = torch.randint(1, 300, (500,), generator=torch.Generator().manual_seed(0))
+    sched = PhaseSchedule(warmup_epochs=2, exploration_epochs=5)
+    policy = StochasticSoftmaxPolicy(lengths, clip_len=8, schedule=sched, seed=3)
+    for epoch in range(2, 7):
+        k = policy.slot_orders[:, epoch - 2].long()
+        assert torch.equal(policy.starts(epoch), exploration_starts(lengths, k, 5))
+    state = policy.state_dict()
+    state["slot_orders"][7, 1] = 5
+    fresh = StochasticSoftmaxPolicy(lengths, clip_len=8, schedule=sched, seed=3)
+    with pytest.raises(ValueError, match=r"slot_orders hold values in 0\.\.5, slots must be in 0\.\.4 \(E = 5\)"):
+        fresh.load_state_dict(state)

@@ -29,8 +29,8 @@ from torch import Tensor
 from lightning_temporal.checks import check_int
 from lightning_temporal.sampling.segments import IntsLike, as_num_positions
 
-__all__ = ["Phase", "PHASE_CODES", "PhaseSchedule", "check_epoch", "exploration_starts", "exploration_radius",
-           "exploration_slot_orders"]
+__all__ = ["Phase", "PHASE_CODES", "PhaseSchedule", "check_epoch", "exploration_starts", "grid_starts",
+           "exploration_radius", "exploration_slot_orders"]
 
 
 class Phase(str, enum.Enum):
@@ -70,10 +70,16 @@ def exploration_starts(num_positions: IntsLike, slot: Union[int, Tensor], explor
     if k.numel() and (int(k.min()) < 0 or int(k.max()) >= E):
         raise ValueError(f"exploration slot must be in 0..{E - 1} (E = {E}), got values in "
                          f"{int(k.min())}..{int(k.max())}")
-    k = k.expand_as(n)
+    return grid_starts(n, k.expand_as(n), E)
+
+
+def grid_starts(num_positions: Tensor, slot: Tensor, exploration_epochs: int) -> Tensor:
+    """:func:`exploration_starts` without its checks, for inputs already checked (a policy's own
+    ``num_positions`` and slot orders, checked when it was built or loaded): int64 ``[V]`` from int64 ``[V]``."""
+    E = exploration_epochs
     if E == 1:
-        return (n - 1) // 2
-    return ((n - 1) * k) // (E - 1)  # exact integer floor
+        return (num_positions - 1) // 2
+    return ((num_positions - 1) * slot) // (E - 1)  # exact integer floor
 
 
 def exploration_radius(num_positions: IntsLike, exploration_epochs: int) -> Tensor:
