@@ -77,9 +77,10 @@ def grid_starts(num_positions: Tensor, slot: Tensor, exploration_epochs: int) ->
     """:func:`exploration_starts` without its checks, for inputs already checked (a policy's own
     ``num_positions`` and slot orders, checked when it was built or loaded): int64 ``[V]`` from int64 ``[V]``."""
     E = exploration_epochs
+    t = num_positions - 1  # the one new tensor; the rest in place
     if E == 1:
-        return (num_positions - 1) // 2
-    return ((num_positions - 1) * slot) // (E - 1)  # exact integer floor
+        return t.floor_divide_(2)
+    return t.mul_(slot).floor_divide_(E - 1)  # exact integer floor
 
 
 def exploration_radius(num_positions: IntsLike, exploration_epochs: int) -> Tensor:

@@ -72,7 +72,8 @@ _LEGACY_TABLE_KEYS = ("theta", "prior")
 def uniform_starts(num_positions: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
     """t ~ Uniform{0..N_v-1} for every video: int64 [V] (one float64 uniform per video)."""
     u = torch.rand(num_positions.numel(), generator=generator, dtype=torch.float64)
-    return torch.minimum((u * num_positions).to(torch.int64), num_positions - 1)
+    t = u.mul_(num_positions).to(torch.int64)  # u * N_v in float64, as before; no further float64 temporary
+    return torch.minimum(t, num_positions - 1, out=t)
 
 
 @dataclasses.dataclass(frozen=True)
