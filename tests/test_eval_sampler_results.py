@@ -1,0 +1,60 @@
+"""The evaluation and sampler benchmarks write their results files (tiny sizes here; no timing is asserted), and
+the README's figures from them are the committed results files (``benchmarks/results/evaluation.json``,
+``benchmarks/results/sampler.json``)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pytest
+
+from tests.bench import load_benchmark
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+
+def _readme() -> str:
+    with open(os.path.join(ROOT, "README.md")) as f:
+        return " ".join(f.read().split())  # one line: a figure may sit across a line break
+
+
+def test_evaluation_benchmark_writes_its_profile_and_goal(tmp_path, capsys):
+    out = tmp_path / "evaluation"
+    result = load_benchmark("evaluation").main(
+        ["--videos", "2", "--frames", "40", "--size", "32", "--crop", "24", "--clip-len", "8", "--rounds", "1",
+         "--workers", "1", "--root", str(tmp_path / "videos"), "--out", str(out)])
+    assert json.loads((tmp_path / "evaluation.json").read_text())["end_to_end"] == result["end_to_end"]
+    md = (tmp_path / "evaluation.md").read_text()
+    assert "Table 2: end to end" in md and "Table 3: the dense model part profiled" in md
+    for path in ("in_process", "workers"):
+        e = result["end_to_end"][path]
+        ratio = e["clips_s_per_video"]["cpu"] / e["dense_s_per_video"]["cpu"]
+        assert e["speedup_cpu"]["median"] == pytest.approx(ratio)  # one round: the median is that round's ratio
+    prof = result["dense_profile"]
+    assert sum(prof["ms_per_video"].values()) == pytest.approx(prof["total_ms_per_video"])
+    assert prof["ms_per_video"]["convolution"] > 0 and prof["conv_gmacs_per_video"] > 0
+    goal = result["goal"]
+    clips_ms = result["end_to_end"]["in_process"]["clips_s_per_video"]["cpu"] * 1e3
+    assert goal["dense_budget_ms"] == pytest.approx(clips_ms / 4)
+    assert goal["model_budget_ms"] == pytest.approx(goal["dense_budget_ms"] - goal["decode_transform_ms"])
+    assert goal["bound_conv_only"] == pytest.approx(
+        clips_ms / (goal["decode_transform_ms"] + prof["ms_per_video"]["convolution"]))
+
+
+def test_sampler_benchmark_writes_the_rows_it_was_asked_for(tmp_path, capsys):
+    sampler = load_benchmark("sampler")
+    rows = sampler.main(["--videos", "300", "--frames", "40", "--clip-len", "8", "--rounds", "3",
+                         "--skip-training", "--policies", "uniform,tss", "--out", str(tmp_path / "sampler")])
+    saved = json.loads((tmp_path / "sampler.json").read_text())
+    assert [(r["policy"], r["phase"]) for r in saved["rows"]] == [(r["policy"], r["phase"]) for r in rows] == [
+        ("uniform", "-"), ("stochastic softmax", "exploration (hard fill)"),
+        ("stochastic softmax", "exploitation (Eq. S.2)")]
+    assert all("plans agree on 100.0000%" in r["check"] for r in rows)  # same generator, same draws
+    md = (tmp_path / "sampler.md").read_text()
+    assert md.count("| stochastic softmax |") == 2 and "load average" in md
+    with pytest.raises(ValueError, match=r"policies \['tsss'\] are not rows of part 1"):
+        sampler.sampler_part1(30, 40, 8, 1, policies=["tsss"])
