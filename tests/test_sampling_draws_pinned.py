@@ -108,3 +108,19 @@ def test_exploration_plan_is_the_checked_grid_and_bad_slot_orders_are_refused_at
     fresh = StochasticSoftmaxPolicy(lengths, clip_len=8, schedule=sched, seed=3)
     with pytest.raises(ValueError, match=r"slot_orders hold values in 0\.\.5, slots must be in 0\.\.4 \(E = 5\)"):
         fresh.load_state_dict(state)
+
+
+def test_warmup_plan_is_the_uniform_formula_and_last_positions_follow_num_positions():
+    """Warm-up starts are min(floor(u N_v), N_v - 1) with one float64 uniform per video, N_v - 1 read from the
+    policy's kept ``last_positions``, which follows a replaced ``num_positions``."""
+    from lightning_temporal.sampling import PhaseSchedule, StochasticSoftmaxPolicy
+
+    lengths = torch.randint(1, 300, (400,), generator=torch.Generator().manual_seed(1))
+    policy = StochasticSoftmaxPolicy(lengths, clip_len=8, schedule=PhaseSchedule(warmup_epochs=2,
+                                                                                 exploration_epochs=3))
+    u = torch.rand(400, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    want = torch.minimum((u * lengths).to(torch.int64), lengths - 1)
+    assert torch.equal(policy.starts(0, torch.Generator().manual_seed(4)), want)
+    assert policy.last_positions is policy.last_positions  # kept, not made again
+    policy.num_positions = lengths + 5
+    assert torch.equal(policy.last_positions, lengths + 4)

@@ -70,17 +70,20 @@ def exploration_starts(num_positions: IntsLike, slot: Union[int, Tensor], explor
     if k.numel() and (int(k.min()) < 0 or int(k.max()) >= E):
         raise ValueError(f"exploration slot must be in 0..{E - 1} (E = {E}), got values in "
                          f"{int(k.min())}..{int(k.max())}")
-    return grid_starts(n, k.expand_as(n), E)
-
-
-def grid_starts(num_positions: Tensor, slot: Tensor, exploration_epochs: int) -> Tensor:
-    """:func:`exploration_starts` without its checks, for inputs already checked (a policy's own
-    ``num_positions`` and slot orders, checked when it was built or loaded): int64 ``[V]`` from int64 ``[V]``."""
-    E = exploration_epochs
-    t = num_positions - 1  # the one new tensor; the rest in place
+    k = k.expand_as(n)
     if E == 1:
-        return t.floor_divide_(2)
-    return t.mul_(slot).floor_divide_(E - 1)  # exact integer floor
+        return (n - 1) // 2
+    return ((n - 1) * k) // (E - 1)  # exact integer floor
+
+
+def grid_starts(last: Tensor, slot: Tensor, exploration_epochs: int) -> Tensor:
+    """:func:`exploration_starts` without its checks and in place, for inputs already checked (a policy's own
+    N_v and slot orders, checked when it was built or loaded): ``last`` = N_v - 1 and ``slot`` int64 ``[V]``;
+    ``slot`` is overwritten with the starts and returned (pass a tensor of your own)."""
+    E = exploration_epochs
+    if E == 1:
+        return torch.floor_divide(last, 2, out=slot)
+    return slot.mul_(last).floor_divide_(E - 1)  # (N - 1) * k // (E - 1): exact integer floor
 
 
 def exploration_radius(num_positions: IntsLike, exploration_epochs: int) -> Tensor:

@@ -135,7 +135,7 @@ class StochasticSoftmaxPolicy(SamplingPolicy):
         rows = slice(None) if v is None else slice(v, v + 1)
         slot = self.slot_orders[rows, self.schedule.exploration_index(epoch)].to(torch.int64)
         # N_v and the slot orders were checked when the policy was built or loaded: no pass to check them again
-        return grid_starts(self.num_positions[rows], slot, self.schedule.exploration_epochs)
+        return grid_starts(self.last_positions[rows], slot, self.schedule.exploration_epochs)
 
     def _learn(self, epoch: int, vid: Tensor, st: Tensor, sc: Tensor) -> dict:
         if self.phase(epoch) is Phase.EXPLORATION:
