@@ -58,3 +58,42 @@ def test_sampler_benchmark_writes_the_rows_it_was_asked_for(tmp_path, capsys):
     assert md.count("| stochastic softmax |") == 2 and "load average" in md
     with pytest.raises(ValueError, match=r"policies \['tsss'\] are not rows of part 1"):
         sampler.sampler_part1(30, 40, 8, 1, policies=["tsss"])
+
+
+def test_readme_evaluation_figures_are_the_results_file():
+    """The README's dense vs clip-wise figures: Table 2 (a) of ``evaluation.json`` (median and range of the
+    per-round CPU ratios) and the goal's arithmetic on Table 1's parts."""
+    with open(os.path.join(RESULTS, "evaluation.json")) as f:
+        result = json.load(f)
+    e = result["end_to_end"]["in_process"]["speedup_cpu"]
+    goal = result["goal"]
+    text = _readme()
+    m = re.search(r"dense evaluation took ([0-9.]+)× less CPU than clip-wise end to end in one process \(median "
+                  r"of (\d+) rounds, ([0-9.]+)–([0-9.]+)\)", text)
+    assert m, "the README's dense vs clip-wise sentence"
+    assert m.groups() == (f"{e['median']:.2f}", str(result["settings"]["rounds"]), f"{e['min']:.2f}",
+                          f"{e['max']:.2f}")
+    m = re.search(r"take (\d+) ms of the (\d+) ms CPU per video that 4× allows, and the convolutions of the dense "
+                  r"pass (\d+) ms: .* at most ([0-9.]+)×", text)
+    assert m, "the README's sentence on the goal"
+    assert m.groups() == (f"{goal['decode_transform_ms']:.0f}", f"{goal['dense_budget_ms']:.0f}",
+                          f"{goal['conv_ms']:.0f}", f"{goal['bound_conv_only']:.2f}")
+    assert goal["bound_conv_only"] < 4  # the README says the goal is out of reach on this path
+
+
+def test_readme_epoch_plan_figures_are_the_results_file():
+    """The README's epoch plan figures: the rows of ``sampler.json`` (1M videos), package CPU s and the median
+    per-round ratio to the minimal implementation."""
+    with open(os.path.join(RESULTS, "sampler.json")) as f:
+        result = json.load(f)
+    assert result["settings"]["videos"] == 1_000_000
+    rows = {r["phase"].split(" ")[0]: r for r in result["rows"]}
+    text = _readme()
+    m = re.search(r"an exploitation plan \(one softmax draw per video from its table\) takes ([0-9.]+) s CPU, "
+                  r"([0-9.]+)× a minimal implementation of the same math .* \(median of (\d+) rounds\); the warm-up "
+                  r"\(uniform\) and exploration plans take (\d+) and (\d+) ms, ([0-9.]+)× and ([0-9.]+)×", text)
+    assert m, "the README's epoch plan sentence"
+    ex, ur, gr = rows["exploitation"]["plan"], rows["-"]["plan"], rows["exploration"]["plan"]
+    assert m.groups() == (f"{ex['package'][0]:.2f}", f"{ex['ratio'][0]:.2f}", str(result["settings"]["rounds"]),
+                          f"{ur['package'][0] * 1e3:.0f}", f"{gr['package'][0] * 1e3:.0f}", f"{ur['ratio'][0]:.2f}",
+                          f"{gr['ratio'][0]:.2f}")
