@@ -101,3 +101,19 @@ def test_pooling_weights_are_each_videos_softmax_over_its_own_clips():
             torch.testing.assert_close(w[v, :k].double(), want, rtol=1e-6, atol=1e-7)
             assert (w[v, k:] == 0).all()
             first += k
+
+
+def test_dense_pass_reads_the_video_itself_at_clip_stride_one():
+    """stride 1 and no SlowFast alpha: the backbone gets the batch's video tensor itself (no copy); stride 2: its
+    phases side by side, frames p, p + 2, ..."""
+    net = SimpleConv3d(widths=(4, 4, 4, 4)).eval()
+    seen = []
+    forward = net.forward_features
+    net.forward_features = lambda x: (seen.append(x), forward(x))[1]
+    video = _padded_videos([12, 9], 12)
+    with torch.no_grad():
+        dense_clip_scores(net, video, torch.tensor([12, 9]), 4, 1)
+        dense_clip_scores(net, video, torch.tensor([12, 9]), 4, 2)
+    assert seen[0] is video
+    assert seen[1].shape == (4, 3, 6, 16, 16)
+    assert torch.equal(seen[1][1], video[0, :, 1::2]) and torch.equal(seen[1][2], video[1, :, 0::2])

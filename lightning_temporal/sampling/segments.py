@@ -223,8 +223,7 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
 
     ``on_extrema(min, max)``: called with the minimum and maximum of ``values``, gathered while each chunk is
     in cache (no extra pass over the table), after the draws and before they are returned; it may raise (the
-    draws are then lost, the generator has advanced). An overflowing ``gamma * (w - max)`` is ``-inf``, i.e.
-    probability 0, never NaN, so the draws up to that point are well defined.
+    draws are then discarded; the generator has advanced).
     """
     lengths_all = offsets[1:] - offsets[:-1]
     V = lengths_all.numel()
