@@ -49,7 +49,7 @@ METRICS = ["tests/test_metrics.py", "tests/test_metrics_keys.py", "lightning_tem
 TABLE = ["tests/test_score_table.py", "tests/test_policies.py", "lightning_temporal/sampling/table.py"]
 SEGMENTS = ["tests/test_score_table.py", "tests/test_policies.py", "tests/test_segments_gamma.py",
             "lightning_temporal/sampling/segments.py"]
-EVAL = ["tests/test_validation_pooling.py", "tests/test_evaluation.py"]
+EVAL = ["tests/test_validation_pooling.py", "tests/test_evaluation.py", "tests/test_evaluation_math.py"]
 HIT = ["tests/test_hit_rate_skipped.py", "tests/test_callback.py", "-k",
        "hit_rate or skipped or history_metrics or keep_history or prior_mode"]
 SGS = "lightning_temporal/models/sgs.py"
@@ -156,26 +156,25 @@ MUTATIONS: List[Dict[str, object]] = [
          equivalent="differs only when a target equals a block prefix exactly (probability ~0 for a float64 uniform), "
                     "and the in-block search then picks the same position"),
     dict(id="G7", file="lightning_temporal/sampling/segments.py", tests=SEGMENTS, what="segment max not subtracted (2-D path)",
-         old="torch.sub(w2, w2.amax(1, keepdim=True), out=x.view(lengths.numel(), -1))",
+         old="torch.sub(w2, top, out=x.view(lengths.numel(), -1))",
          new="torch.sub(w2, 0.0, out=x.view(lengths.numel(), -1))"),
     # ------------------------------------------------------------ module.py: validation pooling
-    dict(id="V1", file="lightning_temporal/module.py", tests=EVAL, what="validation pooling without the padding mask",
-         old="pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)",
-         new="pooled = softmax_temporal_pool(scores.float(), gammas)"),
+    dict(id="V1", file="lightning_temporal/evaluation.py", tests=EVAL, what="validation pooling without the padding mask",
+         old="return softmax_temporal_pool(scores.float(), g, mask=mask)",
+         new="return softmax_temporal_pool(scores.float(), g)"),
     dict(id="V2", file="lightning_temporal/module.py", tests=EVAL, what="val/loss from the last gamma, not gamma_p",
          old="F.cross_entropy(pooled[0], labels)", new="F.cross_entropy(pooled[-1], labels)"),
     dict(id="V3", file="lightning_temporal/module.py", tests=EVAL, what="metrics of one gamma get another's logits",
          old="for g, video_logits in zip(self.gammas, pooled):", new="for g, video_logits in zip(self.gammas, pooled.flip(0)):"),
-    dict(id="V4", file="lightning_temporal/module.py", tests=EVAL, what="padding filled with ones instead of zeros",
+    dict(id="V4", file="lightning_temporal/evaluation.py", tests=EVAL, what="padding filled with ones instead of zeros",
          old="padded = scores.new_zeros(num_videos, longest, scores.shape[-1])",
          new="padded = scores.new_ones(num_videos, longest, scores.shape[-1])",
          equivalent="padding never enters the pooling (masked), so its value cannot change any output"),
     # V5 keeps every clip in its own video's row, rotated: validation pooling cannot see it (the pooling does not
     # depend on the order of a video's clips), predict's relevance curve can
-    dict(id="V5", file="lightning_temporal/module.py", tests=EVAL + ["tests/test_prediction_writer.py"],
+    dict(id="V5", file="lightning_temporal/evaluation.py", tests=EVAL + ["tests/test_prediction_writer.py"],
          what="clip positions rotated within each video's row",
-         old="first = torch.cumsum(counts, 0).to(scores.device) - counts.to(scores.device)",
-         new="first = torch.cumsum(counts, 0).to(scores.device) - counts.to(scores.device).flip(0)"),
+         old="first = torch.cumsum(counts, 0) - counts", new="first = torch.cumsum(counts, 0) - counts.flip(0)"),
     # ------------------------------------------------------------ callbacks: TSS hit rate
     dict(id="H1", file=CALLBACK, tests=HIT, what="a skipped video (start -1) counts as a miss",
          old="valid = (t >= 0) & (es >= 0) & (ee >= 0)", new="valid = (es >= 0) & (ee >= 0)"),

@@ -16,16 +16,19 @@ twin (ragged N, prior, REINFORCE) are reported for scale. CPU time (this process
 ``--rounds``, torch threads pinned (``--threads``, default 1), load average printed.
 
 Part 2 (training overhead of clean scoring) is ``benchmarks/clean_scoring.py``'s table (``--skip-training``
-to leave it out). Wall-clock numbers depend on the machine; the benchmark never decides pass/fail.
+to leave it out). ``--policies`` keeps only some rows of part 1 (e.g. ``uniform,tss``: the rows with a minimal
+twin); ``--out PREFIX`` writes ``PREFIX.md`` (part 1's table and its settings) and ``PREFIX.json``. Wall-clock
+numbers depend on the machine; the benchmark never decides pass/fail.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 
@@ -45,6 +48,8 @@ from lightning_temporal.sampling.policies import (  # noqa: E402
 from lightning_temporal.sampling.sampler import ClipSampler, epoch_generator  # noqa: E402
 
 GOAL = "~1.0x the minimal implementation"
+#: the row groups of part 1: uniform; TSS (exploration, exploitation); TSS with ragged N; prior; REINFORCE
+POLICIES = ("uniform", "tss", "ragged", "prior", "reinforce")
 _ROWS_ELEMS = 1 << 20  # positions per chunk of the minimal implementations
 
 
@@ -132,8 +137,10 @@ def _bytes_per_position(tensors, positions: int) -> float:
     return sum(t.numel() * t.element_size() for t in tensors) / positions
 
 
-def sampler_part1(videos: int, frames: int, clip_len: int, rounds: int, seed: int = 0) -> list[dict]:
-    """Rows: policy, phase, {"plan", "update"} timings (package, minimal, ratio), state bytes / position, check."""
+def sampler_part1(videos: int, frames: int, clip_len: int, rounds: int, seed: int = 0,
+                  policies: Sequence[str] = POLICIES) -> list[dict]:
+    """Rows: policy, phase, {"plan", "update"} timings (package, minimal, ratio), state bytes / position, check.
+    ``policies``: which rows (of :data:`POLICIES`)."""
     N = max(1, frames - clip_len + 1)
     lengths = torch.full((videos,), N, dtype=torch.int64)
     rows = []
@@ -166,28 +173,44 @@ def sampler_part1(videos: int, frames: int, clip_len: int, rounds: int, seed: in
         rows.append({"policy": name, "phase": phase, **timing, "check": check.lstrip("; "),
                      "bytes_per_pos": _bytes_per_position(state(policy), int(lengths.sum()))})
 
-    tss = StochasticSoftmaxPolicy(lengths, clip_len, gamma_s=1.0, schedule=sched, seed=seed)
-    tss.table.values.normal_(generator=gen)  # a non-flat table, as after exploration
+    unknown = set(policies) - set(POLICIES)
+    if unknown:
+        raise ValueError(f"policies {sorted(unknown)} are not rows of part 1; choose from {POLICIES}")
     tss_state = lambda p: [p.table.values, p.table.offsets, p.table.lengths, p.slot_orders, p.radius]  # noqa: E731
-    row("uniform", "-", UniformPolicy(lengths), 0, lambda p: [p.num_positions],
-        minimal_plan=lambda: minimal_uniform_plan(videos, N, seed, 0))
-    r_fill = int(tss.radius[0])
-    row("stochastic softmax", "exploration (hard fill)", tss, 3, tss_state,
-        minimal_plan=lambda: minimal_exploration_plan(tss.slot_orders, 0, videos, N, E, seed, 3),
-        minimal_update=lambda values, v, t, f: minimal_fill(values, N, v, t, f, r_fill))
-    tss.table.values.normal_(generator=gen)
-    row("stochastic softmax", "exploitation (Eq. S.2)", tss, 8, tss_state,
-        minimal_plan=lambda: minimal_softmax_plan(tss.table.values.view(videos, N), 1.0, seed, 8),
-        minimal_update=lambda values, v, t, f: minimal_interpolate(values, N, clip_len, v, t, f))
-    del tss
-    # Ragged lengths (N uniform in [N/2, 3N/2], same mean): the general segment path, no 2-D view.
-    ragged = torch.randint(max(1, N // 2), N + N // 2 + 1, (videos,), generator=gen)
-    tss = StochasticSoftmaxPolicy(ragged, clip_len, gamma_s=1.0, schedule=sched, seed=seed)
-    tss.table.values.normal_(generator=gen)
-    row("stochastic softmax, ragged N", "exploration (hard fill)", tss, 3, tss_state, lengths=ragged)
-    row("stochastic softmax, ragged N", "exploitation (Eq. S.2)", tss, 8, tss_state, lengths=ragged)
-    del tss
+    if "uniform" in policies:
+        row("uniform", "-", UniformPolicy(lengths), 0, lambda p: [p.num_positions],
+            minimal_plan=lambda: minimal_uniform_plan(videos, N, seed, 0))
+    if "tss" in policies:
+        tss = StochasticSoftmaxPolicy(lengths, clip_len, gamma_s=1.0, schedule=sched, seed=seed)
+        tss.table.values.normal_(generator=gen)  # a non-flat table, as after exploration
+        r_fill = int(tss.radius[0])
+        row("stochastic softmax", "exploration (hard fill)", tss, 3, tss_state,
+            minimal_plan=lambda: minimal_exploration_plan(tss.slot_orders, 0, videos, N, E, seed, 3),
+            minimal_update=lambda values, v, t, f: minimal_fill(values, N, v, t, f, r_fill))
+        tss.table.values.normal_(generator=gen)
+        row("stochastic softmax", "exploitation (Eq. S.2)", tss, 8, tss_state,
+            minimal_plan=lambda: minimal_softmax_plan(tss.table.values.view(videos, N), 1.0, seed, 8),
+            minimal_update=lambda values, v, t, f: minimal_interpolate(values, N, clip_len, v, t, f))
+        del tss
+    if "ragged" in policies:
+        # Ragged lengths (N uniform in [N/2, 3N/2], same mean): the general segment path, no 2-D view.
+        ragged = torch.randint(max(1, N // 2), N + N // 2 + 1, (videos,), generator=gen)
+        tss = StochasticSoftmaxPolicy(ragged, clip_len, gamma_s=1.0, schedule=sched, seed=seed)
+        tss.table.values.normal_(generator=gen)
+        row("stochastic softmax, ragged N", "exploration (hard fill)", tss, 3, tss_state, lengths=ragged)
+        row("stochastic softmax, ragged N", "exploitation (Eq. S.2)", tss, 8, tss_state, lengths=ragged)
+        del tss
+    if "prior" in policies:
+        _prior_row(row, videos, frames, clip_len, gen)
+    if "reinforce" in policies:
+        rf = ReinforcePolicy(lengths, lr=1.0, baseline_momentum=0.9)
+        rf.table.values.normal_(generator=gen)
+        row("reinforce", "-", rf, 0, lambda p: [p.table.values, p.table.offsets, p.table.lengths, p.baseline,
+                                                  p.seen])
+    return rows
 
+
+def _prior_row(row, videos: int, frames: int, clip_len: int, gen: torch.Generator) -> None:
     c0 = time.process_time()
     frame_scores = FlatFrameScores(torch.rand(videos * frames, generator=gen),
                                    torch.full((videos,), frames, dtype=torch.int64))
@@ -196,12 +219,6 @@ def sampler_part1(videos: int, frames: int, clip_len: int, rounds: int, seed: in
     del frame_scores
     row("prior", f"(build from frame scores: {t_build:.2f} s CPU)", prior, 0,
         lambda p: [p.table.values, p.table.offsets, p.table.lengths])
-    del prior
-
-    rf = ReinforcePolicy(lengths, lr=1.0, baseline_momentum=0.9)
-    rf.table.values.normal_(generator=gen)
-    row("reinforce", "-", rf, 0, lambda p: [p.table.values, p.table.offsets, p.table.lengths, p.baseline, p.seen])
-    return rows
 
 
 def _cell(t: Dict, key: str) -> str:
@@ -216,15 +233,21 @@ def _cell(t: Dict, key: str) -> str:
     return s
 
 
-def print_part1(rows: list[dict]) -> None:
-    print("| policy | phase | plan: package CPU / wall s | minimal | package / minimal CPU / wall "
-          "| update: package CPU / wall s | minimal | package / minimal CPU / wall | goal | state bytes / position "
-          "| check |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|")
+def part1_table(rows: list[dict]) -> list[str]:
+    """Part 1 as markdown lines."""
+    out = ["| policy | phase | plan: package CPU / wall s | minimal | package / minimal CPU / wall "
+           "| update: package CPU / wall s | minimal | package / minimal CPU / wall | goal | state bytes / position "
+           "| check |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
         goal = GOAL if "minimal" in r["plan"] or "minimal" in r["update"] else "-"
-        print(f"| {r['policy']} | {r['phase']} | {_cell(r['plan'], 'plan')} | {_cell(r['update'], 'update')} | "
-              f"{goal} | {r['bytes_per_pos']:.3f} | {r['check']} |")
+        out.append(f"| {r['policy']} | {r['phase']} | {_cell(r['plan'], 'plan')} | {_cell(r['update'], 'update')} | "
+                   f"{goal} | {r['bytes_per_pos']:.3f} | {r['check']} |")
+    return out
+
+
+def print_part1(rows: list[dict]) -> None:
+    print("\n".join(part1_table(rows)))
 
 
 def clean_scoring_overhead(**kwargs) -> None:
@@ -235,24 +258,39 @@ def clean_scoring_overhead(**kwargs) -> None:
     print_table(measure(**kwargs))
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--videos", type=int, default=1_000_000)
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--clip-len", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=3, help="median of this many rounds")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (pinned)")
+    ap.add_argument("--policies", default=",".join(POLICIES), help=f"rows of part 1, of {','.join(POLICIES)}")
     ap.add_argument("--skip-training", action="store_true", help="skip part 2 (clean-scoring overhead)")
+    ap.add_argument("--out", default=None, help="write PREFIX.md (part 1) and PREFIX.json")
     args = ap.parse_args(argv)
     pin_threads(args.threads)
     N = max(1, args.frames - args.clip_len + 1)
-    print(f"{machine_line()}\n")
-    print(f"{args.videos:,} videos x {args.frames} frames, F = {args.clip_len} -> N = {N} positions per video "
-          f"({args.videos * N:,} positions); medians of {args.rounds} rounds, package and minimal alternating\n")
-    print_part1(sampler_part1(args.videos, args.frames, args.clip_len, args.rounds))
+    head = [machine_line(), "",
+            f"{args.videos:,} videos x {args.frames} frames, F = {args.clip_len} -> N = {N} positions per video "
+            f"({args.videos * N:,} positions); medians of {args.rounds} rounds, package and minimal alternating", ""]
+    print("\n".join(head))
+    rows = sampler_part1(args.videos, args.frames, args.clip_len, args.rounds,
+                         policies=[p for p in args.policies.split(",") if p])
+    table = part1_table(rows)
+    print("\n".join(table))
+    after = load_average()
+    if args.out:
+        with open(args.out + ".md", "w") as f:
+            f.write("# Epoch plan and table update vs a minimal implementation (benchmarks/sampler.py)\n\n"
+                    + "\n".join(head + table + ["", f"{after} (after)"]) + "\n")
+        with open(args.out + ".json", "w") as f:
+            json.dump({"settings": {k: v for k, v in vars(args).items() if k != "out"}, "machine": head[0],
+                       "load_after": after, "rows": rows}, f, indent=1)
     if not args.skip_training:
         clean_scoring_overhead(threads=args.threads)
     print(f"\n{load_average()} (after)")
+    return rows
 
 
 if __name__ == "__main__":

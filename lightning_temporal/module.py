@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -16,6 +15,7 @@ from torchmetrics import MeanMetric
 from lightning_temporal.checks import check_int, check_number
 from lightning_temporal.data.dataset import SkipCounter
 from lightning_temporal.data.video_dataset import gather_clips
+from lightning_temporal.evaluation import dense_clip_scores, pad_clip_scores, pool_video_scores, pooling_weights
 from lightning_temporal.metrics import classification_metrics
 from lightning_temporal.models.backbone import StagedBackbone, gmacs_by_bins
 from lightning_temporal.models.sgs import SimilarityGuidedSampling
@@ -23,20 +23,6 @@ from lightning_temporal.pooling import softmax_temporal_pool
 from lightning_temporal.sampling.sampler import counter_seed
 
 __all__ = ["VideoClassifier", "pad_clip_scores", "pooling_key"]
-
-
-def pad_clip_scores(scores: Tensor, counts: Tensor) -> Tuple[Tensor, Tensor]:
-    """Scatter clip scores ``[sum K, C]`` of ``V`` videos (``counts`` ``[V]`` clips each, in order) into
-    ``[V, max K, C]`` with a bool mask ``[V, max K]`` of the real clips. Vectorised (no loop over videos)."""
-    num_videos, longest = counts.numel(), int(counts.max()) if counts.numel() else 0
-    video = torch.repeat_interleave(torch.arange(num_videos, device=scores.device), counts.to(scores.device))
-    first = torch.cumsum(counts, 0).to(scores.device) - counts.to(scores.device)
-    pos = torch.arange(scores.shape[0], device=scores.device) - first[video]
-    padded = scores.new_zeros(num_videos, longest, scores.shape[-1])
-    mask = torch.zeros(num_videos, longest, dtype=torch.bool, device=scores.device)
-    padded[video, pos] = scores
-    mask[video, pos] = True
-    return padded, mask
 
 
 def pooling_key(gamma_p: float) -> str:
@@ -342,58 +328,10 @@ class VideoClassifier(LightningModule):
 
     def dense_scores(self, video: Tensor, lengths: Tensor, clip_len: Optional[int] = None,
                      stride: int = 1) -> Tuple[Tensor, Tensor, Tensor]:
-        """Clip logits of every clip start of whole videos from one fully convolutional pass per video.
-
-        The backbone runs once over all frames; the head then pools the features over each clip's window of
-        temporal positions the way it pools a clip's own features (``head.forward_dense(feat, window)``), so a
-        score differs from the clip-wise one only where the clip's receptive field crosses the clip's borders
-        (the dense pass sees the neighbouring frames, a lone clip sees zero padding). With ``stride > 1`` the
-        video is split into its ``stride`` phases (frames p, p + stride, ...), one pass each, so that every
-        clip start is scored. A backbone with temporal stride r scores every r-th start of each phase.
-
-        Args:
-            video: ``[V, 3, L, H, W]``, videos padded to the longest by repeating their last frame.
-            lengths: int ``[V]`` frames of each video (at least one clip span).
-            clip_len: frames per clip; None classifies every temporal position alone (window of 1).
-            stride: temporal stride of the clips.
-        Returns:
-            ``scores [V, T, K]``, ``mask [V, T]`` (True where the whole clip lies in the video) and ``starts
-            [V, T]``, the frame each scored clip starts at (increasing).
-        Raises:
-            TypeError for a backbone without ``forward_features`` / ``head.forward_dense``; ValueError for one
-            with SGS or attention (they change the time axis).
-        """
-        backbone = self.backbone
-        head = getattr(backbone, "head", None)
-        if not hasattr(backbone, "forward_features") or not hasattr(head, "forward_dense"):
-            raise TypeError(f"{type(backbone).__name__} has no forward_features/head.forward_dense; use "
-                            "data.eval_mode: clips")
-        if getattr(backbone, "temporal", None) is not None:
-            raise ValueError("dense evaluation needs a backbone without SGS/attention (they change the time "
-                             "axis); use data.eval_mode: clips")
-        num_videos, channels, longest, height, width = video.shape
-        frames = clip_len or 1
-        span = (frames - 1) * stride + 1
-        per_phase = max(-(-longest // stride), frames)
-        alpha = getattr(backbone, "alpha", 1)  # SlowFast takes a multiple of its frame-rate ratio
-        per_phase = -(-per_phase // alpha) * alpha
-        x = video
-        if stride > 1 or per_phase != longest:  # phases side by side in the batch, the tail repeats the last frame
-            idx = torch.arange(per_phase * stride, device=video.device).clamp_(max=longest - 1)
-            x = video[:, :, idx].view(num_videos, channels, per_phase, stride, height, width)
-            x = x.permute(0, 3, 1, 2, 4, 5).reshape(num_videos * stride, channels, per_phase, height, width)
-        feat, _ = backbone.forward_features(x)  # V * stride, C', T', H', W'
-        t_out = feat.shape[2]
-        step = max(1, round(per_phase / t_out))  # frames of a phase per output position (temporal stride)
-        window = min(-(-frames // step), t_out)
-        scores = head.forward_dense(feat, window)  # V * stride, n, K
-        n = scores.shape[1]
-        scores = scores.view(num_videos, stride, n, -1).transpose(1, 2).reshape(num_videos, n * stride, -1)
-        starts = (torch.arange(n, device=video.device)[:, None] * (step * stride)
-                  + torch.arange(stride, device=video.device)[None, :]).reshape(-1)  # position (j, p) -> frame
-        last = (lengths.to(video.device) - span).clamp(min=0)
-        mask = starts[None, :] <= last[:, None]
-        return scores, mask, starts.expand(num_videos, -1)
+        """Clip logits of every clip start of whole videos from one fully convolutional pass per video:
+        :func:`~lightning_temporal.evaluation.dense_clip_scores` of this module's backbone (its arguments,
+        returns and errors)."""
+        return dense_clip_scores(self.backbone, video, lengths, clip_len, stride)
 
     def _eval_step(self, batch: Dict[str, Any], stage: str) -> None:
         skipped = batch["skipped"].numel()
@@ -406,8 +344,7 @@ class VideoClassifier(LightningModule):
         if labels.numel():
             with self.sgs_bins() as bins:
                 scores, mask, _ = self.video_clip_scores(batch)  # one forward pass serves every gamma_p and metric
-            gammas = torch.tensor(self.gammas, dtype=torch.float32, device=scores.device).view(-1, 1, 1, 1)
-            pooled = softmax_temporal_pool(scores.float(), gammas, mask=mask)  # G, V, K: every gamma_p at once
+            pooled = pool_video_scores(scores, mask, self.gammas)  # G, V, K: every gamma_p at once
             for g, video_logits in zip(self.gammas, pooled):
                 self.metrics[f"{stage}_{pooling_key(g)}"].update(video_logits, labels)
             self.eval_loss[stage].update(F.cross_entropy(pooled[0], labels), weight=labels.numel())
@@ -464,10 +401,7 @@ class VideoClassifier(LightningModule):
         pooled = softmax_temporal_pool(scores, self.gamma_p, mask=mask)
         probs = pooled.softmax(-1)
         pred = probs.argmax(-1)  # V
-        s = scores.gather(-1, pred[:, None, None].expand(-1, scores.shape[1], 1)).squeeze(-1)  # V, T
-        gamma = min(self.gamma_p, 1e30)  # max pooling (inf) as a one-hot over the maximal positions
-        z = gamma * (s - s.masked_fill(~mask, -math.inf).amax(-1, keepdim=True))
-        weights = z.masked_fill(~mask, -math.inf).softmax(-1)
+        weights = pooling_weights(scores, mask, pred, self.gamma_p)  # V, T
         n = mask.sum(1).tolist()
         frames = batch.get("num_frames", torch.full((len(n),), -1))
         videos = [{"video_idx": int(v), "label": int(y), "pred": int(c), "probs": p.cpu(), "curve": sc[:k].cpu(),

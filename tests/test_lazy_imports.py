@@ -18,7 +18,8 @@ def _loaded_after(code: str) -> list:
 
 
 @pytest.mark.parametrize("module", ["lightning_temporal.sampling", "lightning_temporal.models",
-                                    "lightning_temporal.data", "lightning_temporal.pooling"])
+                                    "lightning_temporal.data", "lightning_temporal.pooling",
+                                    "lightning_temporal.evaluation"])
 def test_pure_modules_do_not_import_lightning(module):
     loaded = _loaded_after(f"import {module}")
     assert module in loaded

@@ -29,8 +29,8 @@ from torch import Tensor
 from lightning_temporal.checks import check_int
 from lightning_temporal.sampling.segments import IntsLike, as_num_positions
 
-__all__ = ["Phase", "PHASE_CODES", "PhaseSchedule", "check_epoch", "exploration_starts", "exploration_radius",
-           "exploration_slot_orders"]
+__all__ = ["Phase", "PHASE_CODES", "PhaseSchedule", "check_epoch", "exploration_starts", "grid_starts",
+           "exploration_radius", "exploration_slot_orders"]
 
 
 class Phase(str, enum.Enum):
@@ -74,6 +74,16 @@ def exploration_starts(num_positions: IntsLike, slot: Union[int, Tensor], explor
     if E == 1:
         return (n - 1) // 2
     return ((n - 1) * k) // (E - 1)  # exact integer floor
+
+
+def grid_starts(last: Tensor, slot: Tensor, exploration_epochs: int) -> Tensor:
+    """:func:`exploration_starts` without its checks and in place, for inputs already checked (a policy's own
+    N_v and slot orders, checked when it was built or loaded): ``last`` = N_v - 1 and ``slot`` int64 ``[V]``;
+    ``slot`` is overwritten with the starts and returned (pass a tensor of your own)."""
+    E = exploration_epochs
+    if E == 1:
+        return torch.floor_divide(last, 2, out=slot)
+    return slot.mul_(last).floor_divide_(E - 1)  # (N - 1) * k // (E - 1): exact integer floor
 
 
 def exploration_radius(num_positions: IntsLike, exploration_epochs: int) -> Tensor:

@@ -24,7 +24,7 @@ from lightning_temporal.sampling.phases import (
     check_epoch,
     exploration_radius,
     exploration_slot_orders,
-    exploration_starts,
+    grid_starts,
 )
 from lightning_temporal.sampling.policy import SamplingPolicy, uniform_starts
 from lightning_temporal.sampling.records import record_rounds
@@ -134,7 +134,8 @@ class StochasticSoftmaxPolicy(SamplingPolicy):
     def _exploration_starts(self, epoch: int, v: Optional[int] = None) -> Tensor:
         rows = slice(None) if v is None else slice(v, v + 1)
         slot = self.slot_orders[rows, self.schedule.exploration_index(epoch)].to(torch.int64)
-        return exploration_starts(self.num_positions[rows], slot, self.schedule.exploration_epochs)
+        # N_v and the slot orders were checked when the policy was built or loaded: no pass to check them again
+        return grid_starts(self.last_positions[rows], slot, self.schedule.exploration_epochs)
 
     def _learn(self, epoch: int, vid: Tensor, st: Tensor, sc: Tensor) -> dict:
         if self.phase(epoch) is Phase.EXPLORATION:
@@ -152,6 +153,11 @@ class StochasticSoftmaxPolicy(SamplingPolicy):
         if slots.shape != self.slot_orders.shape:
             raise ValueError(f"StochasticSoftmaxPolicy.load_state_dict: slot_orders shape {tuple(slots.shape)} "
                              f"!= {tuple(self.slot_orders.shape)} (other videos or exploration epochs)")
+        E = self.schedule.exploration_epochs
+        if slots.numel() and (int(slots.min()) < 0 or int(slots.max()) >= E):
+            raise ValueError(f"StochasticSoftmaxPolicy.load_state_dict: slot_orders hold values in "
+                             f"{int(slots.min())}..{int(slots.max())}, slots must be in 0..{E - 1} (E = {E}); the "
+                             "checkpoint is damaged or from another schedule")
         super().load_state_dict(state)
         self.slot_orders = slots.clone().to(self.slot_orders.dtype)
         self.seed = int(state["seed"])

@@ -69,10 +69,13 @@ __all__ = ["SamplingPolicy", "PolicyContext", "uniform_starts"]
 _LEGACY_TABLE_KEYS = ("theta", "prior")
 
 
-def uniform_starts(num_positions: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """t ~ Uniform{0..N_v-1} for every video: int64 [V] (one float64 uniform per video)."""
+def uniform_starts(num_positions: Tensor, generator: Optional[torch.Generator] = None,
+                   last: Optional[Tensor] = None) -> Tensor:
+    """t ~ Uniform{0..N_v-1} for every video: int64 [V] (one float64 uniform per video: min(floor(u N_v), N_v - 1)).
+    ``last``: ``num_positions - 1`` if the caller keeps it (no new tensor for it)."""
     u = torch.rand(num_positions.numel(), generator=generator, dtype=torch.float64)
-    return torch.minimum((u * num_positions).to(torch.int64), num_positions - 1)
+    t = u.mul_(num_positions).to(torch.int64)  # u * N_v in float64; no further float64 temporary
+    return torch.minimum(t, num_positions - 1 if last is None else last, out=t)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +135,15 @@ class SamplingPolicy(abc.ABC):
     def num_videos(self) -> int:
         return self.num_positions.numel()
 
+    @property
+    def last_positions(self) -> Tensor:
+        """N_v - 1, the last clip position of every video: int64 ``[V]``, made once per ``num_positions`` tensor
+        (the epoch plans read it instead of making it each epoch)."""
+        cached = self.__dict__.get("_last_positions")
+        if cached is None or cached[0] is not self.num_positions:
+            cached = self.__dict__["_last_positions"] = (self.num_positions, self.num_positions - 1)
+        return cached[1]
+
     # ------------------------------------------------------------------------------------------ phases
     @classmethod
     def phase_of(cls, epoch: int, schedule: Optional[PhaseSchedule]) -> Optional[Phase]:
@@ -178,7 +190,7 @@ class SamplingPolicy(abc.ABC):
         """One start per video for ``epoch``: int64 ``[V]``, drawn with ``generator`` only."""
         phase = self.phase(epoch)
         if phase is Phase.WARMUP:
-            return uniform_starts(self.num_positions, generator)
+            return uniform_starts(self.num_positions, generator, self.last_positions)
         if phase is Phase.EXPLORATION:
             return self._exploration_starts(epoch)
         return self.table.sample(self.temperature, generator)

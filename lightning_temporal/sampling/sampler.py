@@ -152,7 +152,8 @@ class ClipSampler(DistributedSampler):
         nr = check_int("num_replicas", self.num_replicas, minimum=1, hint="the DDP world size")
         check_int("rank", self.rank, minimum=0, maximum=nr - 1, hint=f"num_replicas = {nr}")
         check_instance("policy", self.policy, SamplingPolicy, hint="subclass lightning_temporal.sampling.SamplingPolicy")
-        if not torch.equal(self.policy.num_positions, self.num_positions):
+        same = self.policy.num_positions is self.num_positions  # the usual case: no pass over the videos
+        if not same and not torch.equal(self.policy.num_positions, self.num_positions):
             raise ValueError(f"the policy was built for other videos than the sampler: policy has "
                              f"{self.policy.num_videos} videos, sampler {self.num_videos}, or their "
                              "num_positions differ; build both from the same training manifest")

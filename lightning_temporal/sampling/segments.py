@@ -18,7 +18,7 @@ Functions: :func:`as_num_positions` (checks per-video counts), :func:`segment_of
 """
 from __future__ import annotations
 
-from typing import Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -140,12 +140,15 @@ def segment_broadcast(per_seg: Tensor, lengths: Tensor, ids: Optional[Tensor], o
     return out
 
 
-def shifted_logits(values: Tensor, offsets: Tensor, gamma: float, ws: Workspace, v0: int, v1: int):
+def shifted_logits(values: Tensor, offsets: Tensor, gamma: float, ws: Workspace, v0: int, v1: int,
+                   extrema: Optional[list] = None):
     """``x = gamma * (w - segment max of w)`` for the chunk of videos ``[v0, v1)``, written into ``ws.x``.
 
     Returns ``(a, b, lengths, ids, x)``: the chunk's flat range ``[a, b)``, its segment lengths, its segment
     ids (see :func:`segment_ids`) and ``x`` ``[b - a]``. ``gamma >= 0``, so max(gamma * w) = gamma * max(w): the
-    max is taken on the raw table (no extra pass). ``ws`` needs the buffers ``x`` and ``tmp``.
+    max is taken on the raw table (no extra pass). ``ws`` needs the buffers ``x`` and ``tmp``. With
+    ``extrema`` (a list), the chunk's minimum and maximum of ``w`` are appended to it as 0-d tensors (the
+    maximum from the segment maxima, the minimum from one more read of the chunk while it is in cache).
     """
     a, b = int(offsets[v0]), int(offsets[v1])
     n = b - a
@@ -155,34 +158,51 @@ def shifted_logits(values: Tensor, offsets: Tensor, gamma: float, ws: Workspace,
     x = ws.x[:n]
     if ids is None:
         w2 = w.view(lengths.numel(), -1)
-        torch.sub(w2, w2.amax(1, keepdim=True), out=x.view(lengths.numel(), -1))
+        top = w2.amax(1, keepdim=True)
+        torch.sub(w2, top, out=x.view(lengths.numel(), -1))
     else:
-        torch.sub(w, segment_broadcast(torch.segment_reduce(w, "max", lengths=lengths), lengths, ids, ws.tmp[:n]),
-                  out=x)
+        top = torch.segment_reduce(w, "max", lengths=lengths)
+        torch.sub(w, segment_broadcast(top, lengths, ids, ws.tmp[:n]), out=x)
+    if extrema is not None:
+        extrema += [w.amin(), top.amax()]  # NaN propagates through both, as through torch.aminmax
     if gamma != 1.0:
         x.mul_(gamma)
     return a, b, lengths, ids, x
 
 
-def segment_softmax_entropy(values: Tensor, offsets: Tensor, gamma: float = 1.0) -> Tensor:
+def _report_extrema(extrema: list, on_extrema: Optional[Callable[[float, float], None]]) -> None:
+    """Call ``on_extrema(min, max)`` with the table's extrema gathered chunk by chunk (NaN if any value is)."""
+    if on_extrema is not None and extrema:
+        both = torch.stack(extrema).view(-1, 2)
+        lo, hi = both[:, 0].amin(), both[:, 1].amax()
+        on_extrema(float(lo), float(hi))
+
+
+def segment_softmax_entropy(values: Tensor, offsets: Tensor, gamma: float = 1.0, *,
+                            on_extrema: Optional[Callable[[float, float], None]] = None) -> Tensor:
     """Entropy (nats) of softmax(gamma * segment) for every segment: float32 ``[V]``.
 
     H = log Z - sum(e * x) / Z with x = gamma * w - segment max (so Z >= 1 and nothing overflows).
+    ``on_extrema(min, max)``: called with the minimum and maximum of ``values`` (found chunk by chunk, no
+    extra pass over the table) before the entropies are returned, e.g. to refuse a gamma that overflows.
     """
     V = offsets.numel() - 1
     out = torch.empty(V, dtype=torch.float32)
     ws = Workspace(offsets, "x", "tmp")
+    extrema: Optional[list] = [] if on_extrema is not None else None
     for v0, v1 in ws.chunks:
-        a, b, lengths, ids, x = shifted_logits(values, offsets, gamma, ws, v0, v1)
+        a, b, lengths, ids, x = shifted_logits(values, offsets, gamma, ws, v0, v1, extrema)
         e = torch.exp(x, out=ws.tmp[:b - a])
         z = segment_reduce(e, "sum", lengths, ids).to(torch.float64)
         ex = segment_reduce(x.mul_(e), "sum", lengths, ids).to(torch.float64)
         out[v0:v1] = (torch.log(z) - ex / z).to(torch.float32)
+    _report_extrema(extrema, on_extrema)
     return out
 
 
 def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
-                           generator: Optional[torch.Generator] = None) -> Tensor:
+                           generator: Optional[torch.Generator] = None, *,
+                           on_extrema: Optional[Callable[[float, float], None]] = None) -> Tensor:
     """Draw one index per segment from softmax(gamma * segment): int64 ``[V]``, each in ``[0, N_v)``.
 
     Inverse-CDF sampling, vectorised over videos, in chunks of about ``CHUNK_ELEMS`` positions:
@@ -198,7 +218,12 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
     Sums over more than 32 terms are float64 (block prefixes reach ~P); sums inside a block are float32
     (<= 32 terms, each <= 1: error ~1e-6 against a segment mass >= 1), so probabilities are exact to
     ~1e-5 or better. ``generator`` is used by exactly one ``torch.rand(V)`` call: the result is a
-    deterministic function of its state. ``gamma = 0`` is exactly uniform (no table read).
+    deterministic function of its state. ``gamma = 0`` is exactly uniform (no table read, ``on_extrema`` not
+    called).
+
+    ``on_extrema(min, max)``: called with the minimum and maximum of ``values``, gathered while each chunk is
+    in cache (no extra pass over the table), after the draws and before they are returned; it may raise (the
+    draws are then discarded; the generator has advanced).
     """
     lengths_all = offsets[1:] - offsets[:-1]
     V = lengths_all.numel()
@@ -208,8 +233,9 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
     out = torch.empty(V, dtype=torch.int64)
     ws = Workspace(offsets, "x", "tmp")
     cols = torch.arange(_BLOCK)
+    extrema: Optional[list] = [] if on_extrema is not None else None
     for v0, v1 in ws.chunks:
-        a, b, lengths, ids, x = shifted_logits(values, offsets, gamma, ws, v0, v1)
+        a, b, lengths, ids, x = shifted_logits(values, offsets, gamma, ws, v0, v1, extrema)
         n = b - a
         nb = -(-n // _BLOCK)
         s_loc = offsets[v0:v1] - a                         # first position of each segment, chunk-local
@@ -226,8 +252,11 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
             part = torch.where(cols <= (j - blk * _BLOCK)[:, None], xb[blk], 0.0).sum(1).to(torch.float64)
             return excl[blk] + part
 
-        before = torch.where(s_loc > 0, prefix(torch.clamp(s_loc - 1, min=0)), 0.0)
-        target = before + u[v0:v1] * (prefix(e_loc - 1) - before)
+        # segments are contiguous: the prefix before segment k is the inclusive prefix at the end of segment k - 1
+        # (the chunk's first segment starts at 0), so one prefix() call serves both ends
+        end = prefix(e_loc - 1)
+        before = torch.cat([end.new_zeros(1), end[:-1]])
+        target = before + u[v0:v1] * (end - before)
         blk = torch.searchsorted(incl, target, right=True)  # first block whose prefix exceeds the target
         blk = torch.minimum(torch.maximum(blk, s_loc // _BLOCK), (e_loc - 1) // _BLOCK)
         row = torch.cumsum(xb[blk], 1)                     # in-block prefix of the chosen blocks only
@@ -235,4 +264,5 @@ def segment_softmax_sample(values: Tensor, offsets: Tensor, gamma: float,
         # u < 1, but rounding may put the target on the segment's last prefix: clamp into the segment.
         j = torch.minimum(torch.maximum(j, s_loc), e_loc - 1)
         out[v0:v1] = j - s_loc
+    _report_extrema(extrema, on_extrema)
     return out

@@ -24,7 +24,7 @@ from lightning_temporal.sampling.segments import (
     segment_softmax_sample,
 )
 
-__all__ = ["ScoreTable", "check_temperature", "check_temperature_range", "FLOAT32_MAX"]
+__all__ = ["ScoreTable", "check_temperature", "check_temperature_range", "check_temperature_spread", "FLOAT32_MAX"]
 
 #: the largest finite float32: γ · (score range) above it overflows the float32 tables
 FLOAT32_MAX = float(torch.finfo(torch.float32).max)
@@ -50,8 +50,15 @@ def check_temperature_range(gamma: float, values: Tensor, name: str = "gamma_s")
     if gamma == 0 or values.numel() == 0:
         return
     lo, hi = torch.aminmax(values)
-    spread = float(hi) - float(lo)
-    if not math.isfinite(spread):
+    check_temperature_spread(gamma, float(lo), float(hi), name)
+
+
+def check_temperature_spread(gamma: float, lo: float, hi: float, name: str = "gamma_s") -> None:
+    """:func:`check_temperature_range` for tables whose minimum ``lo`` and maximum ``hi`` are known (the sampling
+    and entropy kernels find them chunk by chunk, so the check costs no pass of its own)."""
+    gamma = float(gamma)
+    spread = hi - lo
+    if gamma == 0 or not math.isfinite(spread):
         return  # non-finite scores never reach a table (records.drop_nonfinite); nothing to bound here
     if gamma * spread > FLOAT32_MAX:
         raise ValueError(f"{name} = {gamma:.4g} times the score tables' spread (max - min = {spread:.4g}) overflows "
@@ -233,13 +240,13 @@ class ScoreTable:
     def sample(self, gamma: float, generator: torch.Generator | None = None) -> Tensor:
         """One start per video from softmax(gamma * w_v): int64 [V] (see :func:`segment_softmax_sample`).
         ``ValueError`` when gamma times the tables' spread overflows float32 (:func:`check_temperature_range`)."""
-        check_temperature_range(gamma, self.values)
-        return segment_softmax_sample(self.values, self.offsets, gamma, generator)
+        return segment_softmax_sample(self.values, self.offsets, gamma, generator,
+                                      on_extrema=lambda lo, hi: check_temperature_spread(gamma, lo, hi))
 
     def entropy(self, gamma: float) -> Tensor:
         """Entropy (nats) of softmax(gamma * w_v) for every video: float32 [V]; ``ValueError`` as :meth:`sample`."""
-        check_temperature_range(gamma, self.values)
-        return segment_softmax_entropy(self.values, self.offsets, gamma)
+        return segment_softmax_entropy(self.values, self.offsets, gamma,
+                                       on_extrema=lambda lo, hi: check_temperature_spread(gamma, lo, hi))
 
     def probabilities(self, v: int, gamma: float) -> Tensor:
         """softmax(gamma * w_v) of one video: float32 [N_v] (for plots)."""
