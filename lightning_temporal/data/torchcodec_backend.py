@@ -1,0 +1,135 @@
+"""Optional decoding backend: torchcodec decodes the frames, the package's frame table names them.
+
+``read_clip(..., backend="torchcodec")`` (and :class:`~lightning_temporal.data.video.VideoReader`, the datasets'
+``backend`` argument) decode with `torchcodec <https://github.com/pytorch/torchcodec>`_ (``pip install
+"lightning_temporal[torchcodec]"``; it links the system's FFmpeg libraries: ``apt-get install ffmpeg``) instead of
+PyAV. What stays the same whatever the backend:
+
+* **Which frame is frame i**: the frame table of :mod:`lightning_temporal.data.frame_table` (one PyAV demux pass,
+  cached per file) is handed to torchcodec as its frame mapping (``custom_frame_mappings``: every frame's pts,
+  duration to the next one and keyframe flag; torchcodec then scans nothing), torchcodec is asked for frames by
+  index, and every picture it returns is checked to carry exactly the table's pts. torchcodec's own scan is never
+  used: on a damaged file its numbering differs (a lost packet shifts its later frames down), and asking for the
+  frame "played at" a time picks the wrong one where a container's frame durations are nominal (variable frame
+  rate in Matroska).
+* **Errors**: a read over a frame the table knows is bad raises the same :class:`VideoError` before anything is
+  decoded; the argument checks are the same.
+
+When torchcodec is asked for a read it cannot do as the PyAV path would, that read goes through the PyAV path
+(same result as ``backend="pyav"``, nothing returned from torchcodec): a ``size`` given (torchcodec's resize is
+not swscale's bilinear conversion: up to 124/255 apart per channel, measured), a file without timestamps, a
+decoding run (keyframe to last wanted frame) that crosses a frame the table marks bad, a torchcodec error (a
+packet the decoder rejects), a picture with another pts or another frame size than the table's, torchcodec not
+importable. Full-size RGB from torchcodec is byte-identical to the PyAV path on every test file
+(``tests/test_decode_backends.py`` compares every frame: H.264, HEVC, VP9, MPEG-4, MJPEG's full-range YUV,
+odd frame sizes).
+
+What torchcodec cannot report: a picture the decoder conceals without rejecting its packet (PyAV reads the
+frame's corrupt flag and raises). The frame table built by ``probe(path)`` (``exact=True``: one decode pass)
+already lists such frames, and after that the torchcodec path refuses them as the PyAV one does; without it, a
+read with ``backend="torchcodec"`` can return a concealed picture where ``backend="pyav"`` raises. Use the PyAV
+backend (the default) to find damaged files.
+"""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["BACKENDS", "torchcodec_available", "resolve_backend"]
+
+BACKENDS = ("pyav", "torchcodec", "auto")
+
+_AVAILABLE: Optional[bool] = None
+_INHERITED: list = []
+_IMPORT_ERROR: Optional[str] = None
+
+
+def torchcodec_available() -> bool:
+    """Whether ``torchcodec.decoders.VideoDecoder`` imports (and its FFmpeg libraries load) in this process."""
+    global _AVAILABLE, _IMPORT_ERROR
+    if _AVAILABLE is None:
+        try:
+            from torchcodec.decoders import VideoDecoder  # noqa: F401
+            _AVAILABLE = True
+        except Exception as err:  # ImportError, or RuntimeError/OSError when no FFmpeg library loads
+            _AVAILABLE, _IMPORT_ERROR = False, f"{type(err).__name__}: {err}".splitlines()[0][:300]
+    return _AVAILABLE
+
+
+def resolve_backend(backend: str, where: str = "backend") -> str:
+    """``"pyav"`` or ``"torchcodec"`` for a ``backend`` argument: ``"auto"`` is torchcodec when it imports, else
+    PyAV. Raises ``ValueError`` for another name and ``ImportError`` for ``"torchcodec"`` when it does not import
+    (naming why and what to install)."""
+    if backend == "pyav":
+        return backend
+    if backend not in BACKENDS:
+        raise ValueError(f"{where} must be one of {', '.join(repr(b) for b in BACKENDS)}, got {backend!r}")
+    if torchcodec_available():
+        return "torchcodec"
+    if backend == "auto":
+        return "pyav"
+    raise ImportError(f"{where}='torchcodec' but torchcodec cannot be imported ({_IMPORT_ERROR}); install it with "
+                      "pip install \"lightning_temporal[torchcodec]\" and the FFmpeg shared libraries (e.g. apt-get "
+                      "install ffmpeg), or use backend='pyav'")
+
+
+def frame_mappings(pts: np.ndarray, key_frame: np.ndarray) -> str:
+    """torchcodec's ``custom_frame_mappings`` JSON for a frame table: ``pts`` int64 [L] increasing (stream time
+    base), ``key_frame`` int64 [K] frame indices decoding can start at. Durations are the steps to the next pts
+    (the last frame: the step before it)."""
+    L = len(pts)
+    duration = np.diff(pts, append=pts[-1] + (pts[-1] - pts[-2] if L > 1 else 1))
+    key = np.zeros(L, np.int64)
+    key[key_frame[key_frame < L]] = 1
+    rows = ",".join(f'{{"pts":{a},"duration":{b},"key_frame":{c}}}'
+                    for a, b, c in zip(pts.tolist(), duration.tolist(), key.tolist()))
+    return f'{{"frames":[{rows}]}}'
+
+
+class TorchcodecFile:
+    """One torchcodec decoder of one video file, opened on first use (internal to :mod:`.video`).
+
+    :meth:`read` returns False, leaving nothing promised, whenever the read must go through the PyAV path.
+    """
+
+    def __init__(self, path: str, stream_index: int, mappings: str):
+        self.path, self.stream_index, self.mappings = path, stream_index, mappings
+        self.decoder = None
+        self.pid = os.getpid()
+
+    def _decoder(self):
+        if self.decoder is None or self.pid != os.getpid():
+            from torchcodec.decoders import VideoDecoder
+
+            if self.decoder is not None:  # opened by the parent before a fork: shares its file offset; kept,
+                _INHERITED.append(self.decoder)  # never used or freed here (freeing may touch the shared file)
+
+            # the frame table as the mapping: no scan of the file; one FFmpeg thread, as PyAV's decoder here
+            # (loaders parallelise over clips)
+            self.decoder = VideoDecoder(self.path, stream_index=self.stream_index, dimension_order="NHWC",
+                                        num_ffmpeg_threads=1, custom_frame_mappings=self.mappings)
+            self.pid = os.getpid()
+        return self.decoder
+
+    def read(self, frames: np.ndarray, pts: np.ndarray, time_base, out: np.ndarray, shape) -> bool:
+        """Decode ``frames`` (int64 [U], increasing) into ``out`` (uint8 [U, H, W, 3]), each checked to carry its
+        timestamp ``pts`` (int64 [U], stream time base). ``shape``: the (H, W) every picture must have. False:
+        nothing usable (``out`` may be partly written)."""
+        try:
+            batch = self._decoder().get_frames_at(frames.tolist())
+        except Exception:  # a rejected packet, a seek past the stream's stated end, an unreadable file
+            self.decoder = None  # a decoder that failed mid-run is not reused
+            return False
+        data = batch.data
+        if tuple(data.shape[1:]) != (shape[0], shape[1], 3):
+            return False
+        got = np.rint(batch.pts_seconds.double().numpy() / float(time_base)).astype(np.int64)
+        if not np.array_equal(got, pts):
+            return False
+        out[...] = data.numpy()
+        return True
+
+    def close(self) -> None:
+        self.decoder = None  # torchcodec frees its FFmpeg contexts with the object
