@@ -113,23 +113,22 @@ class TorchcodecFile:
             self.pid = os.getpid()
         return self.decoder
 
-    def read(self, frames: np.ndarray, pts: np.ndarray, time_base, out: np.ndarray, shape) -> bool:
-        """Decode ``frames`` (int64 [U], increasing) into ``out`` (uint8 [U, H, W, 3]), each checked to carry its
-        timestamp ``pts`` (int64 [U], stream time base). ``shape``: the (H, W) every picture must have. False:
-        nothing usable (``out`` may be partly written)."""
+    def read(self, frames: np.ndarray, pts: np.ndarray, time_base, shape) -> Optional[np.ndarray]:
+        """``frames`` (int64 [U], increasing) as uint8 [U, H, W, 3] (torchcodec's own buffer, no copy), each
+        checked to carry its timestamp ``pts`` (int64 [U], stream time base). ``shape``: the (H, W) every picture
+        must have. None: nothing usable."""
         try:
             batch = self._decoder().get_frames_at(frames.tolist())
         except Exception:  # a rejected packet, a seek past the stream's stated end, an unreadable file
             self.decoder = None  # a decoder that failed mid-run is not reused
-            return False
+            return None
         data = batch.data
         if tuple(data.shape[1:]) != (shape[0], shape[1], 3):
-            return False
+            return None
         got = np.rint(batch.pts_seconds.double().numpy() / float(time_base)).astype(np.int64)
         if not np.array_equal(got, pts):
-            return False
-        out[...] = data.numpy()
-        return True
+            return None
+        return np.ascontiguousarray(data.numpy())
 
     def close(self) -> None:
         self.decoder = None  # torchcodec frees its FFmpeg contexts with the object

@@ -675,7 +675,8 @@ class _VideoFile:
         fi = self.index()
         table = fi.table
         h, w = (fi.height, fi.width) if size is None else size
-        if buffer is not None and len(buffer) >= len(wanted) and buffer.shape[1:] == (h, w, 3):
+        reuse = buffer is not None and len(buffer) >= len(wanted) and buffer.shape[1:] == (h, w, 3)
+        if reuse:
             out = buffer[:len(wanted)]
         else:
             out = np.empty((len(wanted), h, w, 3), np.uint8)
@@ -686,8 +687,13 @@ class _VideoFile:
         if table.any_bad and table.bad[wanted].any():  # known before decoding anything
             frame = int(wanted[table.bad[wanted]][0])
             raise self._damage_error(frame, explain(table, frame, {}), table.bad)
-        if backend == "torchcodec" and size is None and self._torchcodec_read(fi, wanted, out):
-            return out
+        if backend == "torchcodec" and size is None:
+            frames = self._torchcodec_read(fi, wanted)
+            if frames is not None:
+                if reuse:  # the caller's allocation
+                    out[...] = frames
+                    return out
+                return frames
         # Segments: runs of wanted frames decoded without a seek (no keyframe between a frame and the next one).
         if wanted[-1] - wanted[0] == len(wanted) - 1:  # consecutive frames (a clip at stride 1): one run
             bounds, k = [(0, len(wanted))], [int(np.searchsorted(table.key_frame, wanted[0], side="right")) - 1]
@@ -706,13 +712,13 @@ class _VideoFile:
             raise _Restructured from None
         return out
 
-    def _torchcodec_read(self, fi: _FileIndex, wanted: np.ndarray, out: np.ndarray) -> bool:
-        """Decode ``wanted`` with torchcodec into ``out``; False (nothing promised) when the PyAV path must: a
-        bad frame in a decoding run from the keyframe before a wanted frame, or torchcodec could not return
+    def _torchcodec_read(self, fi: _FileIndex, wanted: np.ndarray) -> Optional[np.ndarray]:
+        """uint8 [U, H, W, 3]: ``wanted`` decoded by torchcodec; None when the PyAV path must read them: a bad
+        frame in a decoding run from the keyframe before a wanted frame, or torchcodec could not return
         exactly the table's pictures (:meth:`TorchcodecFile.read`)."""
         table = fi.table
         if fi.time_base is None or table.pts is None:
-            return False
+            return None
         if table.any_bad:
             k = np.searchsorted(table.key_frame, wanted, side="right") - 1
             starts = table.key_frame[k]
@@ -721,12 +727,12 @@ class _VideoFile:
             np.add.at(cover, starts, 1)
             np.add.at(cover, np.minimum(wanted + 1 + table.reorder, len(table.bad)), -1)  # + B-frame reorder
             if (table.bad & (np.cumsum(cover)[:-1] > 0)).any():
-                return False
+                return None
         if fi.mappings is None:
             fi.mappings = frame_mappings(table.pts[:table.num_frames], table.key_frame)
         if self.torchcodec is None or self.torchcodec.mappings is not fi.mappings:  # a rebuilt table: reopen
             self.torchcodec = TorchcodecFile(self.path, fi.stream_index, fi.mappings)
-        return self.torchcodec.read(wanted, table.pts[wanted], fi.time_base, out, (fi.height, fi.width))
+        return self.torchcodec.read(wanted, table.pts[wanted], fi.time_base, (fi.height, fi.width))
 
     def _segment(self, fi: _FileIndex, frames: List[int], slots, out, size, k: int) -> None:
         table = fi.table
