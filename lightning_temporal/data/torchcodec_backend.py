@@ -16,13 +16,16 @@ PyAV. What stays the same whatever the backend:
   decoded; the argument checks are the same.
 
 When torchcodec is asked for a read it cannot do as the PyAV path would, that read goes through the PyAV path
-(same result as ``backend="pyav"``, nothing returned from torchcodec): a ``size`` given (torchcodec's resize is
+(same result as ``backend="pyav"``, nothing returned from torchcodec): a pixel format outside
+``TORCHCODEC_PIXEL_FORMATS`` (8-bit 4:2:0 at even frame sizes, full-range 4:2:0 likewise, 4:4:4), a
+``size`` given (torchcodec's resize is
 not swscale's bilinear conversion: up to 124/255 apart per channel, measured), a file without timestamps, a
 decoding run (keyframe to last wanted frame) that crosses a frame the table marks bad, a torchcodec error (a
 packet the decoder rejects), a picture with another pts or another frame size than the table's, torchcodec not
-importable. Full-size RGB from torchcodec is byte-identical to the PyAV path on every test file
-(``tests/test_decode_backends.py`` compares every frame: H.264, HEVC, VP9, MPEG-4, MJPEG's full-range YUV,
-odd frame sizes).
+importable. For those pixel formats, full-size RGB from torchcodec is byte-identical to the PyAV path on every
+test file (``tests/test_decode_backends.py`` compares every frame: H.264, HEVC, VP9, MPEG-4, MJPEG, odd frame
+sizes); it depends on the swscale of both FFmpeg builds (PyAV's own, torchcodec's system one), which those
+tests check where they run.
 
 What torchcodec cannot report: a picture the decoder conceals without rejecting its packet (PyAV reads the
 frame's corrupt flag and raises). The frame table built by ``probe(path)`` (``exact=True``: one decode pass)
@@ -37,9 +40,21 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["BACKENDS", "torchcodec_available", "resolve_backend"]
+__all__ = ["BACKENDS", "TORCHCODEC_PIXEL_FORMATS", "torchcodec_available", "resolve_backend", "frame_mappings",
+           "same_rgb"]
 
 BACKENDS = ("pyav", "torchcodec", "auto")
+# Pixel formats whose RGB from torchcodec is byte-identical to the PyAV path's (compared frame by frame in
+# tests/test_decode_backends.py); others go through PyAV. 4:2:0 only at even frame sizes: at 97x61 (MJPEG,
+# yuvj420p) the two conversions were measured up to 22/255 apart.
+TORCHCODEC_PIXEL_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv444p"})
+
+
+def same_rgb(pix_fmt: Optional[str], height: int, width: int) -> bool:
+    """Whether torchcodec's RGB of frames in ``pix_fmt`` at ``height`` x ``width`` pixels is the PyAV path's."""
+    if pix_fmt not in TORCHCODEC_PIXEL_FORMATS:
+        return False
+    return pix_fmt == "yuv444p" or (height % 2 == 0 and width % 2 == 0)
 
 _AVAILABLE: Optional[bool] = None
 _INHERITED: list = []

@@ -64,7 +64,12 @@ from lightning_temporal.data.frame_table import (
     spread_damage,
     table_from_packets,
 )
-from lightning_temporal.data.torchcodec_backend import TorchcodecFile, frame_mappings, resolve_backend
+from lightning_temporal.data.torchcodec_backend import (
+    TorchcodecFile,
+    frame_mappings,
+    resolve_backend,
+    same_rgb,
+)
 from lightning_temporal.data.frames import (
     FrameFolder,
     check_frame_pattern,
@@ -246,6 +251,7 @@ class _FileIndex:
     width: int
     time_base: Optional[Fraction] = None  # of the video stream: pts x time_base = seconds
     stream_index: int = 0  # the video stream read (FFmpeg's best one)
+    pix_fmt: Optional[str] = None  # the decoder's pixel format (e.g. "yuv420p"), None when unknown
     mappings: Optional[str] = field(default=None, repr=False)  # the table as torchcodec's frame mapping (lazy)
 
 
@@ -285,7 +291,7 @@ def _demux_index(container, stream, path: str) -> _FileIndex:
                                    size[keep], lost, os.path.getsize(path), None if dts is None else dts[keep],
                                    None if order is None else order[keep], _byte_holes(covered, unread))
     cc = stream.codec_context
-    return _FileIndex(table, _fps(stream, table.pts), cc.height, cc.width, stream.time_base, stream.index)
+    return _FileIndex(table, _fps(stream, table.pts), cc.height, cc.width, stream.time_base, stream.index, cc.pix_fmt)
 
 
 class _Bits:
@@ -613,7 +619,7 @@ class _VideoFile:
                 table, first = scan._scan_sequential()
             height, width = (first.height, first.width) if first is not None else (cheap.height, cheap.width)
             return _FileIndex(table, _fps(scan.stream, table.pts), height, width, scan.stream.time_base,
-                              scan.stream.index)
+                              scan.stream.index, scan.stream.codec_context.pix_fmt)
         finally:
             scan.close()
 
@@ -717,7 +723,7 @@ class _VideoFile:
         frame in a decoding run from the keyframe before a wanted frame, or torchcodec could not return
         exactly the table's pictures (:meth:`TorchcodecFile.read`)."""
         table = fi.table
-        if fi.time_base is None or table.pts is None:
+        if fi.time_base is None or table.pts is None or not same_rgb(fi.pix_fmt, fi.height, fi.width):
             return None
         if table.any_bad:
             k = np.searchsorted(table.key_frame, wanted, side="right") - 1
