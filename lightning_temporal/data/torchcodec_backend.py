@@ -17,15 +17,14 @@ PyAV. What stays the same whatever the backend:
 
 When torchcodec is asked for a read it cannot do as the PyAV path would, that read goes through the PyAV path
 (same result as ``backend="pyav"``, nothing returned from torchcodec): a pixel format outside
-``TORCHCODEC_PIXEL_FORMATS`` (8-bit 4:2:0 at even frame sizes, full-range 4:2:0 likewise, 4:4:4), a
-``size`` given (torchcodec's resize is
-not swscale's bilinear conversion: up to 124/255 apart per channel, measured), a file without timestamps, a
-decoding run (keyframe to last wanted frame) that crosses a frame the table marks bad, a torchcodec error (a
-packet the decoder rejects), a picture with another pts or another frame size than the table's, torchcodec not
-importable. For those pixel formats, full-size RGB from torchcodec is byte-identical to the PyAV path on every
-test file (``tests/test_decode_backends.py`` compares every frame: H.264, HEVC, VP9, MPEG-4, MJPEG, odd frame
-sizes); it depends on the swscale of both FFmpeg builds (PyAV's own, torchcodec's system one), which those
-tests check where they run.
+``TORCHCODEC_PIXEL_FORMATS`` (8-bit 4:2:0 at even frame sizes, its full-range twin likewise, 4:4:4), a ``size``
+given (torchcodec's resize is not swscale's bilinear conversion: up to 124/255 apart per channel, measured), a
+file without timestamps, a torchcodec error (a packet the decoder rejects; the last frame of a file whose last
+GOP holds B-frames, in torchcodec 0.13), a picture with another pts or another frame size than the table's, or
+torchcodec not importable. For those pixel formats, full-size RGB from torchcodec is byte-identical to the PyAV
+path on every test file (``tests/test_decode_backends.py`` compares every frame: H.264, HEVC, VP9, MPEG-4,
+MJPEG, odd frame sizes); it depends on the swscale of both FFmpeg builds (PyAV's own, torchcodec's system one),
+which those tests check where they run.
 
 What torchcodec cannot report: a picture the decoder conceals without rejecting its packet (PyAV reads the
 frame's corrupt flag and raises). The frame table built by ``probe(path)`` (``exact=True``: one decode pass)

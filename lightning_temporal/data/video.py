@@ -719,21 +719,14 @@ class _VideoFile:
         return out
 
     def _torchcodec_read(self, fi: _FileIndex, wanted: np.ndarray) -> Optional[np.ndarray]:
-        """uint8 [U, H, W, 3]: ``wanted`` decoded by torchcodec; None when the PyAV path must read them: a bad
-        frame in a decoding run from the keyframe before a wanted frame, or torchcodec could not return
+        """uint8 [U, H, W, 3]: ``wanted`` decoded by torchcodec; None when the PyAV path must read them: no
+        timestamps, a pixel format whose RGB would differ (:func:`same_rgb`), or torchcodec could not return
         exactly the table's pictures (:meth:`TorchcodecFile.read`)."""
         table = fi.table
         if fi.time_base is None or table.pts is None or not same_rgb(fi.pix_fmt, fi.height, fi.width):
             return None
-        if table.any_bad:
-            k = np.searchsorted(table.key_frame, wanted, side="right") - 1
-            starts = table.key_frame[k]
-            # every frame decoded on the way: from each wanted frame's keyframe to it (runs may overlap)
-            cover = np.zeros(len(table.bad) + 1, np.int64)
-            np.add.at(cover, starts, 1)
-            np.add.at(cover, np.minimum(wanted + 1 + table.reorder, len(table.bad)), -1)  # + B-frame reorder
-            if (table.bad & (np.cumsum(cover)[:-1] > 0)).any():
-                return None
+        # (a bad frame on the way to a wanted one needs no check here: every frame decoded from a bad one is bad
+        # itself, until the next keyframe, and the caller refused wanted frames known bad)
         if fi.mappings is None:
             fi.mappings = frame_mappings(table.pts[:table.num_frames], table.key_frame)
         if self.torchcodec is None or self.torchcodec.mappings is not fi.mappings:  # a rebuilt table: reopen
