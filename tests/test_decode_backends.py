@@ -275,3 +275,20 @@ def test_datasets_take_the_backend(codec_files, monkeypatch):
         torch.testing.assert_close(clips[(v, 3)]["clip"], ref[3:7].permute(3, 0, 1, 2).float() / 255, rtol=0, atol=0)
         assert torch.equal(whole.decode(v), ref)
     assert spy.done == 4 and spy.declined == 0
+
+
+def test_decode_benchmark_times_every_variant_on_the_same_frames(tmp_path):
+    """benchmarks/decode.py at a tiny size: every variant (torchcodec's where it imports) read the clips the
+    sequential decode holds, and the report has the goal rows (no timing is asserted)."""
+    from tests.bench import load_benchmark
+
+    decode = load_benchmark("decode")
+    path = write_video(str(tmp_path / "v.mp4"), 40, gop=8)
+    v = decode.Video("tiny", path, 2, np.random.default_rng(0))
+    res = decode.bench_video(v, 3)
+    assert set(res["exact"]) == set(decode.variants()) and all(res["exact"].values()), res["exact"]
+    assert ("torchcodec, kept" in res["exact"]) == torchcodec_available()
+    report = decode.tables([(v, res)], "settings")
+    rows = [line for line in report.splitlines() if line.startswith("| tiny")]
+    assert len(rows) == (3 if torchcodec_available() else 2)
+    assert rows[0].split("|")[-2].strip() == "yes"  # the exact column of the ms table
