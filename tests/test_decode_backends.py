@@ -43,8 +43,8 @@ class _Spy:
         self.declined_reads = []
         inner = torchcodec_backend.TorchcodecFile.read
 
-        def read(tc, frames, *args):
-            out = inner(tc, frames, *args)
+        def read(tc, table, frames, *args):
+            out = inner(tc, table, frames, *args)
             if out is None:
                 self.declined += 1
                 self.declined_reads.append((os.path.basename(tc.path), int(frames[-1])))
@@ -83,6 +83,8 @@ def test_frame_mappings_are_the_frame_table():
     rows = json.loads(frame_mappings(pts, np.array([0, 3], np.int64)))["frames"]
     assert [(r["pts"], r["duration"], r["key_frame"]) for r in rows] == \
         [(500, 33, 1), (533, 67, 0), (600, 1, 0), (601, 99, 1), (700, 99, 0)]
+    rows = json.loads(frame_mappings(pts[:3], np.array([0], np.int64), next_pts=601))["frames"]  # a window
+    assert [(r["pts"], r["duration"], r["key_frame"]) for r in rows] == [(500, 33, 1), (533, 67, 0), (600, 1, 0)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -239,7 +241,8 @@ def test_cached_torchcodec_decoder_is_not_used_by_a_forked_child(codec_files):
             clips = pool.apply(_child_reads, (path, [40, 5, 30]))
         for clip, s in zip(clips, [40, 5, 30]):
             np.testing.assert_array_equal(clip, ref[s:s + 4])
-        np.testing.assert_array_equal(read_clip(path, 33, 4, backend="torchcodec").numpy(), ref[33:37])
+        np.testing.assert_array_equal(read_clip(path, 1, 4, backend="torchcodec").numpy(), ref[1:5])
+        # (frames 0-15: the GOP of the first read, the decoder's window)
         assert video_mod._OPEN._idle[-1] is cached and cached.torchcodec.decoder is parent_decoder
         # a reader opened before the fork and used in the child: the child opens its own decoder
         with VideoReader(path, backend="torchcodec") as reader:
@@ -250,7 +253,7 @@ def test_cached_torchcodec_decoder_is_not_used_by_a_forked_child(codec_files):
                 clip, own = pool.apply(_child_uses_the_parents_reader, (id(decoder),))
             np.testing.assert_array_equal(clip, ref[20:24])
             assert own
-            np.testing.assert_array_equal(reader.read_clip(40, 4).numpy(), ref[40:44])
+            np.testing.assert_array_equal(reader.read_clip(8, 4).numpy(), ref[8:12])
             assert reader._file.torchcodec.decoder is decoder
         _READER.clear()
     finally:
@@ -292,3 +295,26 @@ def test_decode_benchmark_times_every_variant_on_the_same_frames(tmp_path):
     rows = [line for line in report.splitlines() if line.startswith("| tiny")]
     assert len(rows) == (3 if torchcodec_available() else 2)
     assert rows[0].split("|")[-2].strip() == "yes"  # the exact column of the ms table
+
+
+@needs_torchcodec
+def test_torchcodec_decoder_window_is_the_gops_read(codec_files):
+    """torchcodec parses its frame mapping at every open, so it gets the GOPs a read needs, not the whole table:
+    a read in the window reuses the positioned decoder, one outside opens a decoder for its own GOPs."""
+    path = codec_files["h264_bframes.mp4"]  # 50 frames, keyframes 0, 16, 32, 48
+    ref = reference_frames(path)
+    clear_index_cache()
+    with VideoReader(path, backend="torchcodec") as reader:
+        np.testing.assert_array_equal(reader.read_clip(35, 4).numpy(), ref[35:39])
+        tc = reader._file.torchcodec
+        first = tc.decoder
+        assert tc.window == (32, 48)
+        np.testing.assert_array_equal(reader.read_clip(40, 4).numpy(), ref[40:44])  # forward in the window
+        assert tc.decoder is first
+        np.testing.assert_array_equal(reader.read_clips([5, 20], 4, 2).numpy(), ref[[[5, 7, 9, 11], [20, 22, 24, 26]]])
+        assert tc.window == (0, 32) and tc.decoder is not first
+        np.testing.assert_array_equal(reader.read_clip(46, 8).numpy(), ref[[46, 47, 48, 49, 49, 49, 49, 49]])
+        assert tc.window == (32, 50)
+    with VideoReader(codec_files["h264_onekey.mkv"], backend="torchcodec") as reader:
+        reader.read_clip(20, 2)
+        assert reader._file.torchcodec.window == (0, 40)

@@ -7,8 +7,9 @@ PyAV. What stays the same whatever the backend:
 
 * **Which frame is frame i**: the frame table of :mod:`lightning_temporal.data.frame_table` (one PyAV demux pass,
   cached per file) is handed to torchcodec as its frame mapping (``custom_frame_mappings``: every frame's pts,
-  duration to the next one and keyframe flag; torchcodec then scans nothing), torchcodec is asked for frames by
-  index, and every picture it returns is checked to carry exactly the table's pts. torchcodec's own scan is never
+  duration to the next one and keyframe flag, for the GOPs a read needs; torchcodec then scans nothing),
+  torchcodec is asked for frames by index, and every picture it returns is checked to carry exactly the table's
+  pts. torchcodec's own scan is never
   used: on a damaged file its numbering differs (a lost packet shifts its later frames down), and asking for the
   frame "played at" a time picks the wrong one where a container's frame durations are nominal (variable frame
   rate in Matroska).
@@ -89,12 +90,14 @@ def resolve_backend(backend: str, where: str = "backend") -> str:
                       "install ffmpeg), or use backend='pyav'")
 
 
-def frame_mappings(pts: np.ndarray, key_frame: np.ndarray) -> str:
-    """torchcodec's ``custom_frame_mappings`` JSON for a frame table: ``pts`` int64 [L] increasing (stream time
-    base), ``key_frame`` int64 [K] frame indices decoding can start at. Durations are the steps to the next pts
-    (the last frame: the step before it)."""
+def frame_mappings(pts: np.ndarray, key_frame: np.ndarray, next_pts: Optional[int] = None) -> str:
+    """torchcodec's ``custom_frame_mappings`` JSON for frames of a frame table: ``pts`` int64 [L] increasing
+    (stream time base), ``key_frame`` int64 [K] indices into ``pts`` decoding can start at. Durations are the
+    steps to the next pts (the last frame: to ``next_pts``, the frame after these, else the step before it)."""
     L = len(pts)
-    duration = np.diff(pts, append=pts[-1] + (pts[-1] - pts[-2] if L > 1 else 1))
+    if next_pts is None:
+        next_pts = pts[-1] + (pts[-1] - pts[-2] if L > 1 else 1)
+    duration = np.diff(pts, append=next_pts)
     key = np.zeros(L, np.int64)
     key[key_frame[key_frame < L]] = 1
     rows = ",".join(f'{{"pts":{a},"duration":{b},"key_frame":{c}}}'
@@ -103,38 +106,51 @@ def frame_mappings(pts: np.ndarray, key_frame: np.ndarray) -> str:
 
 
 class TorchcodecFile:
-    """One torchcodec decoder of one video file, opened on first use (internal to :mod:`.video`).
+    """One torchcodec decoder of one video file (internal to :mod:`.video`).
 
-    :meth:`read` returns False, leaving nothing promised, whenever the read must go through the PyAV path.
+    The decoder's frame mapping is a window of the frame table, ``[a, b)``: from the keyframe at or before the
+    first frame read to the keyframe after the last one (torchcodec parses the mapping at every open, ~1 us a
+    frame: a whole long video's table would cost more than decoding a small clip). A read inside the window
+    reuses the decoder, positioned where the last read left it (a forward read in the same GOP decodes on
+    instead of seeking back); a read outside it opens a decoder for its own window.
+    :meth:`read` returns None, promising nothing, whenever the read must go through the PyAV path.
     """
 
-    def __init__(self, path: str, stream_index: int, mappings: str):
-        self.path, self.stream_index, self.mappings = path, stream_index, mappings
-        self.decoder = None
+    def __init__(self, path: str, stream_index: int):
+        self.path, self.stream_index = path, stream_index
+        self.decoder, self.table, self.window = None, None, (0, 0)
         self.pid = os.getpid()
 
-    def _decoder(self):
-        if self.decoder is None or self.pid != os.getpid():
+    def _decoder(self, table, frames: np.ndarray):
+        a, b = self.window
+        if self.decoder is None or self.pid != os.getpid() or table is not self.table \
+                or not a <= frames[0] <= frames[-1] < b:
             from torchcodec.decoders import VideoDecoder
 
-            if self.decoder is not None:  # opened by the parent before a fork: shares its file offset; kept,
-                _INHERITED.append(self.decoder)  # never used or freed here (freeing may touch the shared file)
-
-            # the frame table as the mapping: no scan of the file; one FFmpeg thread, as PyAV's decoder here
-            # (loaders parallelise over clips)
+            if self.decoder is not None and self.pid != os.getpid():  # opened by the parent before a fork:
+                _INHERITED.append(self.decoder)  # it shares its file offset; kept, never used or freed here
+            keys = table.key_frame[table.key_frame < table.num_frames]
+            a = int(keys[np.searchsorted(keys, frames[0], side="right") - 1])
+            b = min(table.num_frames, table.next_key(int(frames[-1])))
+            mappings = frame_mappings(table.pts[a:b], keys[(keys >= a) & (keys < b)] - a,
+                                      int(table.pts[b]) if b < len(table.pts) else None)
+            self.decoder = None
+            # one FFmpeg thread, as PyAV's decoder here (loaders parallelise over clips)
             self.decoder = VideoDecoder(self.path, stream_index=self.stream_index, dimension_order="NHWC",
-                                        num_ffmpeg_threads=1, custom_frame_mappings=self.mappings)
-            self.pid = os.getpid()
+                                        num_ffmpeg_threads=1, custom_frame_mappings=mappings)
+            self.pid, self.table, self.window = os.getpid(), table, (a, b)
         return self.decoder
 
-    def read(self, frames: np.ndarray, pts: np.ndarray, time_base, shape) -> Optional[np.ndarray]:
-        """``frames`` (int64 [U], increasing) as uint8 [U, H, W, 3] (torchcodec's own buffer, no copy), each
-        checked to carry its timestamp ``pts`` (int64 [U], stream time base). ``shape``: the (H, W) every picture
-        must have. None: nothing usable."""
+    def read(self, table, frames: np.ndarray, time_base, shape) -> Optional[np.ndarray]:
+        """``frames`` (int64 [U], increasing) of the frame table ``table`` as uint8 [U, H, W, 3] (torchcodec's own
+        buffer, no copy), each checked to carry the table's pts (stream time base ``time_base``). ``shape``: the
+        (H, W) every picture must have. None: nothing usable."""
+        pts = table.pts[frames]
         try:
-            batch = self._decoder().get_frames_at(frames.tolist())
+            decoder = self._decoder(table, frames)
+            batch = decoder.get_frames_at((frames - self.window[0]).tolist())
         except Exception:  # a rejected packet, a seek past the stream's stated end, an unreadable file
-            self.decoder = None  # a decoder that failed mid-run is not reused
+            self.decoder = None  # a decoder that failed mid-run is not reused (the parent's is never freed)
             return None
         data = batch.data
         if tuple(data.shape[1:]) != (shape[0], shape[1], 3):

@@ -45,7 +45,7 @@ import os
 import stat
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
@@ -66,7 +66,6 @@ from lightning_temporal.data.frame_table import (
 )
 from lightning_temporal.data.torchcodec_backend import (
     TorchcodecFile,
-    frame_mappings,
     resolve_backend,
     same_rgb,
 )
@@ -252,7 +251,6 @@ class _FileIndex:
     time_base: Optional[Fraction] = None  # of the video stream: pts x time_base = seconds
     stream_index: int = 0  # the video stream read (FFmpeg's best one)
     pix_fmt: Optional[str] = None  # the decoder's pixel format (e.g. "yuv420p"), None when unknown
-    mappings: Optional[str] = field(default=None, repr=False)  # the table as torchcodec's frame mapping (lazy)
 
 
 def _fps(stream, pts: Optional[np.ndarray]) -> float:
@@ -727,11 +725,9 @@ class _VideoFile:
             return None
         # (a bad frame on the way to a wanted one needs no check here: every frame decoded from a bad one is bad
         # itself, until the next keyframe, and the caller refused wanted frames known bad)
-        if fi.mappings is None:
-            fi.mappings = frame_mappings(table.pts[:table.num_frames], table.key_frame)
-        if self.torchcodec is None or self.torchcodec.mappings is not fi.mappings:  # a rebuilt table: reopen
-            self.torchcodec = TorchcodecFile(self.path, fi.stream_index, fi.mappings)
-        return self.torchcodec.read(wanted, table.pts[wanted], fi.time_base, (fi.height, fi.width))
+        if self.torchcodec is None:
+            self.torchcodec = TorchcodecFile(self.path, fi.stream_index)
+        return self.torchcodec.read(table, wanted, fi.time_base, (fi.height, fi.width))
 
     def _segment(self, fi: _FileIndex, frames: List[int], slots, out, size, k: int) -> None:
         table = fi.table
