@@ -1,7 +1,7 @@
 """Frame-exactness of probe / read_clip / VideoReader against an independent sequential decode."""
 import os
-import sys
 import shutil
+import sys
 from fractions import Fraction
 
 import av
@@ -19,6 +19,7 @@ from lightning_temporal.data.video import (
     read_clip,
     set_open_cache_size,
 )
+from tests.backends import backend_fixture
 from tests.videos import (
     packet_layout,
     reference_frames,
@@ -28,7 +29,6 @@ from tests.videos import (
     write_frame_folder,
     write_video,
 )
-from tests.backends import backend_fixture
 
 _VFR_PTS = np.cumsum(np.random.default_rng(0).integers(10, 90, 60)) + 500  # ms, first pts 500+
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from lightning_temporal.data.video import VideoError, VideoReader, clear_index_cache, probe, read_clip
+from tests.backends import backend_fixture
 from tests.videos import (
     encode_image,
     overwrite_bytes,
@@ -22,7 +23,6 @@ from tests.videos import (
     write_frame_folder,
     write_video,
 )
-from tests.backends import backend_fixture
 
 backend = backend_fixture(sys.modules[__name__])  # every test here runs once per decoding backend
 

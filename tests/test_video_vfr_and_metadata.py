@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lightning_temporal.data.video import VideoReader, clear_index_cache, probe, read_clip
-from tests.videos import reference_frames, remux, synthetic_frame, vfr_pts, write_video, write_with_still_first
 from tests.backends import backend_fixture
+from tests.videos import reference_frames, remux, synthetic_frame, vfr_pts, write_video, write_with_still_first
 
 backend = backend_fixture(sys.modules[__name__])  # every test here runs once per decoding backend
 
