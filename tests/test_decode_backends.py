@@ -298,12 +298,14 @@ def test_decode_benchmark_times_every_variant_on_the_same_frames(tmp_path):
 
 
 @needs_torchcodec
-def test_torchcodec_decoder_window_is_the_gops_read(codec_files):
-    """torchcodec parses its frame mapping at every open, so it gets the GOPs a read needs, not the whole table:
-    a read in the window reuses the positioned decoder, one outside opens a decoder for its own GOPs."""
+def test_torchcodec_decoder_window_is_the_gops_read(codec_files, monkeypatch):
+    """torchcodec parses its frame mapping at every open, so it gets the GOPs around a read (here: 0 frames of
+    margin), not the whole table: a read in the window reuses the positioned decoder, one outside opens a
+    decoder for its own GOPs."""
     path = codec_files["h264_bframes.mp4"]  # 50 frames, keyframes 0, 16, 32, 48
     ref = reference_frames(path)
     clear_index_cache()
+    monkeypatch.setattr(torchcodec_backend, "WINDOW_MARGIN", 0)
     with VideoReader(path, backend="torchcodec") as reader:
         np.testing.assert_array_equal(reader.read_clip(35, 4).numpy(), ref[35:39])
         tc = reader._file.torchcodec
@@ -318,3 +320,10 @@ def test_torchcodec_decoder_window_is_the_gops_read(codec_files):
     with VideoReader(codec_files["h264_onekey.mkv"], backend="torchcodec") as reader:
         reader.read_clip(20, 2)
         assert reader._file.torchcodec.window == (0, 40)
+    monkeypatch.setattr(torchcodec_backend, "WINDOW_MARGIN", 20)  # frames 35-38 read: 15-58 and their GOPs mapped
+    clear_index_cache()
+    with VideoReader(path, backend="torchcodec") as reader:
+        np.testing.assert_array_equal(reader.read_clip(35, 4).numpy(), ref[35:39])
+        assert reader._file.torchcodec.window == (0, 50)
+        np.testing.assert_array_equal(reader.read_clip(4, 4).numpy(), ref[4:8])
+        assert reader._file.torchcodec.window == (0, 50)

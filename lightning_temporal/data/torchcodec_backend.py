@@ -56,6 +56,7 @@ def same_rgb(pix_fmt: Optional[str], height: int, width: int) -> bool:
         return False
     return pix_fmt == "yuv444p" or (height % 2 == 0 and width % 2 == 0)
 
+WINDOW_MARGIN = 512  # frames of the table mapped on each side of a read (TorchcodecFile)
 _AVAILABLE: Optional[bool] = None
 _INHERITED: list = []
 _IMPORT_ERROR: Optional[str] = None
@@ -108,11 +109,12 @@ def frame_mappings(pts: np.ndarray, key_frame: np.ndarray, next_pts: Optional[in
 class TorchcodecFile:
     """One torchcodec decoder of one video file (internal to :mod:`.video`).
 
-    The decoder's frame mapping is a window of the frame table, ``[a, b)``: from the keyframe at or before the
-    first frame read to the keyframe after the last one (torchcodec parses the mapping at every open, ~1 us a
-    frame: a whole long video's table would cost more than decoding a small clip). A read inside the window
-    reuses the decoder, positioned where the last read left it (a forward read in the same GOP decodes on
-    instead of seeking back); a read outside it opens a decoder for its own window.
+    The decoder's frame mapping is a window of the frame table, ``[a, b)``: from the keyframe at or before
+    ``WINDOW_MARGIN`` frames before the first frame read to the keyframe after ``WINDOW_MARGIN`` frames past the
+    last one, the whole video when it is short (torchcodec parses the mapping at every open, ~1 us a frame: a
+    long video's whole table, 18000 frames, cost 22 ms an open, more than decoding a small clip). A read inside
+    the window reuses the decoder, positioned where the last read left it (a forward read in the same GOP decodes
+    on instead of seeking back); a read outside it opens a decoder for its own window.
     :meth:`read` returns None, promising nothing, whenever the read must go through the PyAV path.
     """
 
@@ -130,8 +132,8 @@ class TorchcodecFile:
             if self.decoder is not None and self.pid != os.getpid():  # opened by the parent before a fork:
                 _INHERITED.append(self.decoder)  # it shares its file offset; kept, never used or freed here
             keys = table.key_frame[table.key_frame < table.num_frames]
-            a = int(keys[np.searchsorted(keys, frames[0], side="right") - 1])
-            b = min(table.num_frames, table.next_key(int(frames[-1])))
+            a = int(keys[np.searchsorted(keys, max(0, int(frames[0]) - WINDOW_MARGIN), side="right") - 1])
+            b = min(table.num_frames, table.next_key(min(table.num_frames - 1, int(frames[-1]) + WINDOW_MARGIN)))
             mappings = frame_mappings(table.pts[a:b], keys[(keys >= a) & (keys < b)] - a,
                                       int(table.pts[b]) if b < len(table.pts) else None)
             self.decoder = None
