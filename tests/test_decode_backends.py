@@ -320,10 +320,13 @@ def test_torchcodec_decoder_window_is_the_gops_read(codec_files, monkeypatch):
     with VideoReader(codec_files["h264_onekey.mkv"], backend="torchcodec") as reader:
         reader.read_clip(20, 2)
         assert reader._file.torchcodec.window == (0, 40)
-    monkeypatch.setattr(torchcodec_backend, "WINDOW_MARGIN", 20)  # frames 35-38 read: 15-58 and their GOPs mapped
+    # a margin of 20 frames: a first read maps its GOPs only, a read outside them maps 20 frames either side too
+    monkeypatch.setattr(torchcodec_backend, "WINDOW_MARGIN", 20)
     clear_index_cache()
     with VideoReader(path, backend="torchcodec") as reader:
         np.testing.assert_array_equal(reader.read_clip(35, 4).numpy(), ref[35:39])
-        assert reader._file.torchcodec.window == (0, 50)
-        np.testing.assert_array_equal(reader.read_clip(4, 4).numpy(), ref[4:8])
-        assert reader._file.torchcodec.window == (0, 50)
+        assert reader._file.torchcodec.window == (32, 48)
+        np.testing.assert_array_equal(reader.read_clip(4, 4).numpy(), ref[4:8])  # frames 0-27 and their GOPs
+        assert reader._file.torchcodec.window == (0, 32)
+        np.testing.assert_array_equal(reader.read_clip(36, 4).numpy(), ref[36:40])  # frames 16-59
+        assert reader._file.torchcodec.window == (16, 50)

@@ -109,10 +109,12 @@ def frame_mappings(pts: np.ndarray, key_frame: np.ndarray, next_pts: Optional[in
 class TorchcodecFile:
     """One torchcodec decoder of one video file (internal to :mod:`.video`).
 
-    The decoder's frame mapping is a window of the frame table, ``[a, b)``: from the keyframe at or before
-    ``WINDOW_MARGIN`` frames before the first frame read to the keyframe after ``WINDOW_MARGIN`` frames past the
-    last one, the whole video when it is short (torchcodec parses the mapping at every open, ~1 us a frame: a
-    long video's whole table, 18000 frames, cost 22 ms an open, more than decoding a small clip). A read inside
+    The decoder's frame mapping is a window of the frame table, ``[a, b)``: the GOPs of the frames read at the
+    first open (a fresh read pays for no more), then, once the file is read again outside it, from the keyframe
+    at or before ``WINDOW_MARGIN`` frames before the first frame read to the keyframe after ``WINDOW_MARGIN``
+    frames past the last one, the whole video when it is short (torchcodec parses the mapping at every open,
+    ~1 us a frame: a long video's whole table, 18000 frames, cost 22 ms an open, more than decoding a small
+    clip). A read inside
     the window reuses the decoder, positioned where the last read left it (a forward read in the same GOP decodes
     on instead of seeking back); a read outside it opens a decoder for its own window.
     :meth:`read` returns None, promising nothing, whenever the read must go through the PyAV path.
@@ -120,7 +122,7 @@ class TorchcodecFile:
 
     def __init__(self, path: str, stream_index: int):
         self.path, self.stream_index = path, stream_index
-        self.decoder, self.table, self.window = None, None, (0, 0)
+        self.decoder, self.table, self.window, self.opens = None, None, (0, 0), 0
         self.pid = os.getpid()
 
     def _decoder(self, table, frames: np.ndarray):
@@ -132,8 +134,9 @@ class TorchcodecFile:
             if self.decoder is not None and self.pid != os.getpid():  # opened by the parent before a fork:
                 _INHERITED.append(self.decoder)  # it shares its file offset; kept, never used or freed here
             keys = table.key_frame[table.key_frame < table.num_frames]
-            a = int(keys[np.searchsorted(keys, max(0, int(frames[0]) - WINDOW_MARGIN), side="right") - 1])
-            b = min(table.num_frames, table.next_key(min(table.num_frames - 1, int(frames[-1]) + WINDOW_MARGIN)))
+            margin = WINDOW_MARGIN if self.opens else 0  # read again: this file is kept, map more of it
+            a = int(keys[np.searchsorted(keys, max(0, int(frames[0]) - margin), side="right") - 1])
+            b = min(table.num_frames, table.next_key(min(table.num_frames - 1, int(frames[-1]) + margin)))
             mappings = frame_mappings(table.pts[a:b], keys[(keys >= a) & (keys < b)] - a,
                                       int(table.pts[b]) if b < len(table.pts) else None)
             self.decoder = None
@@ -141,6 +144,7 @@ class TorchcodecFile:
             self.decoder = VideoDecoder(self.path, stream_index=self.stream_index, dimension_order="NHWC",
                                         num_ffmpeg_threads=1, custom_frame_mappings=mappings)
             self.pid, self.table, self.window = os.getpid(), table, (a, b)
+            self.opens += 1
         return self.decoder
 
     def read(self, table, frames: np.ndarray, time_base, shape) -> Optional[np.ndarray]:
