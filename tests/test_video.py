@@ -1,6 +1,7 @@
 """Frame-exactness of probe / read_clip / VideoReader against an independent sequential decode."""
 import os
 import shutil
+import sys
 from fractions import Fraction
 
 import av
@@ -18,6 +19,7 @@ from lightning_temporal.data.video import (
     read_clip,
     set_open_cache_size,
 )
+from tests.backends import backend_fixture
 from tests.videos import (
     packet_layout,
     reference_frames,
@@ -29,6 +31,8 @@ from tests.videos import (
 )
 
 _VFR_PTS = np.cumsum(np.random.default_rng(0).integers(10, 90, 60)) + 500  # ms, first pts 500+
+
+backend = backend_fixture(sys.modules[__name__])  # every test here runs once per decoding backend
 
 
 @pytest.fixture(scope="session")
@@ -177,6 +181,7 @@ def _pts_to_index(path):
         return {f.pts: i for i, f in enumerate(c.decode(video=0))}
 
 
+@pytest.mark.pyav_only
 def test_read_clip_seeks_to_nearest_keyframe(encoded_videos, monkeypatch):
     path = encoded_videos["h264_gop32.mp4"]  # keyframes at 0, 32, 64, 96
     to_index = _pts_to_index(path)
@@ -194,6 +199,7 @@ def test_read_clip_seeks_to_nearest_keyframe(encoded_videos, monkeypatch):
     assert sorted(to_index[p] for p in counter.pts)[0] == 0
 
 
+@pytest.mark.pyav_only
 def test_reader_decodes_each_frame_once(encoded_videos, real_videos, monkeypatch):
     # bikes at (68, 160): all its 236 clips of 8 full-size frames would take 1 GB.
     for path, size in [(encoded_videos["h264_gop32.mp4"], None), (encoded_videos["vfr.mp4"], None), (real_videos["bikes"], (68, 160))]:
@@ -323,6 +329,7 @@ def _count_opens(monkeypatch):
     return opened
 
 
+@pytest.mark.pyav_only
 def test_open_cache_reuses_the_file_and_stays_exact(encoded_videos, references, open_cache, monkeypatch):
     opened = _count_opens(monkeypatch)
     for name in ("h264_gop32.mp4", "mpeg4.avi", "vfr.mkv"):
@@ -370,6 +377,7 @@ def _child_reads(path, starts):
         video_mod._open = inner
 
 
+@pytest.mark.pyav_only
 def test_open_cache_is_not_shared_with_forked_children(encoded_videos, references, open_cache):
     """A DataLoader worker is a fork: it must open its own files (a container inherited from the parent shares
     the parent's file offset), and the parent's cached file must still read exactly afterwards."""
@@ -437,6 +445,7 @@ def test_frame_folders(folder_videos, tmp_path):
     np.testing.assert_array_equal(small[0].numpy(), reference_frames(os.path.join(jpg, names[1]), size=(30, 50))[0])
 
 
+@pytest.mark.pyav_only
 def test_benchmark_floor_reads_the_same_frames(encoded_videos, references):
     """benchmarks/decode.py times read_clip against a minimal PyAV seek-and-decode: both must read the same
     frames, or the comparison is meaningless."""

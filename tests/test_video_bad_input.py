@@ -1,11 +1,13 @@
 """Bad input: every case raises VideoError (files) or ValueError (arguments) naming the file and what to do."""
 import os
 import re
+import sys
 
 import numpy as np
 import pytest
 
 from lightning_temporal.data.video import VideoError, VideoReader, clear_index_cache, probe, read_clip
+from tests.backends import backend_fixture
 from tests.videos import (
     encode_image,
     overwrite_bytes,
@@ -21,6 +23,8 @@ from tests.videos import (
     write_frame_folder,
     write_video,
 )
+
+backend = backend_fixture(sys.modules[__name__])  # every test here runs once per decoding backend
 
 
 @pytest.fixture(scope="session")
@@ -270,7 +274,7 @@ def test_header_frame_count_is_never_trusted(tmp_path, claimed):
     np.testing.assert_array_equal(read_clip(bad, 24, 8).numpy(), reference_frames(src)[[24, 25, 26, 27, 28, 29, 29, 29]])
 
 
-def test_clip_dataset_counts_and_reports_damaged_clips(tmp_path):
+def test_clip_dataset_counts_and_reports_damaged_clips(tmp_path, backend):
     """Training path: a clip over damaged frames is a counted SkippedClip naming the file and frame (strict:
     a VideoError); every clip that is not skipped equals the intact video's frames."""
     import torch
@@ -286,7 +290,7 @@ def test_clip_dataset_counts_and_reports_damaged_clips(tmp_path):
     clear_index_cache()
     records = [VideoRecord(p, 0, probe(p).num_frames, source=f"m.csv, row {i + 2}") for i, p in enumerate([src, bad])]
     manifest = VideoManifest(records, ["a"])
-    ds = ClipDataset(manifest, clip_len=T)
+    ds = ClipDataset(manifest, clip_len=T, backend=backend)
     positions = [(v, s) for v in range(2) for s in range(48 - T + 1)]
     loader = torch.utils.data.DataLoader(ds, batch_size=8, sampler=positions, collate_fn=collate_clips)
     counter = SkipCounter()
@@ -302,6 +306,6 @@ def test_clip_dataset_counts_and_reports_damaged_clips(tmp_path):
     assert counter.videos() == [1] and counter.epoch_skipped == len(positions) - len(trained)
     assert set(_hits(range(48 - T + 1), range(20, 23))) <= {s for v, s in positions if (v, s) not in trained}
     assert "bad.mp4: frame" in counter.summary(epoch=0) and "row 3" in counter.summary()
-    strict = ClipDataset(manifest, clip_len=T, strict=True)
+    strict = ClipDataset(manifest, clip_len=T, strict=True, backend=backend)
     with pytest.raises(VideoError, match=r"row 3.*bad.mp4: frame \d+ cannot be read"):
         strict[(1, 18)]

@@ -1,13 +1,17 @@
 """Intact files the reader used to refuse: variable frame rate read as damage, and tags that are not UTF-8.
 
 The references are plain sequential PyAV decodes (``tests.videos.reference_frames``)."""
+import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 
 from lightning_temporal.data.video import VideoReader, clear_index_cache, probe, read_clip
+from tests.backends import backend_fixture
 from tests.videos import reference_frames, remux, synthetic_frame, vfr_pts, write_video, write_with_still_first
+
+backend = backend_fixture(sys.modules[__name__])  # every test here runs once per decoding backend
 
 
 @pytest.mark.parametrize("ext, codec", [(".mp4", "libx264"), (".mkv", "libx264"), (".webm", "libvpx-vp9")])

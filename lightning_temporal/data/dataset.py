@@ -21,6 +21,7 @@ from torch.utils.data import Dataset, default_collate
 from lightning_temporal.checks import check_callable, check_instance, check_int, fail
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size, to_float_clip
+from lightning_temporal.data.torchcodec_backend import resolve_backend
 from lightning_temporal.data.video import VideoError, probe, read_clip
 
 __all__ = ["num_clip_positions", "load_clip", "SkippedClip", "ClipDataset",
@@ -44,14 +45,14 @@ def _decode_size(record: VideoRecord, size: DecodeSize) -> Optional[Tuple[int, i
 
 
 def load_clip(record: VideoRecord, start: int, clip_len: int, stride: int = 1,
-              size: DecodeSize = None) -> torch.Tensor:
+              size: DecodeSize = None, backend: str = "pyav") -> torch.Tensor:
     """uint8 ``[clip_len, H, W, 3]``: frames start, start+stride, ... of ``record``'s video.
 
     ``size``: None (decoded size), ``(h, w)``, or an int short side (aspect kept; needs the record's probed
     height/width, else the full size is decoded). The resize happens in swscale during colour conversion.
-    Raises ``VideoError`` when the video cannot be decoded.
+    Raises ``VideoError`` when the video cannot be decoded. ``backend``: the decoder, see :func:`read_clip`.
     """
-    return read_clip(record.path, start, clip_len, stride, size=_decode_size(record, size))
+    return read_clip(record.path, start, clip_len, stride, size=_decode_size(record, size), backend=backend)
 
 
 @dataclass(frozen=True)
@@ -113,13 +114,14 @@ class ClipDataset(Dataset):
     :func:`collate_clips` as the DataLoader's ``collate_fn``. ``len(dataset)`` is the number of videos.
 
     ``decode_size``: None, ``(h, w)`` or an int short side, resized by the decoder (cheaper than converting
-    full-size frames). ``strict``: raise on a video that fails to decode instead of skipping it.
+    full-size frames). ``strict``: raise on a video that fails to decode instead of skipping it. ``backend``:
+    ``"pyav"`` (default), ``"torchcodec"`` or ``"auto"``, see :func:`~lightning_temporal.data.video.read_clip`.
     """
 
     def __init__(self, manifest: VideoManifest, clip_len: int, stride: int = 1,
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
                  clean_transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
-                 strict: bool = False, decode_size: DecodeSize = None):
+                 strict: bool = False, decode_size: DecodeSize = None, backend: str = "pyav"):
         check_instance("manifest", manifest, VideoManifest, hint="read one with read_csv_manifest")
         check_int("clip_len", clip_len, minimum=1)
         check_int("stride", stride, minimum=1)
@@ -130,6 +132,7 @@ class ClipDataset(Dataset):
         self.clip_len, self.stride = clip_len, stride
         self.transform, self.clean_transform = transform, clean_transform
         self.strict, self.decode_size = bool(strict), decode_size
+        self.backend = resolve_backend(backend, "ClipDataset backend")
         self._num_positions = num_clip_positions(manifest.num_frames, clip_len, stride)
         self._transform_takes_generator = transform is not None and _takes_generator(transform)
         self._warned: set = set()  # videos already warned about in this process
@@ -186,7 +189,7 @@ class ClipDataset(Dataset):
         record = self.manifest[v]
         try:
             self._check_inside(record, s)
-            frames = load_clip(record, s, self.clip_len, self.stride, self.decode_size)
+            frames = load_clip(record, s, self.clip_len, self.stride, self.decode_size, self.backend)
         except (VideoError, ValueError) as err:
             # (v, s) were checked against the manifest above, so a ValueError here means the file holds fewer
             # frames than the manifest says (changed since it was probed, or a wrong num_frames column)

@@ -46,6 +46,7 @@ import stat
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
 import av
@@ -62,6 +63,11 @@ from lightning_temporal.data.frame_table import (
     sequential_table,
     spread_damage,
     table_from_packets,
+)
+from lightning_temporal.data.torchcodec_backend import (
+    TorchcodecFile,
+    resolve_backend,
+    same_rgb,
 )
 from lightning_temporal.data.frames import (
     FrameFolder,
@@ -242,6 +248,9 @@ class _FileIndex:
     fps: float
     height: int
     width: int
+    time_base: Optional[Fraction] = None  # of the video stream: pts x time_base = seconds
+    stream_index: int = 0  # the video stream read (FFmpeg's best one)
+    pix_fmt: Optional[str] = None  # the decoder's pixel format (e.g. "yuv420p"), None when unknown
 
 
 def _fps(stream, pts: Optional[np.ndarray]) -> float:
@@ -280,7 +289,7 @@ def _demux_index(container, stream, path: str) -> _FileIndex:
                                    size[keep], lost, os.path.getsize(path), None if dts is None else dts[keep],
                                    None if order is None else order[keep], _byte_holes(covered, unread))
     cc = stream.codec_context
-    return _FileIndex(table, _fps(stream, table.pts), cc.height, cc.width)
+    return _FileIndex(table, _fps(stream, table.pts), cc.height, cc.width, stream.time_base, stream.index, cc.pix_fmt)
 
 
 class _Bits:
@@ -539,16 +548,23 @@ _FOLDERS = _LRU(1024)  # (stat key of the folder, pattern) -> (files, height, wi
 
 
 class _VideoFile:
-    """One opened video file: container, decoder and colour converter (internal backend of VideoReader)."""
+    """One opened video file: container, decoder and colour converter (internal backend of VideoReader).
 
-    def __init__(self, path: str, key: tuple):
+    ``lazy``: the PyAV container is opened on first use (a read whose index is cached and that torchcodec
+    decodes never opens it)."""
+
+    def __init__(self, path: str, key: tuple, lazy: bool = False):
         self.path, self.key = path, key
         self.container = self.stream = None
-        self._reopen()
+        self.closed, self.pid, self.fresh = False, os.getpid(), True
+        self.torchcodec: Optional[TorchcodecFile] = None
+        if not lazy:
+            self._reopen()
 
     # -- lifecycle
     def _reopen(self) -> None:
         self.close()
+        self.closed = False
         self.pid = os.getpid()
         self.container, self.stream = _open(self.path)
         self.fresh = True  # nothing demuxed since opening: decoding starts at frame 0 without a seek
@@ -557,6 +573,9 @@ class _VideoFile:
         if self.container is not None and self.pid == os.getpid():
             self.container.close()
         self.container = None
+        self.closed = True
+        if self.torchcodec is not None:
+            self.torchcodec.close()
 
     # -- index
     def index(self, exact: bool = False) -> _FileIndex:
@@ -570,7 +589,7 @@ class _VideoFile:
         return fi
 
     def _cheap_index(self) -> _FileIndex:
-        if self.pid != os.getpid():
+        if self.container is None or self.pid != os.getpid():
             self._reopen()
         fi = _demux_index(self.container, self.stream, self.path)  # demuxes this container to its end
         self.fresh = False
@@ -597,7 +616,8 @@ class _VideoFile:
                 scan._reopen_for_scan()
                 table, first = scan._scan_sequential()
             height, width = (first.height, first.width) if first is not None else (cheap.height, cheap.width)
-            return _FileIndex(table, _fps(scan.stream, table.pts), height, width)
+            return _FileIndex(table, _fps(scan.stream, table.pts), height, width, scan.stream.time_base,
+                              scan.stream.index, scan.stream.codec_context.pix_fmt)
         finally:
             scan.close()
 
@@ -636,8 +656,8 @@ class _VideoFile:
     # -- positioning
     def _position(self, table: FrameTable, k: int) -> str:
         """Put the demuxer at keyframe ``k`` of the table: "start" (decode from the file start) or "seek"."""
-        if self.pid != os.getpid():
-            self._reopen()  # a container inherited through fork shares its file offset with the parent
+        if self.container is None or self.pid != os.getpid():
+            self._reopen()  # not opened yet (lazy), or inherited through fork: shares its file offset with the parent
         if k == 0 and self.fresh:
             self.fresh = False
             return "start"
@@ -652,13 +672,15 @@ class _VideoFile:
 
     # -- decoding
     def decode(self, wanted: np.ndarray, size: Optional[Tuple[int, int]],
-               buffer: Optional[np.ndarray] = None) -> np.ndarray:
+               buffer: Optional[np.ndarray] = None, backend: str = "pyav") -> np.ndarray:
         """Frames ``wanted`` (sorted unique int64 [U], each < num_frames) as uint8 [U, H, W, 3]; written into
-        ``buffer[:U]`` when that has room at this frame size (a reused allocation)."""
+        ``buffer[:U]`` when that has room at this frame size (a reused allocation). ``backend="torchcodec"``:
+        torchcodec decodes when it can do so exactly (:mod:`.torchcodec_backend`), else the PyAV path."""
         fi = self.index()
         table = fi.table
         h, w = (fi.height, fi.width) if size is None else size
-        if buffer is not None and len(buffer) >= len(wanted) and buffer.shape[1:] == (h, w, 3):
+        reuse = buffer is not None and len(buffer) >= len(wanted) and buffer.shape[1:] == (h, w, 3)
+        if reuse:
             out = buffer[:len(wanted)]
         else:
             out = np.empty((len(wanted), h, w, 3), np.uint8)
@@ -669,6 +691,13 @@ class _VideoFile:
         if table.any_bad and table.bad[wanted].any():  # known before decoding anything
             frame = int(wanted[table.bad[wanted]][0])
             raise self._damage_error(frame, explain(table, frame, {}), table.bad)
+        if backend == "torchcodec" and size is None:
+            frames = self._torchcodec_read(fi, wanted)
+            if frames is not None:
+                if reuse:  # the caller's allocation
+                    out[...] = frames
+                    return out
+                return frames
         # Segments: runs of wanted frames decoded without a seek (no keyframe between a frame and the next one).
         if wanted[-1] - wanted[0] == len(wanted) - 1:  # consecutive frames (a clip at stride 1): one run
             bounds, k = [(0, len(wanted))], [int(np.searchsorted(table.key_frame, wanted[0], side="right")) - 1]
@@ -686,6 +715,19 @@ class _VideoFile:
             _INDEX.put((self.key, True), self._exact_index())
             raise _Restructured from None
         return out
+
+    def _torchcodec_read(self, fi: _FileIndex, wanted: np.ndarray) -> Optional[np.ndarray]:
+        """uint8 [U, H, W, 3]: ``wanted`` decoded by torchcodec; None when the PyAV path must read them: no
+        timestamps, a pixel format whose RGB would differ (:func:`same_rgb`), or torchcodec could not return
+        exactly the table's pictures (:meth:`TorchcodecFile.read`)."""
+        table = fi.table
+        if fi.time_base is None or table.pts is None or not same_rgb(fi.pix_fmt, fi.height, fi.width):
+            return None
+        # (a bad frame on the way to a wanted one needs no check here: every frame decoded from a bad one is bad
+        # itself, until the next keyframe, and the caller refused wanted frames known bad)
+        if self.torchcodec is None:
+            self.torchcodec = TorchcodecFile(self.path, fi.stream_index)
+        return self.torchcodec.read(table, wanted, fi.time_base, (fi.height, fi.width))
 
     def _segment(self, fi: _FileIndex, frames: List[int], slots, out, size, k: int) -> None:
         table = fi.table
@@ -800,7 +842,7 @@ class _VideoFile:
             raise self._damage_error(frame, explain(table, frame, {}), table.bad)
         self.size_check = (fi.height, fi.width) if size is None else None
         convert = self._converter(size)
-        if not self.fresh or self.pid != os.getpid():
+        if not self.fresh or self.container is None or self.pid != os.getpid():
             self._reopen()
         self.fresh = False
         want = dict(zip(wanted.tolist(), range(len(wanted))))
@@ -921,10 +963,10 @@ class _OpenFiles:
             for n in range(len(self._idle) - 1, -1, -1):
                 if self._idle[n].key == key:
                     return self._idle.pop(n)
-        return _VideoFile(path, key)
+        return _VideoFile(path, key, lazy=True)
 
     def checkin(self, f: _VideoFile) -> None:
-        if f.container is None or f.pid != os.getpid():
+        if f.closed or f.pid != os.getpid():
             return
         closing = []
         with self._lock:
@@ -1082,10 +1124,13 @@ class VideoReader:
     seeks forward over gaps that contain a keyframe, so evaluating every clip position or a dense pass over all
     frames decodes each frame once. A read that needs a damaged frame raises :class:`VideoError` naming it.
     ``frame_pattern``: the file-name pattern of a frame folder (see :mod:`lightning_temporal.data.frames`).
+    ``backend``: ``"pyav"`` (default), ``"torchcodec"`` or ``"auto"`` (torchcodec when it imports), see
+    :func:`read_clip`.
     """
 
-    def __init__(self, path: PathLike, *, frame_pattern: Optional[str] = None):
+    def __init__(self, path: PathLike, *, frame_pattern: Optional[str] = None, backend: str = "pyav"):
         self.path = os.fspath(path)
+        self.backend = resolve_backend(backend, f"{self.path}: backend")
         self._folder, key = _source(self.path, frame_pattern)
         self._file = _OPEN.checkout(self.path, key) if key is not None else None
         self._info: Optional[VideoInfo] = None
@@ -1184,7 +1229,7 @@ class VideoReader:
                 if self._folder is not None:
                     frames = self._folder.decode(wanted, size)
                 else:
-                    frames = self._open_file().decode(wanted, size, out if inverse is None else None)
+                    frames = self._open_file().decode(wanted, size, out if inverse is None else None, self.backend)
             except _Restructured:
                 continue
             if inverse is None:
@@ -1218,15 +1263,22 @@ def probe(path: PathLike, *, exact: bool = True, frame_pattern: Optional[str] = 
 
 
 def read_clip(path: PathLike, start, num_frames, stride=1, *, size=None,
-              frame_pattern: Optional[str] = None) -> torch.Tensor:
+              frame_pattern: Optional[str] = None, backend: str = "pyav") -> torch.Tensor:
     """Frames ``start, start + stride, ...`` of ``path`` as uint8 [T, H, W, 3], frame-exact.
 
     Frame ``i`` is the frame with the ``i``-th smallest timestamp (module docstring); seeks to the keyframe at
     or before ``start`` and decodes forward. Past the last frame the last frame repeats; ``start`` itself must
     be a frame of the video (ValueError otherwise). A damaged frame in the clip raises VideoError naming the
     file and the frame. ``size=(h, w)`` resizes during the colour conversion.
+
+    ``backend``: ``"pyav"`` (default), ``"torchcodec"`` (ImportError when it does not import) or ``"auto"``
+    (torchcodec when it imports, else PyAV). Frames are named by the same frame table and come out
+    byte-identical; torchcodec decodes full-size reads of files with timestamps and leaves the rest (``size``
+    given, a run over a frame known bad, anything it cannot return exactly) to PyAV. It cannot see a picture
+    the decoder conceals without an error: see :mod:`lightning_temporal.data.torchcodec_backend`.
     """
     path = os.fspath(path)
+    backend = resolve_backend(backend, f"{path}: backend")
     folder, key = _source(path, frame_pattern)
     if folder is not None:
         with VideoReader(path, frame_pattern=frame_pattern) as reader:  # the folder listing is cached
@@ -1247,7 +1299,7 @@ def read_clip(path: PathLike, start, num_frames, stride=1, *, size=None,
             if inside < num_frames and wanted[-1] != n - 1:
                 wanted = np.append(wanted, n - 1)  # padding: past the end the last frame repeats
             try:
-                frames = f.decode(wanted, size)
+                frames = f.decode(wanted, size, backend=backend)
             except _Restructured:
                 continue
             if inside < num_frames:

@@ -22,6 +22,7 @@ from lightning_temporal.checks import check_callable, check_choice, check_instan
 from lightning_temporal.data.dataset import DecodeSize, SkippedClip, check_decode_size, num_clip_positions
 from lightning_temporal.data.manifest import VideoManifest, VideoRecord
 from lightning_temporal.data.transforms import short_side_size
+from lightning_temporal.data.torchcodec_backend import resolve_backend
 from lightning_temporal.data.video import VideoError, VideoReader, probe
 
 __all__ = ["VideoDataset", "collate_videos", "eval_clip_starts", "clip_views", "gather_clips", "torch_threads"]
@@ -92,12 +93,14 @@ class VideoDataset(Dataset):
     ``decode_size``: None (decoded size), ``(h, w)``, or an int short side: the decoder resizes while
     converting to RGB (the aspect ratio from the manifest, or from a demux-only probe when the manifest has
     no frame size). ``data_threads``: torch threads of the decode-side tensor ops (restored afterwards).
+    ``backend``: ``"pyav"`` (default), ``"torchcodec"`` or ``"auto"``, see
+    :func:`~lightning_temporal.data.video.read_clip`.
     """
 
     def __init__(self, manifest: VideoManifest, clip_len: int, stride: int = 1,
                  transform: Optional[Callable[[torch.Tensor], torch.Tensor]] = None, *, mode: str = "clips",
                  clip_stride: Optional[int] = None, strict: bool = False, decode_size: DecodeSize = None,
-                 data_threads: int = 1):
+                 data_threads: int = 1, backend: str = "pyav"):
         check_instance("manifest", manifest, VideoManifest, hint="read one with read_csv_manifest")
         check_choice("mode", mode, EVAL_MODES)
         for name, v in (("clip_len", clip_len), ("stride", stride), ("data_threads", data_threads)):
@@ -109,6 +112,7 @@ class VideoDataset(Dataset):
         self.manifest, self.clip_len, self.stride = manifest, clip_len, stride
         self.transform, self.mode, self.clip_stride = transform, mode, clip_stride
         self.strict, self.decode_size, self.data_threads = bool(strict), decode_size, data_threads
+        self.backend = resolve_backend(backend, "VideoDataset backend")
         self.span = (clip_len - 1) * stride + 1
         self.num_positions = num_clip_positions(manifest.num_frames, clip_len, stride)
         self._buffer: Optional[Tensor] = None  # uint8 [N, H, W, 3], reused by every video this process reads
@@ -139,7 +143,7 @@ class VideoDataset(Dataset):
         Raises ``VideoError`` when the video cannot be decoded."""
         record = self.manifest[i]
         size = self.frame_size(record)
-        with VideoReader(record.path) as reader:
+        with VideoReader(record.path, backend=self.backend) as reader:
             # The buffer is sized by the file's own count, never by the manifest's (a count that was not checked
             # against the file, e.g. read with probe=False, must not size an allocation).
             need = max(reader.num_frames, self.span)
