@@ -226,3 +226,27 @@ def test_readme_claims_about_the_default_hold_on_the_results():
         assert mean("motion", (a, 8, None)) < mean("motion", ("fixed", 8, None)) - 0.5
     for dataset in ("appearance", "textured"):
         assert mean(dataset, ("ordered, zeros padding", 8, None)) < mean(dataset, ("ordered", 8, None))
+
+
+def test_readme_textured_40_epochs_table_and_claim():
+    """Trained 40 epochs on textured, the README's table is `readme_table` of the results file, fixed pooling ends
+    above no SGS, `ordered` within 2 points of no SGS and below fixed pooling (both seeds ran)."""
+    import os
+    import statistics
+
+    bench = load_benchmark("sgs_tradeoff")
+    root = os.path.join(os.path.dirname(__file__), "..")
+    result = json.load(open(os.path.join(root, "benchmarks", "results", "sgs_tradeoff_textured_40_epochs.json")))
+    records = [{**d, **r} for r, d in zip(result["rows"], result["details"])]
+    assert result["conditions"]["max_epochs"] == result["conditions"]["min_epochs"] == 40
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    table = bench.readme_table(records, "textured").replace("| textured variant |", "| textured variant, 40 epochs |", 1)
+    assert table in readme
+
+    def mean(c):
+        grp = [r for r in records if bench.config(r) == c]
+        assert {r["seed"] for r in grp} == {0, 1}, c
+        return statistics.fmean(r["top1"] for r in grp)
+
+    base, fixed, ordered = mean((None, None, None)), mean(("fixed", 8, None)), mean(("ordered", 8, None))
+    assert fixed >= base and abs(ordered - base) <= 0.02 and ordered < fixed
