@@ -20,7 +20,7 @@ from lightning_temporal.data import torchcodec_backend
 from lightning_temporal.data import video as video_mod
 from lightning_temporal.data.torchcodec_backend import frame_mappings, resolve_backend, torchcodec_available
 from lightning_temporal.data.video import VideoError, VideoReader, clear_index_cache, probe, read_clip
-from tests.videos import packet_layout, reference_frames, remux, vfr_pts, write_video
+from tests.videos import packet_layout, reference_frames, remux, remux_raw_h264, vfr_pts, write_video
 
 needs_torchcodec = pytest.mark.skipif(
     not torchcodec_available(), reason=f"torchcodec does not import here ({torchcodec_backend._IMPORT_ERROR})")
@@ -149,12 +149,7 @@ def test_resized_reads_and_files_without_timestamps_go_through_pyav(codec_files,
     np.testing.assert_array_equal(read_clip(path, 20, 4, size=(24, 40), backend="torchcodec").numpy(),
                                   reference_frames(path, size=(24, 40))[20:24])
     raw = str(tmp_path / "raw.h264")
-    with av.open(path) as inp, av.open(raw, "w", format="h264") as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
+    remux_raw_h264(path, raw)
     np.testing.assert_array_equal(read_clip(raw, 30, 3, backend="torchcodec").numpy(), reference_frames(path)[30:33])
     assert spy.done == spy.declined == 0
 

@@ -23,6 +23,7 @@ from tests.backends import backend_fixture
 from tests.videos import (
     packet_layout,
     reference_frames,
+    remux_raw_h264,
     synthetic_frame,
     truncate_file,
     vfr_pts,
@@ -469,12 +470,7 @@ def test_raw_stream_without_timestamps_reads_by_decoding_order(encoded_videos, r
     """An H.264 elementary stream has no timestamps: frames are named by decoding order from the start."""
     src, ref = encoded_videos["h264_gop32.mp4"], references["h264_gop32.mp4"]
     raw = str(tmp_path / "raw.h264")
-    with av.open(src) as inp, av.open(raw, "w", format="h264") as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(video=0):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
+    remux_raw_h264(src, raw)
     with av.open(raw) as c:
         assert all(p.pts is None for p in c.demux(video=0) if p.size)
     clear_index_cache()

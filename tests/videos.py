@@ -188,9 +188,10 @@ def truncate_file(src: str, dst: str, keep: float | int) -> str:
     return dst
 
 
-def remux_faststart(src: str, dst: str) -> str:
-    """Copy ``src``'s video packets (no re-encoding) into an MP4 whose index precedes the data."""
-    with av.open(src) as inp, av.open(dst, "w", options={"movflags": "faststart"}) as out:
+def copy_video_packets(src: str, dst: str, **open_kwargs) -> str:
+    """Copy ``src``'s video packets (no re-encoding) into ``dst``, opened with ``av.open(dst, "w", **open_kwargs)``;
+    the demuxer's flush packets (no dts) are left out."""
+    with av.open(src) as inp, av.open(dst, "w", **open_kwargs) as out:
         in_stream = inp.streams.video[0]
         out_stream = out.add_stream_from_template(in_stream)
         for packet in inp.demux(in_stream):
@@ -199,6 +200,16 @@ def remux_faststart(src: str, dst: str) -> str:
             packet.stream = out_stream
             out.mux(packet)
     return dst
+
+
+def remux_faststart(src: str, dst: str) -> str:
+    """Copy ``src``'s video packets (no re-encoding) into an MP4 whose index precedes the data."""
+    return copy_video_packets(src, dst, options={"movflags": "faststart"})
+
+
+def remux_raw_h264(src: str, dst: str) -> str:
+    """Copy ``src``'s H.264 packets into an elementary stream (``.h264``): no container, no timestamps."""
+    return copy_video_packets(src, dst, format="h264")
 
 
 def encode_image(frame: np.ndarray, ext: str = "png") -> bytes:
