@@ -370,6 +370,21 @@ def _quantise(rng: np.random.Generator, img: np.ndarray, noise: float, dyn: np.n
     return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)[dyn]
 
 
+
+def _inside(shape: str, dy: np.ndarray, dx: np.ndarray, r: float) -> np.ndarray:
+    """Boolean mask of the points (dy, dx), relative to the shape's centre, inside `shape` of half-size `r`
+    (cross: a plus sign, arms one third of the width; ring: outer radius r, inner 0.55 r)."""
+    if shape == "square":
+        return (np.abs(dy) <= r) & (np.abs(dx) <= r)
+    if shape == "disc":
+        return dy * dy + dx * dx <= r * r
+    if shape == "cross":
+        return ((np.abs(dy) <= r) & (np.abs(dx) <= r / 3)) | ((np.abs(dx) <= r) & (np.abs(dy) <= r / 3))
+    if shape == "ring":
+        rr = dy * dy + dx * dx
+        return (rr <= r * r) & (rr >= (0.55 * r) ** 2)
+    raise ValueError(f"shape={shape!r}: choose one of {SHAPES}")
+
 def _shape_coverage(shape: str, center: np.ndarray, side: float, size: int, supersample: int = 4) -> np.ndarray:
     """Anti-aliased coverage [S, S] in [0, 1] of a shape of width `side` centred at `center` (y, x) on a torus of
     `size` pixels, from a `supersample` x `supersample` grid per pixel."""
@@ -377,17 +392,7 @@ def _shape_coverage(shape: str, center: np.ndarray, side: float, size: int, supe
     dy = (np.mod(o - center[0] + size / 2.0, size) - size / 2.0)[:, None]  # wrapped distance
     dx = (np.mod(o - center[1] + size / 2.0, size) - size / 2.0)[None, :]
     r = side / 2.0
-    if shape == "square":
-        inside = (np.abs(dy) <= r) & (np.abs(dx) <= r)
-    elif shape == "disc":
-        inside = dy * dy + dx * dx <= r * r
-    elif shape == "cross":  # a plus sign, arms one third of the width
-        inside = ((np.abs(dy) <= r) & (np.abs(dx) <= r / 3)) | ((np.abs(dx) <= r) & (np.abs(dy) <= r / 3))
-    elif shape == "ring":
-        rr = dy * dy + dx * dx
-        inside = (rr <= r * r) & (rr >= (0.55 * r) ** 2)
-    else:
-        raise ValueError(f"shape={shape!r}: choose one of {SHAPES}")
+    inside = _inside(shape, dy, dx, r)
     return inside.reshape(size, supersample, size, supersample).mean(axis=(1, 3))
 
 
@@ -457,17 +462,7 @@ def _textured_object(rng: np.random.Generator, shape: str, S: int, centre: np.nd
     v = np.cos(rot) * dy + np.sin(rot) * dx  # object coordinates
     u = -np.sin(rot) * dy + np.cos(rot) * dx
     r = side / 2.0
-    if shape == "square":
-        inside = (np.abs(v) <= r) & (np.abs(u) <= r)
-    elif shape == "disc":
-        inside = v * v + u * u <= r * r
-    elif shape == "cross":
-        inside = ((np.abs(v) <= r) & (np.abs(u) <= r / 3)) | ((np.abs(u) <= r) & (np.abs(v) <= r / 3))
-    elif shape == "ring":
-        rr = v * v + u * u
-        inside = (rr <= r * r) & (rr >= (0.55 * r) ** 2)
-    else:
-        raise ValueError(f"shape={shape!r}: choose one of {SHAPES}")
+    inside = _inside(shape, v, u, r)
     tex_angle, period = rng.uniform(0, np.pi), rng.uniform(2.5, 6.0) * S / 32.0
     grating = 0.5 + 0.5 * np.cos(2 * np.pi * (np.cos(tex_angle) * v + np.sin(tex_angle) * u) / period)
     lo, hi = np.sort(rng.uniform(0.55, 0.95, size=2))
