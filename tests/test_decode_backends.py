@@ -325,3 +325,23 @@ def test_torchcodec_decoder_window_is_the_gops_read(codec_files, monkeypatch):
         assert reader._file.torchcodec.window == (0, 32)
         np.testing.assert_array_equal(reader.read_clip(36, 4).numpy(), ref[36:40])  # frames 16-59
         assert reader._file.torchcodec.window == (16, 50)
+
+
+def test_datamodule_datasets_decode_with_pyav_at_short_side(tmp_path):
+    # README "Decoding backends": TemporalDataModule decodes at short_side (a resized read, which torchcodec never
+    # serves) and has no backend option, so the recipes and the CLI always decode with PyAV
+    import inspect
+
+    from lightning_temporal import TemporalDataModule
+
+    rows = ["a.mp4,left", "b.mp4,right"]
+    for r in rows:
+        (tmp_path / r.split(",")[0]).write_bytes(b"")  # the frame count is given: nothing is decoded
+    for name in ("train.csv", "val.csv"):
+        (tmp_path / name).write_text("path,label,num_frames\n" + "".join(f"{r},30\n" for r in rows))
+    dm = TemporalDataModule(train_manifest=str(tmp_path / "train.csv"), val_manifest=str(tmp_path / "val.csv"),
+                            clip_len=4, crop_size=24, short_side=32, progress=False)
+    dm.setup("fit")
+    assert dm.datasets["train"].backend == "pyav" and dm.datasets["train"].decode_size == 32
+    assert dm.datasets["val"].backend == "pyav"
+    assert not any("backend" in p for p in inspect.signature(TemporalDataModule.__init__).parameters)
